@@ -1,0 +1,194 @@
+import { mkdir, readdir, readFile, unlink, writeFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NatsConnection, JetStreamClient } from 'nats';
+import { makeEvent, type CloudEvent } from './envelope.ts';
+import { encode, makeHeaders } from './bus.ts';
+import type { Logger } from './log.ts';
+import { subjects } from './subjects.ts';
+
+// Events go to disk first, then to JetStream with Nats-Msg-Id = event id. An
+// event leaves the outbox only when JetStream acknowledged it, so a lost bus
+// or a restarted service loses nothing, and a retry after an unacknowledged
+// publish is dropped by the stream's duplicate window instead of stored twice.
+
+interface Pending {
+  file?: string;
+  subject: string;
+  headers: Record<string, string>;
+  event: CloudEvent<unknown>;
+  payload: Uint8Array;
+}
+
+export interface PublishOptions {
+  // filterable copies of payload fields: Sealkit-Image, Sealkit-Container...
+  headers?: Record<string, string | undefined>;
+  id?: string;
+  subject?: string; // the CloudEvents `subject` attribute
+}
+
+export interface OutboxOptions {
+  nc: NatsConnection;
+  service: string;
+  node: string;
+  dir?: string; // where pending events wait; memory only when absent
+  log: Logger;
+  maxPending?: number;
+  window?: number; // publishes in flight at once
+  ackTimeoutMs?: number;
+}
+
+export class EventPublisher {
+  private readonly js: JetStreamClient;
+  private readonly queue: Pending[] = [];
+  private seq = 0;
+  private pumping = false;
+  private closed = false;
+  private lost = 0;
+  private lostSince?: string;
+  private wake?: () => void;
+  private idleWaiters: Array<() => void> = [];
+  private warnedNoStream = false;
+
+  constructor(private readonly o: OutboxOptions) {
+    this.js = o.nc.jetstream();
+    void (async () => {
+      for await (const s of o.nc.status()) if (s.type === 'reconnect') this.wake?.();
+    })();
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  // Reload what a previous run left unpublished, oldest first.
+  async init(): Promise<void> {
+    if (!this.o.dir) return;
+    await mkdir(this.o.dir, { recursive: true });
+    const names = (await readdir(this.o.dir)).filter((n) => n.endsWith('.json')).sort();
+    for (const name of names) {
+      try {
+        const rec = JSON.parse(await readFile(join(this.o.dir, name), 'utf8')) as Omit<Pending, 'payload' | 'file'>;
+        this.queue.push({ ...rec, file: name, payload: encode(rec.event) });
+        this.seq = Math.max(this.seq, Number.parseInt(name, 10) || 0);
+      } catch {
+        // a torn file from a crash mid-write is never renamed into place; skip it
+      }
+    }
+    if (this.queue.length) this.o.log.info('outbox: republishing events from a previous run', { pending: this.queue.length });
+    this.kick();
+  }
+
+  // Persist, queue, return at once; JetStream delivery happens in the pump.
+  async publish<T>(type: string, data: T, opts: PublishOptions = {}): Promise<CloudEvent<T>> {
+    const event = makeEvent(this.o.service, type, data, { node: this.o.node, id: opts.id, subject: opts.subject });
+    const headers: Record<string, string> = { 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service };
+    for (const [k, v] of Object.entries(opts.headers ?? {})) if (v !== undefined) headers[k] = v;
+    if (this.queue.length >= (this.o.maxPending ?? 100_000)) {
+      this.lost++;
+      this.lostSince ??= new Date().toISOString();
+      this.o.log.error('outbox full: event dropped; audit.lost will report it', { type });
+      return event;
+    }
+    const p: Pending = { subject: type, headers, event, payload: encode(event) };
+    if (this.o.dir) {
+      const name = `${String(++this.seq).padStart(16, '0')}.json`;
+      const tmp = join(this.o.dir, `.${name}.tmp`);
+      await writeFile(tmp, JSON.stringify({ subject: p.subject, headers, event }));
+      await rename(tmp, join(this.o.dir, name));
+      p.file = name;
+    }
+    this.queue.push(p);
+    this.kick();
+    return event;
+  }
+
+  // Fire-and-forget for high-rate state that is not kept (progress, heartbeats).
+  emit<T>(type: string, data: T, opts: PublishOptions = {}): CloudEvent<T> {
+    const event = makeEvent(this.o.service, type, data, { node: this.o.node, id: opts.id, subject: opts.subject });
+    const headers = makeHeaders({ 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service, ...opts.headers });
+    this.o.nc.publish(type, encode(event), { headers });
+    return event;
+  }
+
+  // Resolves when everything queued so far is acknowledged, or after timeoutMs.
+  async flush(timeoutMs = 5000): Promise<boolean> {
+    if (this.queue.length === 0 && this.lost === 0) return true;
+    return new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), timeoutMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(t);
+        resolve(true);
+      });
+      this.kick();
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.wake?.();
+  }
+
+  private kick(): void {
+    if (this.pumping) {
+      this.wake?.();
+      return;
+    }
+    this.pumping = true;
+    void this.pump().finally(() => {
+      this.pumping = false;
+    });
+  }
+
+  private async pump(): Promise<void> {
+    let backoff = 100;
+    while (!this.closed) {
+      if (this.lost > 0 && this.queue.length < (this.o.maxPending ?? 100_000)) {
+        const dropped = this.lost;
+        const since = this.lostSince;
+        this.lost = 0;
+        this.lostSince = undefined;
+        await this.publish(subjects.audit.lost, { service: this.o.service, reason: 'outbox-full', dropped, since });
+      }
+      if (this.queue.length === 0) {
+        for (const w of this.idleWaiters.splice(0)) w();
+        return;
+      }
+      const batch = this.queue.slice(0, this.o.window ?? 64);
+      const results = await Promise.allSettled(
+        batch.map((p) =>
+          this.js.publish(p.subject, p.payload, {
+            msgID: p.event.id,
+            headers: makeHeaders(p.headers),
+            timeout: this.o.ackTimeoutMs ?? 3000,
+          }),
+        ),
+      );
+      const done = new Set<Pending>();
+      let failure: unknown;
+      results.forEach((r, i) => (r.status === 'fulfilled' ? done.add(batch[i]) : (failure ??= r.reason)));
+      if (done.size) {
+        await Promise.all([...done].map((p) => (p.file && this.o.dir ? unlink(join(this.o.dir, p.file)).catch(() => {}) : undefined)));
+        for (let i = this.queue.length - 1; i >= 0; i--) if (done.has(this.queue[i])) this.queue.splice(i, 1);
+      }
+      if (failure === undefined) {
+        backoff = 100;
+        this.warnedNoStream = false;
+        continue;
+      }
+      const msg = failure instanceof Error ? failure.message : String(failure);
+      if (!this.warnedNoStream) {
+        this.o.log.warn('outbox: publish not acknowledged, will retry', { pending: this.queue.length, err: msg });
+        this.warnedNoStream = true;
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, backoff);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+      backoff = Math.min(backoff * 2, 2000);
+    }
+  }
+}

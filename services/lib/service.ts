@@ -1,0 +1,67 @@
+import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { connectBus, encode, type NatsConnection, type PingReply } from './bus.ts';
+import { createLogger, type Logger } from './log.ts';
+import { EventPublisher } from './outbox.ts';
+import { nodeName } from './envelope.ts';
+import { stateDir } from './config.ts';
+import { subjects, type ServiceName } from './subjects.ts';
+
+export interface ServiceContext {
+  name: ServiceName;
+  node: string;
+  log: Logger;
+  nc: NatsConnection;
+  events: EventPublisher;
+  state: string; // the service's own directory under the state dir
+  root: string; // the whole state dir
+}
+
+export interface Running {
+  stop?: () => Promise<void>;
+}
+
+export const VERSION = '0.1.0';
+
+// One entry point per service: wire config, logger and bus, answer pings,
+// call the pure core, and on SIGTERM/SIGINT stop it, flush events, drain.
+export async function runService(name: ServiceName, start: (ctx: ServiceContext) => Promise<Running | void>): Promise<void> {
+  const node = nodeName();
+  const log = createLogger({ service: name, node, pid: process.pid });
+  const root = stateDir();
+  const state = join(root, name);
+  await mkdir(state, { recursive: true });
+  const nc = await connectBus({ name: `sealkit-${name}`, user: name, log });
+  const events = new EventPublisher({ nc, service: name, node, dir: join(state, 'outbox'), log });
+  await events.init();
+  const started = Date.now();
+  const ping = nc.subscribe(subjects.ping, {
+    callback: (_err, msg) => {
+      const reply: PingReply = { service: name, node, pid: process.pid, uptimeSec: Math.round((Date.now() - started) / 1000), version: VERSION };
+      msg.respond(encode(reply));
+    },
+  });
+  const running = (await start({ name, node, log, nc, events, state, root })) ?? {};
+  log.info('started', { state });
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal });
+    ping.unsubscribe();
+    try {
+      await running.stop?.();
+    } catch (err) {
+      log.error('stop failed', { err: err as Error });
+    }
+    const flushed = await events.flush(3000);
+    if (!flushed) log.warn('events still pending at exit; they stay in the outbox for the next start', { pending: events.pending });
+    events.close();
+    await nc.drain().catch(() => {});
+    await nc.closed();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}

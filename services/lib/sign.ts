@@ -1,0 +1,178 @@
+import nacl from 'tweetnacl';
+import { readFile } from 'node:fs/promises';
+import YAML from 'yaml';
+import { SealkitError } from './errors.ts';
+import { writeFileAtomic } from './atomic.ts';
+
+// ed25519 keys and detached signatures (tweetnacl). Every signed thing is a
+// domain-separated message, so a signature over a policy can never be
+// replayed as a signature over an image statement.
+
+export interface PublicKey {
+  id: string;
+  ed25519: string; // base64, 32 bytes
+}
+
+export interface SecretKeyFile {
+  id: string;
+  ed25519: string; // public, base64
+  secret: string; // base64, 64 bytes (tweetnacl secret key)
+}
+
+export const KEY_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+export function generateKey(id: string): SecretKeyFile {
+  if (!KEY_ID.test(id)) {
+    throw new SealkitError('SEALKIT_KEY_INVALID', `key id "${id}" is not allowed; use 1-64 characters of a-z, 0-9, '.', '_' or '-'`);
+  }
+  const pair = nacl.sign.keyPair();
+  return { id, ed25519: b64(pair.publicKey), secret: b64(pair.secretKey) };
+}
+
+export async function writeKeyFiles(key: SecretKeyFile, base: string): Promise<{ secretPath: string; publicPath: string }> {
+  const secretPath = `${base}.key`;
+  const publicPath = `${base}.pub`;
+  await writeFileAtomic(secretPath, JSON.stringify(key, null, 2) + '\n', 0o600);
+  await writeFileAtomic(publicPath, YAML.stringify({ id: key.id, ed25519: key.ed25519 }));
+  return { secretPath, publicPath };
+}
+
+export async function readSecretKey(path: string): Promise<SecretKeyFile> {
+  let raw: string;
+  try {
+    raw = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new SealkitError('SEALKIT_KEY_INVALID', `cannot read key file ${path}: ${(err as Error).message}; create one with "sealkit keygen"`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new SealkitError('SEALKIT_KEY_INVALID', `key file ${path} is not JSON; create one with "sealkit keygen"`);
+  }
+  const k = parsed as Partial<SecretKeyFile>;
+  if (typeof k.id !== 'string' || typeof k.secret !== 'string' || typeof k.ed25519 !== 'string') {
+    throw new SealkitError('SEALKIT_KEY_INVALID', `key file ${path} lacks id, ed25519 or secret; create one with "sealkit keygen"`);
+  }
+  const secret = unb64(k.secret, `secret key in ${path}`);
+  if (secret.length !== nacl.sign.secretKeyLength) {
+    throw new SealkitError('SEALKIT_KEY_INVALID', `secret key in ${path} has ${secret.length} bytes, expected ${nacl.sign.secretKeyLength}`);
+  }
+  return { id: k.id, ed25519: k.ed25519, secret: k.secret };
+}
+
+// A trust file lists public keys: YAML `keys: [{id, ed25519}]`.
+export async function readTrust(path: string): Promise<PublicKey[]> {
+  let raw: string;
+  try {
+    raw = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new SealkitError('SEALKIT_CONFIG', `cannot read trust file ${path}: ${(err as Error).message}; add the admin public key printed by "sealkit keygen"`);
+  }
+  return parseTrust(raw, path);
+}
+
+export function parseTrust(raw: string, where: string): PublicKey[] {
+  let doc: unknown;
+  try {
+    doc = YAML.parse(raw, { maxAliasCount: 0 });
+  } catch (err) {
+    throw new SealkitError('SEALKIT_CONFIG', `trust file ${where} is not valid YAML: ${(err as Error).message}`);
+  }
+  const keys = (doc as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(keys) || keys.length === 0) {
+    throw new SealkitError('SEALKIT_CONFIG', `trust file ${where} has no "keys:" list; add at least one {id, ed25519} entry`);
+  }
+  return keys.map((k, i) => checkPublicKey(k, `${where}: keys[${i}]`));
+}
+
+export function checkPublicKey(k: unknown, where: string): PublicKey {
+  const key = k as Partial<PublicKey> | null;
+  if (!key || typeof key.id !== 'string' || !KEY_ID.test(key.id)) {
+    throw new SealkitError('SEALKIT_KEY_INVALID', `${where}.id must be a key id (a-z, 0-9, '.', '_', '-')`);
+  }
+  if (typeof key.ed25519 !== 'string' || unb64(key.ed25519, `${where}.ed25519`).length !== nacl.sign.publicKeyLength) {
+    throw new SealkitError('SEALKIT_KEY_INVALID', `${where}.ed25519 must be a base64 ed25519 public key of 32 bytes`);
+  }
+  return { id: key.id, ed25519: key.ed25519 };
+}
+
+export type Domain = 'sealkit-policy-v1' | 'sealkit-image-v1' | 'sealkit-manifest-v1';
+
+function framed(domain: Domain, message: Uint8Array): Uint8Array {
+  const prefix = Buffer.from(`${domain}\n`, 'utf8');
+  return Buffer.concat([prefix, message]);
+}
+
+export function signDetached(domain: Domain, message: Uint8Array, key: SecretKeyFile): string {
+  return b64(nacl.sign.detached(framed(domain, message), unb64(key.secret, 'secret key')));
+}
+
+export function verifyDetached(domain: Domain, message: Uint8Array, signature: string, key: PublicKey): boolean {
+  let sig: Uint8Array;
+  try {
+    sig = unb64(signature, 'signature');
+  } catch {
+    return false;
+  }
+  if (sig.length !== nacl.sign.signatureLength) return false;
+  return nacl.sign.detached.verify(framed(domain, message), sig, unb64(key.ed25519, `key ${key.id}`));
+}
+
+// The canonical statement an image signature covers: fixed key order, no
+// whitespace, so every signer and verifier computes the same bytes.
+export function imageStatement(img: { name: string; tag: string; sha256: string; size: number }): Uint8Array {
+  return Buffer.from(JSON.stringify({ name: img.name, tag: img.tag, sha256: img.sha256, size: img.size }), 'utf8');
+}
+
+export interface DetachedSignature {
+  keyid: string;
+  sig: string;
+}
+
+// N-of-M: count distinct allowed keys whose signature verifies.
+export function checkThreshold(
+  domain: Domain,
+  message: Uint8Array,
+  signatures: DetachedSignature[],
+  allowed: PublicKey[],
+  threshold: number,
+  what: string,
+): string[] {
+  const byId = new Map(allowed.map((k) => [k.id, k]));
+  const good = new Set<string>();
+  const untrusted: string[] = [];
+  const invalid: string[] = [];
+  for (const s of signatures) {
+    const key = byId.get(s.keyid);
+    if (!key) {
+      untrusted.push(s.keyid);
+      continue;
+    }
+    if (verifyDetached(domain, message, s.sig, key)) good.add(key.id);
+    else invalid.push(s.keyid);
+  }
+  if (good.size >= threshold) return [...good];
+  const detail = { valid: [...good], untrusted, invalid, threshold };
+  if (signatures.length === 0) {
+    throw new SealkitError('SEALKIT_SIGNATURE_MISSING', `${what} has no signatures; ${threshold} from [${allowed.map((k) => k.id).join(', ')}] are required`, detail);
+  }
+  if (good.size === 0 && invalid.length > 0) {
+    throw new SealkitError('SEALKIT_SIGNATURE_INVALID', `${what}: signature by ${invalid.join(', ')} does not verify; re-sign the exact bytes`, detail);
+  }
+  if (good.size === 0 && untrusted.length > 0) {
+    throw new SealkitError('SEALKIT_KEY_UNTRUSTED', `${what} is signed by ${untrusted.join(', ')}, which is not among the trusted keys [${allowed.map((k) => k.id).join(', ')}]`, detail);
+  }
+  throw new SealkitError('SEALKIT_THRESHOLD_NOT_MET', `${what} has ${good.size} valid signature(s) of the ${threshold} required`, detail);
+}
+
+export function b64(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('base64');
+}
+
+export function unb64(s: string, what: string): Uint8Array {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) {
+    throw new SealkitError('SEALKIT_KEY_INVALID', `${what} is not base64`);
+  }
+  return new Uint8Array(Buffer.from(s, 'base64'));
+}
