@@ -67,7 +67,7 @@ export const permissions: Record<string, Permissions> = {
     subscribe: [...common.subscribe, S.image.imported, S.ima.verify, S.ima.status],
   },
   auditor: {
-    publish: [...common.publish, S.audit.denial, S.audit.lost, ...readPolicyKv],
+    publish: [...common.publish, S.audit.denial, S.audit.lost, S.audit.spoof, ...readPolicyKv],
     subscribe: [...common.subscribe, S.ima.labeled],
   },
   nodeinfo: {
@@ -87,7 +87,7 @@ export const permissions: Record<string, Permissions> = {
   },
   // anonymous clients: read events, ask read-only questions, change nothing
   monitor: {
-    publish: [S.node.infoGet, S.policy.get, S.ping, S.ima.status, ...replayStreams],
+    publish: [S.node.infoGet, S.policy.get, S.ping, S.ima.status, ...readPolicyKv, ...replayStreams],
     subscribe: ['_INBOX.>', 'audit.*', 'image.*', 'ima.*', 'node.*', S.policy.applied],
   },
 };

@@ -9,6 +9,7 @@ export const subjects = {
     rejected: 'audit.rejected',
     policy: 'audit.policy',
     lost: 'audit.lost',
+    spoof: 'audit.spoof', // lines forged into /dev/kmsg by userspace that mimic kernel audit records
   },
   policy: {
     push: 'policy.push', // request

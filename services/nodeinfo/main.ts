@@ -1,0 +1,30 @@
+import { runService, type ServiceContext } from '../lib/service.ts';
+import { serve, pingAll } from '../lib/bus.ts';
+import { envInt } from '../lib/config.ts';
+import { subjects } from '../lib/subjects.ts';
+import { snapshot } from './snapshot.ts';
+
+async function start(ctx: ServiceContext) {
+  const { nc, events, node, log } = ctx;
+  const buildManifest = process.env.SEALKIT_BUILD_MANIFEST ?? '/etc/sealkit/build-manifest.json';
+  const take = async () => ({ node, ...(await snapshot({ buildManifest })) });
+
+  serve(nc, subjects.node.infoGet, take, { log });
+  await events.publish(subjects.node.info, await take());
+
+  // The heartbeat lists the services that answered a ping just now.
+  const everyMs = envInt('SEALKIT_HEARTBEAT_SEC', 10) * 1000;
+  const beat = async () => {
+    try {
+      const alive = await pingAll(nc, 300);
+      events.emit(subjects.node.heartbeat, { node, services: alive.map((a) => ({ service: a.service, pid: a.pid, uptimeSec: a.uptimeSec })) });
+    } catch (err) {
+      log.warn('heartbeat failed', { err: err as Error });
+    }
+  };
+  void beat();
+  const timer = setInterval(() => void beat(), everyMs);
+  return { stop: async () => clearInterval(timer) };
+}
+
+await runService('nodeinfo', start);

@@ -1,0 +1,49 @@
+import si from 'systeminformation';
+import { readFile, access } from 'node:fs/promises';
+
+// What a node is: OS, kernel, CPU, memory, disks, network, what the kernel
+// offers for IMA, and the build manifest the ISO was assembled from.
+
+export interface KernelIma {
+  ima: boolean; // securityfs exposes ima/
+  appraise: string | null; // ima_appraise= on the kernel command line
+  namespaces: boolean; // a patched kernel's ima/namespaces
+}
+
+export async function kernelIma(securityfs = '/sys/kernel/security', cmdline = '/proc/cmdline'): Promise<KernelIma> {
+  const present = async (p: string) => access(p).then(() => true, () => false);
+  const line = await readFile(cmdline, 'utf8').catch(() => '');
+  return {
+    ima: await present(`${securityfs}/ima`),
+    appraise: /(?:^|\s)ima_appraise=(\S+)/.exec(line)?.[1] ?? null,
+    namespaces: await present(`${securityfs}/ima/namespaces`),
+  };
+}
+
+export async function snapshot(opts: { buildManifest?: string } = {}) {
+  const [os, cpu, mem, disks, nets, ima] = await Promise.all([
+    si.osInfo(),
+    si.cpu(),
+    si.mem(),
+    si.fsSize().catch(() => []),
+    si.networkInterfaces().catch(() => []),
+    kernelIma(),
+  ]);
+  let build: unknown = null;
+  if (opts.buildManifest) {
+    try {
+      build = JSON.parse(await readFile(opts.buildManifest, 'utf8'));
+    } catch {
+      build = null;
+    }
+  }
+  return {
+    os: { platform: os.platform, distro: os.distro, release: os.release, kernel: os.kernel, arch: os.arch, hostname: os.hostname },
+    cpu: { manufacturer: cpu.manufacturer, brand: cpu.brand, cores: cpu.cores, physicalCores: cpu.physicalCores, speedGHz: cpu.speed },
+    memory: { total: mem.total, available: mem.available, used: mem.used },
+    disks: disks.map((d) => ({ fs: d.fs, type: d.type, mount: d.mount, size: d.size, used: d.used })),
+    network: (Array.isArray(nets) ? nets : [nets]).map((n) => ({ iface: n.iface, ip4: n.ip4, ip6: n.ip6, mac: n.mac, operstate: n.operstate })),
+    ima,
+    build,
+  };
+}

@@ -1,0 +1,103 @@
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../lib/atomic.ts';
+import { SealkitError } from '../lib/errors.ts';
+import { verifySignedPolicy, type Policy, type SignedPolicy } from '../lib/policy.ts';
+import type { PublicKey } from '../lib/sign.ts';
+
+// The policy on disk: every accepted record under history/<serial>.json and
+// the one in force as current.json, each written atomically. highwater holds
+// the highest serial ever accepted, so a validly signed but older policy
+// copied over current.json is refused as a rollback, not obeyed.
+
+export interface Loaded {
+  record: SignedPolicy;
+  policy: Policy;
+}
+
+export interface LoadReport {
+  loaded: Loaded | null;
+  problems: Array<{ file: string; code: string; reason: string }>;
+}
+
+export class PolicyStore {
+  constructor(readonly dir: string) {}
+
+  private get currentPath() {
+    return join(this.dir, 'current.json');
+  }
+  private get highwaterPath() {
+    return join(this.dir, 'highwater');
+  }
+  private historyPath(serial: number) {
+    return join(this.dir, 'history', `${String(serial).padStart(12, '0')}.json`);
+  }
+
+  async save(rec: SignedPolicy): Promise<void> {
+    const bytes = JSON.stringify(rec, null, 2) + '\n';
+    await writeFileAtomic(this.historyPath(rec.serial), bytes, 0o600);
+    await writeFileAtomic(this.currentPath, bytes, 0o600);
+    await writeFileAtomic(this.highwaterPath, `${rec.serial}\n`, 0o600);
+  }
+
+  async highwater(): Promise<number> {
+    try {
+      const n = Number.parseInt(await readFile(this.highwaterPath, 'utf8'), 10);
+      return Number.isInteger(n) ? n : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  // Re-verify what is on disk before using it. A bad current.json falls back
+  // to the newest good history entry; every problem found is reported.
+  async load(trust: PublicKey[]): Promise<LoadReport> {
+    const problems: LoadReport['problems'] = [];
+    const floor = await this.highwater();
+    const tryFile = async (file: string): Promise<Loaded | null> => {
+      let raw: string;
+      try {
+        raw = await readFile(file, 'utf8');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        problems.push({ file, code: 'SEALKIT_POLICY_CORRUPT', reason: `unreadable: ${(err as Error).message}` });
+        return null;
+      }
+      try {
+        let rec: SignedPolicy;
+        try {
+          rec = JSON.parse(raw) as SignedPolicy;
+        } catch {
+          throw new SealkitError('SEALKIT_POLICY_CORRUPT', `${file} is not a JSON policy record`);
+        }
+        const policy = verifySignedPolicy(rec, trust, file);
+        return { record: rec, policy };
+      } catch (err) {
+        const e = err as SealkitError;
+        problems.push({ file, code: e.code ?? 'SEALKIT_POLICY_CORRUPT', reason: e.message });
+        return null;
+      }
+    };
+
+    const current = await tryFile(this.currentPath);
+    if (current && current.policy.serial >= floor) return { loaded: current, problems };
+    if (current) {
+      problems.push({
+        file: this.currentPath,
+        code: 'SEALKIT_POLICY_ROLLBACK',
+        reason: `${this.currentPath} holds serial ${current.policy.serial}, older than the highest accepted serial ${floor}`,
+      });
+    }
+    let names: string[] = [];
+    try {
+      names = (await readdir(join(this.dir, 'history'))).filter((n) => n.endsWith('.json')).sort().reverse();
+    } catch {
+      // no history yet
+    }
+    for (const name of names) {
+      const h = await tryFile(join(this.dir, 'history', name));
+      if (h) return { loaded: h, problems };
+    }
+    return { loaded: null, problems };
+  }
+}

@@ -1,0 +1,51 @@
+import type { NatsConnection, Subscription } from 'nats';
+import { parseEvent, type CloudEvent } from '../../services/lib/envelope.ts';
+
+// A subscriber as an operator runs it (`nats sub 'audit.*'`): collects
+// events and lets a test await the one it expects instead of sleeping.
+export class EventLog {
+  readonly events: CloudEvent<any>[] = [];
+  private readonly sub: Subscription;
+  private waiters: Array<{ pred: (e: CloudEvent<any>) => boolean; resolve: (e: CloudEvent<any>) => void }> = [];
+
+  constructor(nc: NatsConnection, subject: string) {
+    this.sub = nc.subscribe(subject);
+    void (async () => {
+      for await (const m of this.sub) {
+        const ev = parseEvent(m.data);
+        this.events.push(ev);
+        for (const w of [...this.waiters]) {
+          if (w.pred(ev)) {
+            this.waiters.splice(this.waiters.indexOf(w), 1);
+            w.resolve(ev);
+          }
+        }
+      }
+    })();
+  }
+
+  of(type: string): CloudEvent<any>[] {
+    return this.events.filter((e) => e.type === type);
+  }
+
+  wait(pred: ((e: CloudEvent<any>) => boolean) | string, timeoutMs = 15_000): Promise<CloudEvent<any>> {
+    const p = typeof pred === 'string' ? (e: CloudEvent<any>) => e.type === pred : pred;
+    const hit = this.events.find(p);
+    if (hit) return Promise.resolve(hit);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no matching event within ${timeoutMs} ms; saw: ${this.events.map((e) => e.type).join(', ')}`)), timeoutMs);
+      this.waiters.push({ pred: p, resolve: (e) => (clearTimeout(t), resolve(e)) });
+    });
+  }
+
+  // Waits for the next matching event that arrives after this call.
+  next(pred: ((e: CloudEvent<any>) => boolean) | string, timeoutMs = 15_000): Promise<CloudEvent<any>> {
+    const p = typeof pred === 'string' ? (e: CloudEvent<any>) => e.type === pred : pred;
+    const seen = new Set(this.events);
+    return this.wait((e) => !seen.has(e) && p(e), timeoutMs);
+  }
+
+  close(): void {
+    this.sub.unsubscribe();
+  }
+}
