@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { readFile, writeFile, mkdir, access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DeliverPolicy, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { connectBus, request, makeHeaders, pingAll } from '../lib/bus.ts';
 import { SealkitError, asSealkitError } from '../lib/errors.ts';
 import { generateKey, writeKeyFiles, readSecretKey, signDetached } from '../lib/sign.ts';
@@ -9,7 +9,7 @@ import { parsePolicyYaml } from '../lib/policy.ts';
 import { parseEvent } from '../lib/envelope.ts';
 import { stateDir, credsPath, natsUrl } from '../lib/config.ts';
 import { generateCreds, writeCreds, serverConfig, readCreds } from '../lib/natsconf.ts';
-import { ensureStreams } from '../lib/streams.ts';
+import { ensureStreams, replayStream } from '../lib/streams.ts';
 import { subjects, streams } from '../lib/subjects.ts';
 import { prettyEvent } from './format.ts';
 
@@ -243,22 +243,13 @@ async function connect(server: string, creds: string | undefined, needAdmin: boo
 
 // Print what the streams kept for SUBJECT, oldest first, before live events.
 async function replay(nc: NatsConnection, subject: string, print: (d: Uint8Array) => void, seen: Set<string>): Promise<void> {
-  const js = nc.jetstream();
-  const names = subject.startsWith('audit.') ? [streams.audit.name] : subject.startsWith('>') ? [streams.audit.name, streams.events.name] : [streams.events.name];
+  const names = subject.startsWith('audit.') ? [streams.audit.name] : subject === '>' ? [streams.audit.name, streams.events.name] : [streams.events.name];
   for (const stream of names) {
     try {
-      const consumer = await js.consumers.get(stream, { filterSubjects: subject, deliver_policy: DeliverPolicy.All });
-      const info = await consumer.info(true);
-      let left = info.num_pending;
-      if (left === 0) continue;
-      const it = await consumer.consume();
-      for await (const m of it) {
-        const id = m.headers?.get('Nats-Msg-Id');
+      await replayStream(nc, stream, subject, (data, id) => {
         if (id) seen.add(id);
-        print(m.data);
-        if (--left <= 0) break;
-      }
-      await it.close();
+        print(data);
+      });
     } catch (err) {
       process.stderr.write(`replay of ${stream} unavailable: ${(err as Error).message}\n`);
     }

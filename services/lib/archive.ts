@@ -165,6 +165,14 @@ function meter(max: number, what: string, hash?: ReturnType<typeof createHash>):
   return t;
 }
 
+// Pipe a into b; a's errors fail b, and when b is done or destroyed, a is
+// torn down too (a decompressor child must never be left waiting).
+function chain(a: Readable, b: Transform): void {
+  a.on('error', (e) => b.destroy(e));
+  b.on('close', () => a.destroy());
+  a.pipe(b);
+}
+
 /** Shared budget: one per archive, so many layers cannot add up past the limits. */
 export interface Budget {
   entries: number;
@@ -312,8 +320,7 @@ export async function openImage(path: string, opts: ArchiveOptions): Promise<Ope
   let kept = 0;
   const stream = decompress(createReadStream(path, { highWaterMark: 1 << 20 }), compression, what);
   const metered = meter(streamLimit(opts.limits), what);
-  stream.on('error', (e) => metered.destroy(e));
-  stream.pipe(metered);
+  chain(stream, metered);
 
   await walkTar(metered, guard, what, async (h, body) => {
     if (h.type === 'symlink') {
@@ -432,8 +439,7 @@ async function scanLayer(src: PassThrough, compression: Compression, opts: Archi
   try {
     const plain = decompress(src, compression, what);
     const metered = meter(streamLimit(opts.limits), what, diff);
-    plain.on('error', (e) => metered.destroy(e));
-    plain.pipe(metered);
+    chain(plain, metered);
     await walkTar(metered, guard, what, () => {
       entries++;
     });
@@ -578,8 +584,7 @@ export async function forEachLayerEntry(
   const lwhat = `${what} layer ${layerIndex}`;
   const outer = decompress(createReadStream(path, { highWaterMark: 1 << 20 }), image.compression, what);
   const metered = meter(streamLimit(opts.limits), what);
-  outer.on('error', (e) => metered.destroy(e));
-  outer.pipe(metered);
+  chain(outer, metered);
   const outerGuard = new EntryGuard(opts.limits, what);
   let found = false;
   await walkTar(metered, outerGuard, what, async (h, body) => {
@@ -597,8 +602,7 @@ export async function forEachLayerEntry(
     body.on('error', (e: Error) => tap.destroy(e));
     const plain = decompress(tap, layer.compression, lwhat);
     const m = meter(streamLimit(opts.limits), lwhat, diff);
-    plain.on('error', (e) => m.destroy(e));
-    plain.pipe(m);
+    chain(plain, m);
     await walkTar(m, new EntryGuard(opts.limits, lwhat, { entries: 0, bytes: 0 }, opts.allowAbsoluteSymlinks ?? false), lwhat, fn);
     await drain(m);
     await drain(tap);

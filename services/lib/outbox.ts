@@ -43,8 +43,8 @@ export class EventPublisher {
   private seq = 0;
   private pumping = false;
   private closed = false;
-  private lost = 0;
-  private lostSince?: string;
+  // events dropped, by reason, until audit.lost has reported them
+  private lost = new Map<string, { dropped: number; since: string; sample?: string }>();
   private wake?: () => void;
   private idleWaiters: Array<() => void> = [];
   private warnedNoStream = false;
@@ -84,8 +84,7 @@ export class EventPublisher {
     const headers: Record<string, string> = { 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service };
     for (const [k, v] of Object.entries(opts.headers ?? {})) if (v !== undefined) headers[k] = v;
     if (this.queue.length >= (this.o.maxPending ?? 100_000)) {
-      this.lost++;
-      this.lostSince ??= new Date().toISOString();
+      this.countLost('outbox-full', type);
       this.o.log.error('outbox full: event dropped; audit.lost will report it', { type });
       return event;
     }
@@ -112,7 +111,7 @@ export class EventPublisher {
 
   // Resolves when everything queued so far is acknowledged, or after timeoutMs.
   async flush(timeoutMs = 5000): Promise<boolean> {
-    if (this.queue.length === 0 && this.lost === 0) return true;
+    if (this.queue.length === 0 && this.lost.size === 0) return true;
     return new Promise<boolean>((resolve) => {
       const t = setTimeout(() => resolve(false), timeoutMs);
       this.idleWaiters.push(() => {
@@ -121,6 +120,12 @@ export class EventPublisher {
       });
       this.kick();
     });
+  }
+
+  private countLost(reason: string, sample: string): void {
+    const l = this.lost.get(reason);
+    if (l) l.dropped++;
+    else this.lost.set(reason, { dropped: 1, since: new Date().toISOString(), sample });
   }
 
   close(): void {
@@ -142,12 +147,12 @@ export class EventPublisher {
   private async pump(): Promise<void> {
     let backoff = 100;
     while (!this.closed) {
-      if (this.lost > 0 && this.queue.length < (this.o.maxPending ?? 100_000)) {
-        const dropped = this.lost;
-        const since = this.lostSince;
-        this.lost = 0;
-        this.lostSince = undefined;
-        await this.publish(subjects.audit.lost, { service: this.o.service, reason: 'outbox-full', dropped, since });
+      if (this.lost.size > 0 && this.queue.length < (this.o.maxPending ?? 100_000)) {
+        const lost = [...this.lost];
+        this.lost.clear();
+        for (const [reason, l] of lost) {
+          await this.publish(subjects.audit.lost, { service: this.o.service, reason, dropped: l.dropped, since: l.since, sample: l.sample });
+        }
       }
       if (this.queue.length === 0) {
         for (const w of this.idleWaiters.splice(0)) w();
@@ -165,7 +170,16 @@ export class EventPublisher {
       );
       const done = new Set<Pending>();
       let failure: unknown;
-      results.forEach((r, i) => (r.status === 'fulfilled' ? done.add(batch[i]) : (failure ??= r.reason)));
+      results.forEach((r, i) => {
+        if (r.status === 'fulfilled') done.add(batch[i]);
+        else if (/Permissions Violation/i.test(String((r.reason as Error)?.message))) {
+          // retrying cannot help: this service may not publish there. Drop
+          // it, say so on audit.lost, and keep the queue moving.
+          this.o.log.error('bus refused an event subject for this service; dropped', { type: batch[i].subject });
+          this.countLost('permission-denied', batch[i].subject);
+          done.add(batch[i]);
+        } else failure ??= r.reason;
+      });
       if (done.size) {
         await Promise.all([...done].map((p) => (p.file && this.o.dir ? unlink(join(this.o.dir, p.file)).catch(() => {}) : undefined)));
         for (let i = this.queue.length - 1; i >= 0; i--) if (done.has(this.queue[i])) this.queue.splice(i, 1);

@@ -1,4 +1,4 @@
-import { nanos, RetentionPolicy, StorageType, DiscardPolicy, type NatsConnection } from 'nats';
+import { nanos, RetentionPolicy, StorageType, DiscardPolicy, AckPolicy, DeliverPolicy, type NatsConnection } from "nats";
 import { streams, policyBucket } from './subjects.ts';
 
 // JetStream setup, done once by the admin user (`sealkit bus init`, `make
@@ -28,4 +28,37 @@ export async function ensureStreams(nc: NatsConnection, opts: { maxBytes?: numbe
   }
   const js = nc.jetstream();
   await js.views.kv(policyBucket, { history: 16, allow_direct: true });
+}
+
+// Everything a stream kept for a subject, oldest first: an ephemeral
+// consumer with a single filter subject (nats-server 2.9 ordered consumers
+// cannot filter), no acks, deleted when done. Returns the number delivered.
+export async function replayStream(nc: NatsConnection, stream: string, subject: string, onMsg: (data: Uint8Array, msgId: string | undefined) => void): Promise<number> {
+  const jsm = await nc.jetstreamManager();
+  const info = await jsm.consumers.add(stream, {
+    filter_subject: subject,
+    ack_policy: AckPolicy.None,
+    deliver_policy: DeliverPolicy.All,
+    inactive_threshold: nanos(30_000),
+  });
+  let left = info.num_pending;
+  if (left === 0) {
+    await jsm.consumers.delete(stream, info.name).catch(() => {});
+    return 0;
+  }
+  const consumer = await nc.jetstream().consumers.get(stream, info.name);
+  let n = 0;
+  while (left > 0) {
+    const batch = await consumer.fetch({ max_messages: Math.min(left, 256), expires: 2000 });
+    let got = 0;
+    for await (const m of batch) {
+      onMsg(m.data, m.headers?.get('Nats-Msg-Id') || undefined);
+      got++;
+    }
+    if (got === 0) break;
+    left -= got;
+    n += got;
+  }
+  await jsm.consumers.delete(stream, info.name).catch(() => {});
+  return n;
 }

@@ -6,11 +6,16 @@ import { parseEvent, type CloudEvent } from '../../services/lib/envelope.ts';
 export class EventLog {
   readonly events: CloudEvent<any>[] = [];
   private readonly sub: Subscription;
-  private waiters: Array<{ pred: (e: CloudEvent<any>) => boolean; resolve: (e: CloudEvent<any>) => void }> = [];
+  private readonly waiters: Array<{ pred: (e: CloudEvent<any>) => boolean; resolve: (e: CloudEvent<any>) => void }>;
 
   constructor(nc: NatsConnection, subject: string) {
+    this.waiters = [];
     this.sub = nc.subscribe(subject);
-    void (async () => {
+    void this.run();
+  }
+
+  private async run(): Promise<void> {
+    {
       for await (const m of this.sub) {
         const ev = parseEvent(m.data);
         this.events.push(ev);
@@ -21,7 +26,7 @@ export class EventLog {
           }
         }
       }
-    })();
+    }
   }
 
   of(type: string): CloudEvent<any>[] {

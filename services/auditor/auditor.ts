@@ -1,0 +1,326 @@
+import { createHash } from 'node:crypto';
+import { subjects } from '../lib/subjects.ts';
+import type { Logger } from '../lib/log.ts';
+import type { PublishOptions } from '../lib/outbox.ts';
+import { KERNEL_FACILITY, parseKmsgRecord } from './kmsg.ts';
+import { denialFacts, isDenial, parseAuditMessage, type IntegrityRecord } from './integrity.ts';
+import { Storm, type Output } from './storm.ts';
+import { readCursor, writeCursor, type Cursor } from './cursor.ts';
+import type { Source } from './source.ts';
+import type { FileOwner, ManifestIndex, MatchKind } from './manifests.ts';
+
+// The auditor's core: read what the source has, keep kernel integrity
+// failures, tie each to its container and image, let the storm control
+// collapse and cap them, publish, and only then move the cursor.
+
+export type Format = 'kmsg' | 'audit-log';
+
+export interface DenialData {
+  file: string | null;
+  cause: string | null;
+  op: string | null;
+  type: number;
+  process: { pid: number | null; comm: string | null; uid: number | null };
+  dev: string | null;
+  ino: number | null;
+  mntNs: number | null;
+  errno: number | null;
+  container: string | null;
+  image: { name: string; tag: string; digest: string } | null;
+  expectedSha256: string | null;
+  policySerial: number | null;
+  match: MatchKind | null;
+  kernel: { seq: number | null; usec: number | null; auditId: string | null; time: string | null };
+  truncated: boolean;
+  raw: string;
+  repeats?: number;
+  window?: { from: string; to: string };
+}
+
+export type LostReason = 'rate-limit' | 'ring-overflow' | 'parse' | 'kernel-ratelimit';
+
+export interface LostData {
+  service: 'auditor';
+  reason: LostReason;
+  dropped: number;
+  since: string;
+  until?: string;
+  fromSeq?: number;
+  toSeq?: number;
+  sample?: string;
+}
+
+export interface SpoofData {
+  count: number;
+  firstSeq: number;
+  lastSeq: number;
+  samples: string[];
+}
+
+export interface Publisher {
+  publish<T>(type: string, data: T, opts?: PublishOptions): Promise<unknown>;
+}
+
+export interface AuditorOptions {
+  source: Source;
+  format: Format;
+  manifests: ManifestIndex;
+  events: Publisher;
+  cursorFile: string;
+  log: Logger;
+  windowMs: number;
+  maxPerSec: number;
+  pollMs?: number;
+  batch?: number;
+  now?: () => number;
+}
+
+const RAW_MAX = 2048;
+
+export class Auditor {
+  private storm!: Storm<DenialData>;
+  private cursor!: Cursor<DenialData>;
+  private chain: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private pendingDrain = false;
+  private loop?: Promise<void>;
+  private ticker?: NodeJS.Timeout;
+  private wake?: () => void;
+  private readonly now: () => number;
+  readonly stats = { records: 0, denials: 0, published: 0, spoofed: 0, lost: 0 };
+
+  constructor(private readonly o: AuditorOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  async start(): Promise<void> {
+    const saved = await readCursor<DenialData>(this.o.cursorFile);
+    const same = saved && saved.path === this.o.source.path && saved.identity === this.o.source.identity;
+    if (saved && !same) this.o.log.info('kernel log restarted (new boot or new file); reading it from the start', { was: saved.identity, now: this.o.source.identity });
+    this.cursor = same
+      ? saved
+      : { version: 1, path: this.o.source.path, identity: this.o.source.identity, seq: null, offset: 0, storm: null, updatedAt: new Date().toISOString() };
+    this.storm = new Storm<DenialData>({ windowMs: this.o.windowMs, maxPerSec: this.o.maxPerSec }, idPrefix(saved?.identity ?? this.o.source.identity));
+    // counts held by a previous run are carried over, whatever the source
+    if (saved?.storm) this.storm.restore(saved.storm, this.now());
+    if (!same) this.pendingDrain = true;
+    await this.o.manifests.reload();
+    const tickMs = Math.max(50, Math.min(1000, Math.floor(this.o.windowMs / 4)));
+    this.ticker = setInterval(() => void this.serial(() => this.tick()), tickMs);
+    this.loop = this.follow();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.ticker);
+    this.wake?.();
+    await this.loop;
+    await this.chain;
+    await this.o.source.close();
+    this.o.manifests.close();
+  }
+
+  private idTag(): string {
+    return idPrefix(this.cursor.identity);
+  }
+
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(fn).catch((err) => this.o.log.error('auditor step failed', { err: err as Error }));
+    this.chain = next;
+    return next;
+  }
+
+  private async follow(): Promise<void> {
+    while (!this.stopped) {
+      let got = 0;
+      await this.serial(async () => {
+        got = await this.step();
+      });
+      if (got === 0 && !this.stopped) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, this.o.pollMs ?? 100);
+          this.wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.wake = undefined;
+      }
+    }
+  }
+
+  // One batch: everything the source has now (up to `batch` records).
+  private async step(): Promise<number> {
+    const { source } = this.o;
+    const batch = await source.read(this.o.batch ?? 1000);
+    if (batch.overflow) this.o.log.warn('the kernel ring overwrote records before they were read', { path: source.path });
+    const now = this.now();
+    const outputs: Array<Output<DenialData>> = [];
+    if (source.identity !== this.cursor.identity || this.pendingDrain) {
+      if (source.identity !== this.cursor.identity) this.o.log.info('kernel log replaced; following the new one from its start', { was: this.cursor.identity, now: source.identity });
+      // what the old stream still held is reported under the old stream's ids
+      outputs.push(...this.storm.drain(now));
+      this.cursor = { ...this.cursor, identity: source.identity, seq: null, offset: 0 };
+      this.storm.prefix = idPrefix(source.identity);
+      this.pendingDrain = false;
+    }
+    if (batch.records.length === 0) {
+      if (outputs.length) {
+        await this.emit(outputs);
+        await this.save();
+      }
+      return 0;
+    }
+    const parseLost = { n: 0, firstSeq: 0, sample: '' };
+    const spoof: SpoofData = { count: 0, firstSeq: 0, lastSeq: 0, samples: [] };
+    const extra: Array<{ subject: string; data: LostData | SpoofData; id: string }> = [];
+
+    for (const rec of batch.records) {
+      this.stats.records++;
+      let message = rec.text;
+      let kernel: { seq: number | null; usec: number | null } = { seq: null, usec: null };
+      let pos = rec.end;
+      if (this.o.format === 'kmsg') {
+        const k = parseKmsgRecord(rec.text);
+        if (!k) {
+          if (/type=18\d\d/.test(rec.text)) this.countParse(parseLost, this.cursor.seq ?? 0, rec.text);
+          continue;
+        }
+        if (this.cursor.seq !== null && k.seq <= this.cursor.seq) continue; // handled before a restart
+        if (this.cursor.seq !== null && k.seq > this.cursor.seq + 1) {
+          const from = this.cursor.seq + 1;
+          const dropped = k.seq - from;
+          extra.push({
+            subject: subjects.audit.lost,
+            id: `${this.idTag()}-lost-ring-${from}`,
+            data: { service: 'auditor', reason: 'ring-overflow', dropped, since: new Date(now).toISOString(), fromSeq: from, toSeq: k.seq - 1 },
+          });
+        }
+        this.cursor.seq = k.seq;
+        pos = k.seq;
+        kernel = { seq: k.seq, usec: k.usec };
+        message = k.message;
+        if (k.facility !== KERNEL_FACILITY) {
+          // userspace wrote this into /dev/kmsg; it is never a kernel denial
+          if (parseAuditMessage(message).kind !== 'other') {
+            if (spoof.count++ === 0) spoof.firstSeq = k.seq;
+            spoof.lastSeq = k.seq;
+            if (spoof.samples.length < 3) spoof.samples.push(rec.text.slice(0, RAW_MAX));
+          }
+          continue;
+        }
+        const suppressed = /^kauditd_printk_skb: (\d+) callbacks suppressed/.exec(message);
+        if (suppressed) {
+          extra.push({
+            subject: subjects.audit.lost,
+            id: `${this.idTag()}-lost-kernel-${k.seq}`,
+            data: { service: 'auditor', reason: 'kernel-ratelimit', dropped: Number(suppressed[1]), since: new Date(now).toISOString(), fromSeq: k.seq },
+          });
+          continue;
+        }
+      }
+      const parsed = parseAuditMessage(message);
+      if (parsed.kind === 'other') continue;
+      if (parsed.kind === 'malformed') {
+        this.countParse(parseLost, pos, rec.text);
+        continue;
+      }
+      if (!isDenial(parsed.record)) continue;
+      this.stats.denials++;
+      const data = await this.describe(parsed.record, kernel, rec.text);
+      outputs.push(...this.storm.offer({ key: `${data.file}\0${data.cause}\0${data.process.comm}`, seq: pos, data }, now));
+    }
+    this.cursor.offset = batch.records[batch.records.length - 1].end;
+
+    if (parseLost.n > 0) {
+      extra.push({
+        subject: subjects.audit.lost,
+        id: `${this.idTag()}-lost-parse-${parseLost.firstSeq}`,
+        data: { service: 'auditor', reason: 'parse', dropped: parseLost.n, since: new Date(now).toISOString(), sample: parseLost.sample },
+      });
+    }
+    if (spoof.count > 0) {
+      this.stats.spoofed += spoof.count;
+      this.o.log.warn('lines forged into /dev/kmsg by userspace look like integrity records; not reported as denials', { count: spoof.count });
+      extra.push({ subject: subjects.audit.spoof, id: `${this.idTag()}-spoof-${spoof.firstSeq}`, data: spoof });
+    }
+    await this.emit(outputs);
+    for (const e of extra) {
+      if (e.subject === subjects.audit.lost) this.stats.lost += (e.data as LostData).dropped;
+      await this.o.events.publish(e.subject, e.data, { id: e.id });
+    }
+    await this.save();
+    return batch.records.length;
+  }
+
+  private countParse(p: { n: number; firstSeq: number; sample: string }, pos: number, raw: string): void {
+    if (p.n++ === 0) {
+      p.firstSeq = pos;
+      p.sample = raw.slice(0, 512);
+    }
+    this.o.log.warn('integrity record could not be parsed; counted on audit.lost', { raw: raw.slice(0, 512) });
+  }
+
+  private async tick(): Promise<void> {
+    const out = this.storm.tick(this.now());
+    if (out.length === 0) return;
+    await this.emit(out);
+    await this.save();
+  }
+
+  private async emit(outputs: Array<Output<DenialData>>): Promise<void> {
+    for (const out of outputs) {
+      if (out.kind === 'lost') {
+        this.stats.lost += out.dropped;
+        const data: LostData = { service: 'auditor', reason: 'rate-limit', dropped: out.dropped, since: out.since, until: out.until };
+        await this.o.events.publish(subjects.audit.lost, data, { id: out.id });
+        continue;
+      }
+      const data: DenialData = out.repeats ? { ...out.data, repeats: out.repeats, window: out.window } : out.data;
+      this.stats.published++;
+      await this.o.events.publish(subjects.audit.denial, data, {
+        id: out.id,
+        headers: {
+          'Sealkit-Container': data.container ?? undefined,
+          'Sealkit-Image': data.image ? `${data.image.name}:${data.image.tag}` : undefined,
+          'Sealkit-Digest': data.image?.digest,
+        },
+      });
+    }
+  }
+
+  private async save(): Promise<void> {
+    this.cursor.storm = this.storm.snapshot();
+    this.cursor.updatedAt = new Date().toISOString();
+    await writeCursor(this.o.cursorFile, this.cursor);
+  }
+
+  private async describe(r: IntegrityRecord, kernel: { seq: number | null; usec: number | null }, raw: string): Promise<DenialData> {
+    const f = denialFacts(r);
+    let owner: FileOwner | null = null;
+    if (f.file) owner = await this.o.manifests.lookup(f.file, f.ino);
+    return {
+      file: f.file,
+      cause: f.cause,
+      op: f.op,
+      type: r.type,
+      process: f.process,
+      dev: f.dev,
+      ino: f.ino,
+      mntNs: f.mntNs,
+      errno: f.errno,
+      container: owner?.container ?? null,
+      image: owner?.image ?? null,
+      expectedSha256: owner?.expectedSha256 ?? null,
+      policySerial: owner?.policySerial ?? null,
+      match: owner?.match ?? null,
+      kernel: { ...kernel, auditId: r.auditId, time: r.time },
+      truncated: r.truncated,
+      raw: raw.slice(0, RAW_MAX),
+    };
+  }
+}
+
+function idPrefix(identity: string): string {
+  return `auditor-${createHash('sha256').update(identity).digest('hex').slice(0, 12)}`;
+}

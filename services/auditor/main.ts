@@ -1,0 +1,35 @@
+import { join } from 'node:path';
+import { runService } from '../lib/service.ts';
+import { envInt } from '../lib/config.ts';
+import { subjects } from '../lib/subjects.ts';
+import { Auditor, type Format } from './auditor.ts';
+import { ManifestIndex } from './manifests.ts';
+import { openSource } from './source.ts';
+import { readCursor } from './cursor.ts';
+
+// SEALKIT_AUDIT_LOG=<auditd log> reads auditd's format; otherwise
+// SEALKIT_KMSG (default /dev/kmsg) is read as kmsg records.
+await runService('auditor', async ({ nc, events, log, state, root }) => {
+  const auditLog = process.env.SEALKIT_AUDIT_LOG;
+  const path = auditLog || process.env.SEALKIT_KMSG || '/dev/kmsg';
+  const format: Format = auditLog ? 'audit-log' : 'kmsg';
+  const cursorFile = join(state, 'cursor.json');
+  const saved = await readCursor(cursorFile);
+  const source = await openSource(path, saved && saved.path === path ? { identity: saved.identity, offset: saved.offset } : undefined);
+  const manifests = new ManifestIndex(join(root, 'ima', 'manifests'), join(root, 'ima', 'manifest-key.pub'), log.child({ concern: 'manifests' }));
+  nc.subscribe(subjects.ima.labeled, { callback: () => void manifests.reload() });
+  const auditor = new Auditor({
+    source,
+    format,
+    manifests,
+    events,
+    cursorFile,
+    log,
+    windowMs: envInt('SEALKIT_AUDIT_WINDOW_MS', 10_000),
+    maxPerSec: envInt('SEALKIT_AUDIT_MAX_PER_SEC', 100),
+    pollMs: envInt('SEALKIT_AUDIT_POLL_MS', 100),
+  });
+  await auditor.start();
+  log.info('following the kernel log', { path, format, identity: source.identity, resumeSeq: saved?.seq ?? null });
+  return { stop: () => auditor.stop() };
+});

@@ -1,0 +1,148 @@
+import { watch, type FSWatcher } from 'node:fs';
+import { lstat, readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { readManifest, type LabelManifest } from '../lib/manifest.ts';
+import { checkPublicKey, type PublicKey } from '../lib/sign.ts';
+import type { Logger } from '../lib/log.ts';
+
+// Which container and image a denied file belongs to, from the signed label
+// manifests the ima service writes (<state>/ima/manifests/<container>.json,
+// verified with <state>/ima/manifest-key.pub). A manifest that fails its
+// signature is never used.
+//
+// The kernel prints the path as the denied process sees it. A process on the
+// host sees <rootfs>/usr/bin/x (longest rootfs prefix wins); a process inside
+// the container sees /usr/bin/x, which is looked up in every manifest and,
+// when several hold it, told apart by the inode the kernel reported.
+
+export type MatchKind = 'rootfs-prefix' | 'inode' | 'container-path';
+
+export interface FileOwner {
+  container: string;
+  image: { name: string; tag: string; digest: string };
+  policySerial: number;
+  expectedSha256: string | null;
+  match: MatchKind;
+}
+
+export class ManifestIndex {
+  private manifests: LabelManifest[] = [];
+  private watcher?: FSWatcher;
+  private loadedAt = 0;
+  private reloading?: Promise<void>;
+  private debounce?: NodeJS.Timeout;
+
+  constructor(
+    private readonly dir: string,
+    private readonly keyPath: string,
+    private readonly log: Logger,
+  ) {}
+
+  get size(): number {
+    return this.manifests.length;
+  }
+
+  reload(): Promise<void> {
+    this.reloading ??= this.load().finally(() => {
+      this.reloading = undefined;
+    });
+    return this.reloading;
+  }
+
+  private async load(): Promise<void> {
+    this.loadedAt = Date.now();
+    const key = await this.readKey();
+    let names: string[] = [];
+    try {
+      names = (await readdir(this.dir)).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
+    } catch {
+      // the ima service has not labelled anything yet
+    }
+    const next: LabelManifest[] = [];
+    if (key) {
+      for (const name of names) {
+        try {
+          next.push(await readManifest(join(this.dir, name), key));
+        } catch (err) {
+          this.log.error('label manifest ignored', { file: name, err: err as Error });
+        }
+      }
+    } else if (names.length) {
+      this.log.warn(`no usable manifest key at ${this.keyPath}; denials are reported without container until the ima service writes it`);
+    }
+    // longest rootfs first, so the first prefix that matches is the best one
+    this.manifests = next.sort((a, b) => b.rootfs.length - a.rootfs.length);
+    this.startWatching();
+  }
+
+  private async readKey(): Promise<PublicKey | null> {
+    try {
+      return checkPublicKey(YAML.parse(await readFile(this.keyPath, 'utf8')), this.keyPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.error('manifest key unusable', { path: this.keyPath, err: err as Error });
+      return null;
+    }
+  }
+
+  private startWatching(): void {
+    if (this.watcher) return;
+    try {
+      this.watcher = watch(this.dir, () => {
+        clearTimeout(this.debounce);
+        this.debounce = setTimeout(() => void this.reload(), 50);
+      });
+      this.watcher.on('error', () => {
+        this.watcher?.close();
+        this.watcher = undefined;
+      });
+    } catch {
+      // directory not there yet: the next reload (ima.labeled, or a miss) tries again
+    }
+  }
+
+  async lookup(file: string, ino: number | null): Promise<FileOwner | null> {
+    let found = await this.find(file, ino);
+    // a miss right after the ima service labelled something: read again once
+    if (!found && Date.now() - this.loadedAt > 1000) {
+      await this.reload();
+      found = await this.find(file, ino);
+    }
+    return found;
+  }
+
+  private async find(file: string, ino: number | null): Promise<FileOwner | null> {
+    for (const m of this.manifests) {
+      const root = m.rootfs.replace(/\/+$/, '');
+      if (file.startsWith(root + '/')) return owner(m, file.slice(root.length + 1), 'rootfs-prefix');
+    }
+    const rel = file.replace(/^\/+/, '');
+    const holders = this.manifests.filter((m) => Object.hasOwn(m.files, rel));
+    if (holders.length === 0) return null;
+    if (ino !== null) {
+      for (const m of holders) {
+        try {
+          if ((await lstat(join(m.rootfs, rel))).ino === ino) return owner(m, rel, 'inode');
+        } catch {
+          // file gone from that rootfs: not this one
+        }
+      }
+    }
+    return holders.length === 1 ? owner(holders[0], rel, 'container-path') : null;
+  }
+
+  close(): void {
+    clearTimeout(this.debounce);
+    this.watcher?.close();
+  }
+}
+
+function owner(m: LabelManifest, rel: string, match: MatchKind): FileOwner {
+  return {
+    container: m.container,
+    image: { name: m.image.name, tag: m.image.tag, digest: m.image.digest },
+    policySerial: m.policySerial,
+    expectedSha256: m.files[rel] ?? null,
+    match,
+  };
+}

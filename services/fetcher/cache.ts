@@ -1,0 +1,127 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { syncDir, writeFileAtomic } from '../lib/atomic.ts';
+import { sha256File, SHA256_HEX } from '../lib/digest.ts';
+import type { Sink } from './download.ts';
+
+// The quarantine and the content-addressed cache live side by side under
+// <state>/fetcher, on one filesystem, so that admitting a verified file is
+// one atomic rename. A cache file is never trusted: every use re-hashes it.
+
+export class Cache {
+  readonly quarantineDir: string;
+  readonly blobDir: string;
+  readonly refDir: string;
+
+  constructor(readonly root: string) {
+    this.quarantineDir = join(root, 'quarantine');
+    this.blobDir = join(root, 'cache', 'sha256');
+    this.refDir = join(root, 'cache', 'oci'); // registry manifest hex → assembled archive hex
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.blobDir, { recursive: true });
+    await mkdir(this.refDir, { recursive: true });
+    // whatever a crashed run left in quarantine was never verified
+    await rm(this.quarantineDir, { recursive: true, force: true });
+    await mkdir(this.quarantineDir, { recursive: true });
+  }
+
+  path(hex: string): string {
+    if (!SHA256_HEX.test(hex)) throw new Error(`not a sha256: ${hex}`);
+    return join(this.blobDir, hex);
+  }
+
+  /** Re-hash a cached file: 'miss', 'hit', or the digest it has now. */
+  async check(hex: string): Promise<{ state: 'miss' } | { state: 'hit'; size: number } | { state: 'corrupt'; actual: string; size: number }> {
+    let got: { sha256: string; size: number };
+    try {
+      got = await sha256File(this.path(hex));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'miss' };
+      throw err;
+    }
+    return got.sha256 === hex ? { state: 'hit', size: got.size } : { state: 'corrupt', actual: got.sha256, size: got.size };
+  }
+
+  async remove(hex: string): Promise<void> {
+    await rm(this.path(hex), { force: true });
+  }
+
+  /** A new quarantine file: bytes are written in 1 MiB blocks. */
+  async quarantine(label: string): Promise<QuarantineFile> {
+    const path = join(this.quarantineDir, `${label.replace(/[^A-Za-z0-9._-]/g, '_')}.${randomBytes(6).toString('hex')}.part`);
+    return new QuarantineFile(path, await open(path, 'wx', 0o600), this);
+  }
+
+  async admit(file: QuarantineFile, hex: string): Promise<string> {
+    await file.close();
+    const dest = this.path(hex);
+    await rename(file.path, dest);
+    await syncDir(this.blobDir);
+    return dest;
+  }
+
+  async getRef(manifestHex: string): Promise<string | undefined> {
+    try {
+      const v = (await readFile(join(this.refDir, manifestHex), 'utf8')).trim();
+      return SHA256_HEX.test(v) ? v : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async setRef(manifestHex: string, archiveHex: string): Promise<void> {
+    await writeFileAtomic(join(this.refDir, manifestHex), archiveHex + '\n');
+  }
+
+  async entries(): Promise<string[]> {
+    return (await readdir(this.blobDir)).filter((n) => SHA256_HEX.test(n));
+  }
+}
+
+const BLOCK = 1 << 20;
+
+export class QuarantineFile implements Sink {
+  private buf: Buffer[] = [];
+  private buffered = 0;
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    private readonly cache: Cache,
+  ) {}
+
+  async write(chunk: Buffer): Promise<void> {
+    this.buf.push(chunk);
+    this.buffered += chunk.length;
+    if (this.buffered >= BLOCK) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.buffered === 0) return;
+    const data = this.buf.length === 1 ? this.buf[0] : Buffer.concat(this.buf);
+    this.buf = [];
+    this.buffered = 0;
+    await this.fh.write(data);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.flush();
+    await this.fh.sync();
+    await this.fh.close();
+  }
+
+  async discard(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      await this.fh.close().catch(() => {});
+    }
+    await rm(this.path, { force: true });
+    void this.cache;
+  }
+}

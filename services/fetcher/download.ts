@@ -1,0 +1,202 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import { fileURLToPath } from 'node:url';
+import { SealkitError } from '../lib/errors.ts';
+
+// One download under the image's rules: scheme, redirects (count, no
+// https→http, only allowed hosts), size cap (stop reading past it), a total
+// deadline and a stall timer. Bytes go to a sink while being hashed; nothing
+// here looks at what they mean.
+
+export interface Rules {
+  what: string; // names the image in messages
+  allowHttp: boolean;
+  redirects: { max: number; hosts: string[] };
+  maxBytes: number; // stop reading past this
+  expectedSize?: number; // the size the policy pins, if any
+  deadline: number; // Date.now() value by which the download must be done
+  stallMs: number; // no bytes for this long: give up
+  accept?: string;
+  onBytes?: (bytes: number, total: number | undefined) => void;
+}
+
+export interface Sink {
+  write(chunk: Buffer): Promise<void>;
+}
+
+export interface Downloaded {
+  sha256: string;
+  size: number;
+  url: string; // after redirects
+  contentType?: string;
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+export async function download(source: string, sink: Sink, r: Rules): Promise<Downloaded> {
+  const origin = new URL(source);
+  let url = origin;
+  for (let hop = 0; ; hop++) {
+    checkScheme(url, r, source);
+    if (url.protocol === 'file:') return readFile(url, sink, r);
+    const res = await get(url, r);
+    const status = res.statusCode ?? 0;
+    if (REDIRECTS.has(status)) {
+      res.resume();
+      const location = res.headers.location;
+      if (!location) throw new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: ${url.href} answered ${status} without a Location header`);
+      const next = new URL(location, url);
+      checkRedirect(url, next, origin, hop, r);
+      url = next;
+      continue;
+    }
+    if (status !== 200) {
+      res.resume();
+      throw new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: HTTP ${status} from ${url.href}; check the source URL`, { url: url.href, status });
+    }
+    return readBody(res, url, sink, r);
+  }
+}
+
+function checkScheme(url: URL, r: Rules, source: string): void {
+  if (url.protocol === 'https:' || url.protocol === 'file:') return;
+  if (url.protocol === 'http:' && r.allowHttp) return;
+  const why = url.protocol === 'http:' ? 'plain http is not allowed for this image (set allowHttp: true to permit it)' : `scheme ${url.protocol} is not supported`;
+  throw new SealkitError('SEALKIT_SOURCE_INVALID', `${r.what}: cannot fetch ${url.href} (source ${source}): ${why}`, { url: url.href });
+}
+
+function checkRedirect(from: URL, to: URL, origin: URL, hop: number, r: Rules): void {
+  const refuse = (why: string) => {
+    throw new SealkitError('SEALKIT_REDIRECT_REFUSED', `${r.what}: redirect from ${from.href} to ${to.href} refused: ${why}; the download was discarded`, { from: from.href, to: to.href });
+  };
+  if (hop + 1 > r.redirects.max) refuse(`more than ${r.redirects.max} redirects (images[].redirects.max)`);
+  if (to.protocol !== 'https:' && to.protocol !== 'http:') refuse(`scheme ${to.protocol} is not allowed in a redirect`);
+  if (from.protocol === 'https:' && to.protocol === 'http:') refuse('it downgrades https to http');
+  if (to.protocol === 'http:' && !r.allowHttp) refuse('plain http is not allowed for this image');
+  const allowed = to.host === origin.host || r.redirects.hosts.some((h) => h === to.host || h === to.hostname);
+  if (!allowed) refuse(`host ${to.host} is neither the source host ${origin.host} nor listed in images[].redirects.hosts`);
+}
+
+// Stall and deadline timers around one request; when one fires, the request
+// is destroyed and the recorded reason wins over the socket error.
+function timers(r: Rules, url: URL, destroy: (err: SealkitError) => void) {
+  let failure: SealkitError | undefined;
+  const fail = (err: SealkitError) => {
+    failure ??= err;
+    destroy(err);
+  };
+  const total = setTimeout(
+    () => fail(new SealkitError('SEALKIT_FETCH_TIMEOUT', `${r.what}: ${url.href} did not finish in time (limits.fetchTimeout); the download was discarded`, { url: url.href })),
+    Math.max(0, r.deadline - Date.now()),
+  );
+  let stall: NodeJS.Timeout | undefined;
+  const touch = () => {
+    clearTimeout(stall);
+    stall = setTimeout(
+      () => fail(new SealkitError('SEALKIT_FETCH_TIMEOUT', `${r.what}: ${url.href} sent nothing for ${r.stallMs} ms (limits.stallTimeout); the download was discarded`, { url: url.href })),
+      r.stallMs,
+    );
+  };
+  touch();
+  return {
+    touch,
+    get failure() {
+      return failure;
+    },
+    clear() {
+      clearTimeout(total);
+      clearTimeout(stall);
+    },
+  };
+}
+
+function get(url: URL, r: Rules): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const mod = url.protocol === 'https:' ? https : http;
+    const req = mod.get(url, { headers: { 'user-agent': 'sealkit-fetcher', ...(r.accept ? { accept: r.accept } : {}) } });
+    const t = timers(r, url, (err) => req.destroy(err));
+    req.on('response', (res) => {
+      t.clear();
+      resolve(res);
+    });
+    req.on('error', (err) => {
+      t.clear();
+      reject(t.failure ?? new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: cannot fetch ${url.href}: ${err.message}`, { url: url.href }, { cause: err }));
+    });
+  });
+}
+
+function cap(r: Rules): number {
+  return Math.min(r.maxBytes, r.expectedSize ?? Number.POSITIVE_INFINITY);
+}
+
+function tooLarge(r: Rules, url: URL, detail: string): SealkitError {
+  const limit = cap(r);
+  const which = r.expectedSize !== undefined && r.expectedSize <= r.maxBytes ? 'the pinned size' : 'the size limit';
+  return new SealkitError('SEALKIT_SIZE_LIMIT', `${r.what}: ${url.href} ${detail}, more than ${which} of ${limit} bytes; the download was discarded`, { url: url.href, limit });
+}
+
+async function readBody(res: http.IncomingMessage, url: URL, sink: Sink, r: Rules): Promise<Downloaded> {
+  const declared = res.headers['content-length'] !== undefined ? Number(res.headers['content-length']) : undefined;
+  if (declared !== undefined && declared > cap(r)) {
+    res.destroy();
+    throw tooLarge(r, url, `announces ${declared} bytes`);
+  }
+  const t = timers(r, url, (err) => res.destroy(err));
+  const hash = createHash('sha256');
+  let size = 0;
+  try {
+    for await (const chunk of res as AsyncIterable<Buffer>) {
+      t.touch();
+      if (size + chunk.length > cap(r)) throw tooLarge(r, url, 'sent');
+      hash.update(chunk);
+      size += chunk.length;
+      await sink.write(chunk);
+      r.onBytes?.(size, declared ?? r.expectedSize);
+    }
+  } catch (err) {
+    res.destroy();
+    if (t.failure) throw t.failure;
+    if (err instanceof SealkitError) throw err;
+    throw new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: the connection to ${url.href} broke after ${size}${declared !== undefined ? ` of ${declared}` : ''} bytes (${(err as Error).message}); the download was discarded`, { url: url.href, bytes: size }, { cause: err });
+  } finally {
+    t.clear();
+  }
+  if (t.failure) throw t.failure;
+  if (declared !== undefined && size !== declared) {
+    throw new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: ${url.href} ended after ${size} of ${declared} bytes; the download was discarded`, { url: url.href, bytes: size });
+  }
+  return { sha256: hash.digest('hex'), size, url: url.href, contentType: res.headers['content-type'] };
+}
+
+async function readFile(url: URL, sink: Sink, r: Rules): Promise<Downloaded> {
+  const hash = createHash('sha256');
+  let size = 0;
+  try {
+    for await (const chunk of createReadStream(fileURLToPath(url), { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+      if (size + chunk.length > cap(r)) throw tooLarge(r, url, 'holds');
+      if (Date.now() > r.deadline) throw new SealkitError('SEALKIT_FETCH_TIMEOUT', `${r.what}: reading ${url.href} did not finish in time (limits.fetchTimeout)`);
+      hash.update(chunk);
+      size += chunk.length;
+      await sink.write(chunk);
+      r.onBytes?.(size, r.expectedSize);
+    }
+  } catch (err) {
+    if (err instanceof SealkitError) throw err;
+    throw new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: cannot read ${url.href}: ${(err as Error).message}`, { url: url.href }, { cause: err });
+  }
+  return { sha256: hash.digest('hex'), size, url: url.href };
+}
+
+/** A sink that keeps the bytes in memory (small things: signature files, manifests). */
+export function memorySink(): Sink & { bytes(): Buffer } {
+  const chunks: Buffer[] = [];
+  return {
+    async write(c) {
+      chunks.push(c);
+    },
+    bytes: () => Buffer.concat(chunks),
+  };
+}

@@ -1,0 +1,367 @@
+import { readFile } from 'node:fs/promises';
+import type { NatsConnection } from 'nats';
+import { archiveMediaType, detectCompression, openImage, type ArchiveFormat, type Compression, type OpenedImage } from '../lib/archive.ts';
+import { sha256Hex } from '../lib/digest.ts';
+import { asSealkitError, SealkitError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import type { EventPublisher } from '../lib/outbox.ts';
+import type { ImagePolicy, Policy } from '../lib/policy.ts';
+import { subjects } from '../lib/subjects.ts';
+import { Cache } from './cache.ts';
+import { download, memorySink, type Rules } from './download.ts';
+import { assembleOci, checkDescriptor, fetchBlob, fetchManifest, parseOciSource, pickPlatform, type Descriptor, type OciRef, type VerifiedManifest } from './registry.ts';
+import { checkImageSignatures, MAX_SIGNATURE_FILE, parseSignatureFile, signatureUrl, type Statement } from './signatures.ts';
+import { askVerifiers, type VerifierDecision } from './verifiers.ts';
+
+// The fetcher's core: for one image of the policy, get the bytes into
+// quarantine while hashing, verify digest, signatures and plugins, admit them
+// to the cache, and only then let the archive parser near them. Every refusal
+// becomes image.rejected + audit.rejected; success is image.verified.
+
+/** data of `image.verified` — the contract the importer and ima consume. */
+export interface VerifiedImage {
+  name: string;
+  tag: string;
+  source: string;
+  sha256: string; // pinned digest: the archive (URL sources) or the registry manifest (oci://)
+  size: number; // bytes of what sha256 covers
+  policySerial: number;
+  manifestDigest: string | null; // sha256:… of the OCI manifest inside the archive; null for a plain docker-archive
+  format: ArchiveFormat;
+  compression: Compression;
+  archive: { path: string; sha256: string; size: number }; // the file in the cache to import
+  signedBy: string[];
+  verifiers: Array<{ subject: string; decision: VerifierDecision['decision'] }>;
+}
+
+/** data of `image.rejected` and `audit.rejected`. */
+export interface RejectedImage {
+  name: string;
+  tag: string;
+  source: string;
+  expectedSha256: string;
+  actualSha256?: string;
+  code: string;
+  reason: string;
+  policySerial: number;
+}
+
+export interface FetcherOptions {
+  dir: string; // <state>/fetcher
+  nc: NatsConnection; // verifier plugins are asked over it
+  events: Pick<EventPublisher, 'publish' | 'emit'>;
+  log: Logger;
+}
+
+export class Fetcher {
+  readonly cache: Cache;
+  private readonly verified = new Map<string, string>(); // name → fingerprint of what was verified
+  private readonly inflight = new Map<string, Promise<VerifiedImage>>();
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(private readonly o: FetcherOptions) {
+    this.cache = new Cache(o.dir);
+  }
+
+  async init(): Promise<void> {
+    await this.cache.init();
+  }
+
+  /** On every policy change: fetch each image not yet verified under the same pin, keys and plugins. Serialized. */
+  onPolicy(policy: Policy): Promise<void> {
+    this.queue = this.queue.then(async () => {
+      for (const img of policy.images) {
+        if (this.verified.get(img.name) === fingerprint(img, policy)) continue;
+        await this.fetch(img, policy).catch(() => {}); // already reported as events
+      }
+    });
+    return this.queue;
+  }
+
+  /** Fetch and verify one image; publishes the outcome and throws the refusal. */
+  fetch(img: ImagePolicy, policy: Policy): Promise<VerifiedImage> {
+    const key = fingerprint(img, policy);
+    const running = this.inflight.get(key);
+    if (running) return running;
+    const p = this.run(img, policy).finally(() => this.inflight.delete(key));
+    this.inflight.set(key, p);
+    return p;
+  }
+
+  private async run(img: ImagePolicy, policy: Policy): Promise<VerifiedImage> {
+    const log = this.o.log.child({ image: img.name });
+    const started = Date.now();
+    try {
+      const result = img.source.startsWith('oci://') ? await this.fromRegistry(img, policy) : await this.fromUrl(img, policy);
+      await this.o.events.publish(subjects.image.verified, result, { headers: { 'Sealkit-Image': img.name }, subject: img.name });
+      this.verified.set(img.name, fingerprint(img, policy));
+      log.info('image verified', { sha256: img.sha256, format: result.format, ms: Date.now() - started });
+      return result;
+    } catch (err) {
+      const e = asSealkitError(err);
+      this.verified.delete(img.name);
+      const actual = e.data?.actual;
+      await this.reject(img, policy, e.code, e.message, typeof actual === 'string' ? actual.replace(/^sha256:/, '') : undefined, true);
+      log.warn('image rejected', { code: e.code, reason: e.message });
+      throw e;
+    }
+  }
+
+  private async reject(img: ImagePolicy, policy: Policy, code: string, reason: string, actualSha256: string | undefined, imageEvent: boolean): Promise<void> {
+    const data: RejectedImage = { name: img.name, tag: img.tag, source: img.source, expectedSha256: img.sha256, code, reason, policySerial: policy.serial };
+    if (actualSha256) data.actualSha256 = actualSha256;
+    const opts = { headers: { 'Sealkit-Image': img.name }, subject: img.name };
+    if (imageEvent) await this.o.events.publish(subjects.image.rejected, data, opts);
+    await this.o.events.publish(subjects.audit.rejected, data, opts);
+  }
+
+  private async cacheCorrupt(img: ImagePolicy, policy: Policy, hex: string, actual: string): Promise<void> {
+    const reason = `cached file ${this.cache.path(hex)} for ${img.name} no longer matches sha256 ${hex} (now ${actual}); it was discarded and will be fetched again`;
+    this.o.log.warn('cache file corrupt', { image: img.name, expected: hex, actual });
+    await this.reject(img, policy, 'SEALKIT_CACHE_CORRUPT', reason, actual, false);
+  }
+
+  private rules(img: ImagePolicy, policy: Policy, progress?: Progress): Rules {
+    return {
+      what: `${img.name}:${img.tag}`,
+      allowHttp: img.allowHttp,
+      redirects: img.redirects,
+      maxBytes: policy.limits.maxImageBytes,
+      expectedSize: img.size,
+      deadline: Date.now() + policy.limits.fetchTimeoutMs,
+      stallMs: policy.limits.stallTimeoutMs,
+      onBytes: progress ? (n, total) => progress.update(n, total) : undefined,
+    };
+  }
+
+  private async signatures(img: ImagePolicy, policy: Policy, statement: Statement, rules: Rules): Promise<string[]> {
+    if (!img.signatures) return [];
+    const url = signatureUrl(img);
+    const sink = memorySink();
+    try {
+      await download(url, sink, { ...rules, maxBytes: MAX_SIGNATURE_FILE, expectedSize: undefined, onBytes: undefined });
+    } catch (err) {
+      const e = asSealkitError(err);
+      throw new SealkitError('SEALKIT_SIGNATURE_MISSING', `${img.name}: cannot get its signatures from ${url}: ${e.message}`, { url, cause: e.code });
+    }
+    return checkImageSignatures(img, policy, statement, parseSignatureFile(sink.bytes(), url));
+  }
+
+  private async verifiers(img: ImagePolicy, policy: Policy, d: { mediaType: string; digest: string; size: number }): Promise<VerifiedImage['verifiers']> {
+    if (policy.verifiers.length === 0) return [];
+    const decisions = await askVerifiers(this.o.nc, policy.verifiers, { ...d, annotations: { name: img.name, tag: img.tag, source: img.source } }, `${img.name}:${img.tag}`);
+    return decisions.map((x) => ({ subject: x.subject, decision: x.decision }));
+  }
+
+  private async archiveCheck(img: ImagePolicy, policy: Policy, path: string, manifestDigest?: string): Promise<OpenedImage> {
+    return openImage(path, { limits: policy.limits, what: `${img.name}:${img.tag} (sha256 ${img.sha256.slice(0, 12)}…)`, ref: { name: img.name, tag: img.tag }, manifestDigest });
+  }
+
+  private async fromUrl(img: ImagePolicy, policy: Policy): Promise<VerifiedImage> {
+    const hex = img.sha256;
+    const progress = new Progress(this.o.events, img.name);
+    const rules = this.rules(img, policy, progress);
+    let path: string;
+    let size: number;
+    let signedBy: string[];
+    let verifiers: VerifiedImage['verifiers'];
+    let compression: Compression;
+    const cached = await this.cache.check(hex);
+    if (cached.state === 'corrupt') {
+      await this.cacheCorrupt(img, policy, hex, cached.actual);
+      await this.cache.remove(hex);
+    }
+    if (cached.state === 'hit') {
+      path = this.cache.path(hex);
+      size = cached.size;
+      this.checkSize(img, size);
+      signedBy = await this.signatures(img, policy, { name: img.name, tag: img.tag, sha256: hex, size }, rules);
+      compression = await detectCompression(path);
+      verifiers = await this.verifiers(img, policy, { mediaType: archiveMediaType(compression), digest: `sha256:${hex}`, size });
+    } else {
+      const q = await this.cache.quarantine(img.name);
+      try {
+        const got = await download(img.source, q, rules);
+        if (got.sha256 !== hex) {
+          throw new SealkitError('SEALKIT_DIGEST_MISMATCH', `digest mismatch for ${img.name} from ${got.url}: expected ${hex}, got ${got.sha256}; the download was discarded`, { expected: hex, actual: got.sha256, url: got.url });
+        }
+        size = got.size;
+        progress.done(size);
+        this.checkSize(img, size);
+        signedBy = await this.signatures(img, policy, { name: img.name, tag: img.tag, sha256: hex, size }, rules);
+        await q.close();
+        compression = await detectCompression(q.path); // magic bytes of verified content only
+        verifiers = await this.verifiers(img, policy, { mediaType: archiveMediaType(compression), digest: `sha256:${hex}`, size });
+        path = await this.cache.admit(q, hex);
+      } catch (err) {
+        await q.discard();
+        throw err;
+      }
+    }
+    let opened: OpenedImage;
+    try {
+      opened = await this.archiveCheck(img, policy, path);
+    } catch (err) {
+      await this.cache.remove(hex); // verified bytes, but not an image we will hand on
+      throw err;
+    }
+    return {
+      name: img.name,
+      tag: img.tag,
+      source: img.source,
+      sha256: hex,
+      size,
+      policySerial: policy.serial,
+      manifestDigest: opened.manifestDigest,
+      format: opened.format,
+      compression: opened.compression,
+      archive: { path, sha256: hex, size },
+      signedBy,
+      verifiers,
+    };
+  }
+
+  private checkSize(img: ImagePolicy, size: number): void {
+    if (img.size !== undefined && img.size !== size) {
+      throw new SealkitError('SEALKIT_SIZE_LIMIT', `${img.name}: content matching sha256 ${img.sha256} is ${size} bytes, but the policy pins size ${img.size}; fix images[].size`, { expected: img.size, actual: size });
+    }
+  }
+
+  // A manifest from the CAS (re-hashed) or from the registry (verified), kept in the CAS.
+  private async manifest(img: ImagePolicy, policy: Policy, ref: OciRef, digest: string, rules: Rules): Promise<VerifiedManifest> {
+    const hex = digest.slice(7);
+    const cached = await this.cache.check(hex);
+    if (cached.state === 'hit') {
+      const bytes = await readFile(this.cache.path(hex));
+      if (sha256Hex(bytes) === hex) {
+        const json = JSON.parse(bytes.toString('utf8')) as VerifiedManifest['json'];
+        return { digest, bytes, mediaType: json.mediaType ?? '', json };
+      }
+    }
+    if (cached.state === 'corrupt') await this.cacheCorrupt(img, policy, hex, cached.actual);
+    await this.cache.remove(hex);
+    const m = await fetchManifest(ref, digest, rules);
+    const q = await this.cache.quarantine(hex);
+    try {
+      await q.write(m.bytes);
+      await this.cache.admit(q, hex);
+    } catch (err) {
+      await q.discard();
+      throw err;
+    }
+    return m;
+  }
+
+  private async fromRegistry(img: ImagePolicy, policy: Policy): Promise<VerifiedImage> {
+    const ref = parseOciSource(img.source, img.allowHttp);
+    const what = `${img.name}:${img.tag}`;
+    const progress = new Progress(this.o.events, img.name);
+    const rules = { ...this.rules(img, policy), expectedSize: undefined };
+    const top = await this.manifest(img, policy, ref, ref.digest, rules);
+    let manifest = top;
+    if (Array.isArray(top.json.manifests)) manifest = await this.manifest(img, policy, ref, pickPlatform(top, what).digest, rules);
+    // the decision comes before any layer is fetched
+    const size = top.bytes.length;
+    const signedBy = await this.signatures(img, policy, { name: img.name, tag: img.tag, sha256: img.sha256, size }, rules);
+    const verifiers = await this.verifiers(img, policy, { mediaType: top.mediaType || 'application/vnd.oci.image.manifest.v1+json', digest: ref.digest, size });
+
+    const config = checkDescriptor(manifest.json.config, what);
+    const layers = (manifest.json.layers ?? []).map((d) => checkDescriptor(d, what));
+    const blobs: Descriptor[] = [config, ...layers];
+    const total = blobs.reduce((n, d) => n + d.size, 0);
+    if (total > policy.limits.maxImageBytes) {
+      throw new SealkitError('SEALKIT_SIZE_LIMIT', `${what}: manifest ${manifest.digest} describes ${total} bytes of blobs, more than limits.maxImageBytes ${policy.limits.maxImageBytes}; nothing was downloaded`, { limit: policy.limits.maxImageBytes });
+    }
+
+    let path: string | undefined;
+    let archive: { hex: string; size: number } | undefined;
+    let opened: OpenedImage | undefined;
+    const refHex = await this.cache.getRef(img.sha256);
+    if (refHex) {
+      const c = await this.cache.check(refHex);
+      if (c.state === 'hit') {
+        try {
+          path = this.cache.path(refHex);
+          opened = await this.archiveCheck(img, policy, path, manifest.digest);
+          archive = { hex: refHex, size: c.size };
+        } catch (err) {
+          await this.cacheCorrupt(img, policy, refHex, `unusable: ${asSealkitError(err).code}`);
+          await this.cache.remove(refHex);
+          path = opened = archive = undefined;
+        }
+      } else if (c.state === 'corrupt') {
+        await this.cacheCorrupt(img, policy, refHex, c.actual);
+        await this.cache.remove(refHex);
+      }
+    }
+    if (!opened) {
+      let base = 0;
+      for (const d of blobs) {
+        await fetchBlob(this.cache, ref, d, { ...rules, onBytes: (n) => progress.update(base + n, total) }, (actual) => this.cacheCorrupt(img, policy, d.digest.slice(7), actual));
+        base += d.size;
+      }
+      progress.done(total);
+      const built = await assembleOci(this.cache, { manifest, index: top === manifest ? undefined : top, blobs, refName: img.name, tag: img.tag }, what);
+      await this.cache.setRef(img.sha256, built.hex);
+      path = built.path;
+      archive = built;
+      try {
+        opened = await this.archiveCheck(img, policy, path, manifest.digest);
+      } catch (err) {
+        await this.cache.remove(built.hex);
+        throw err;
+      }
+    }
+    return {
+      name: img.name,
+      tag: img.tag,
+      source: img.source,
+      sha256: img.sha256,
+      size,
+      policySerial: policy.serial,
+      manifestDigest: opened.manifestDigest,
+      format: opened.format,
+      compression: opened.compression,
+      archive: { path: path!, sha256: archive!.hex, size: archive!.size },
+      signedBy,
+      verifiers,
+    };
+  }
+}
+
+// What a verification depends on: the image's pin and rules, the keys it
+// names, the plugins and the limits. A change in any means verify again.
+function fingerprint(img: ImagePolicy, policy: Policy): string {
+  const keys = policy.keys.filter((k) => img.signatures?.keys.includes(k.id));
+  return JSON.stringify([img, keys, policy.verifiers, policy.limits]);
+}
+
+// image.progress: at most every second or every 5 %, plus the last one.
+class Progress {
+  private lastAt = 0;
+  private lastBytes = 0;
+  private readonly started = Date.now();
+
+  constructor(
+    private readonly events: Pick<EventPublisher, 'emit'>,
+    private readonly name: string,
+  ) {}
+
+  update(bytes: number, total: number | undefined): void {
+    const now = Date.now();
+    const step = total ? total / 20 : Number.POSITIVE_INFINITY;
+    if (now - this.lastAt < 1000 && bytes - this.lastBytes < step) return;
+    this.send(bytes, total, now);
+  }
+
+  done(bytes: number): void {
+    if (this.lastBytes !== bytes) this.send(bytes, bytes, Date.now());
+  }
+
+  private send(bytes: number, total: number | undefined, now: number): void {
+    this.lastAt = now;
+    this.lastBytes = bytes;
+    const secs = Math.max((now - this.started) / 1000, 0.001);
+    this.events.emit(subjects.image.progress, { name: this.name, bytes, total: total ?? null, rate: Math.round(bytes / secs) }, { headers: { 'Sealkit-Image': this.name } });
+  }
+}

@@ -1,0 +1,69 @@
+import { SealkitError } from '../lib/errors.ts';
+import type { ImagePolicy, Policy } from '../lib/policy.ts';
+import { checkThreshold, imageStatement, signDetached, type DetachedSignature, type SecretKeyFile } from '../lib/sign.ts';
+
+/**
+ * The detached signature file of an image, served at
+ * `images[].signatures.url` or, for URL sources, at `<source>.sig`:
+ *
+ *     {"signatures": [{"keyid": "release-2026", "sig": "<base64 ed25519>"}]}
+ *
+ * Each `sig` is ed25519 over "sealkit-image-v1\n" + imageStatement({name,
+ * tag, sha256, size}) — the canonical JSON of the pinned image, where sha256
+ * and size are those of the archive (URL sources) or of the registry
+ * manifest (oci:// sources). Several keys sign into one file (N of M).
+ */
+export interface SignatureFile {
+  signatures: DetachedSignature[];
+}
+
+export interface Statement {
+  name: string;
+  tag: string;
+  sha256: string;
+  size: number;
+}
+
+export const MAX_SIGNATURE_FILE = 64 * 1024;
+
+/** Sign an image statement with each key, adding to an existing file (replacing a key's old signature). */
+export function signImage(statement: Statement, keys: SecretKeyFile[], existing: SignatureFile = { signatures: [] }): SignatureFile {
+  const bytes = imageStatement(statement);
+  const ids = new Set(keys.map((k) => k.id));
+  return {
+    signatures: [
+      ...existing.signatures.filter((s) => !ids.has(s.keyid)),
+      ...keys.map((k) => ({ keyid: k.id, sig: signDetached('sealkit-image-v1', bytes, k) })),
+    ],
+  };
+}
+
+export function parseSignatureFile(bytes: Uint8Array, where: string): SignatureFile {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    throw new SealkitError('SEALKIT_SIGNATURE_INVALID', `signature file ${where} is not JSON; it must be {"signatures":[{"keyid","sig"}]}`);
+  }
+  const list = (doc as { signatures?: unknown } | null)?.signatures;
+  if (!Array.isArray(list) || !list.every((s) => s && typeof s.keyid === 'string' && typeof s.sig === 'string')) {
+    throw new SealkitError('SEALKIT_SIGNATURE_INVALID', `signature file ${where} must be {"signatures":[{"keyid":"…","sig":"<base64>"}]}`);
+  }
+  return { signatures: list.map((s: DetachedSignature) => ({ keyid: s.keyid, sig: s.sig })) };
+}
+
+export function signatureUrl(img: ImagePolicy): string {
+  if (img.signatures?.url) return img.signatures.url;
+  if (img.source.startsWith('oci://')) {
+    throw new SealkitError('SEALKIT_SIGNATURE_MISSING', `${img.name}: signatures are required but an oci:// source has no default signature location; set images[].signatures.url`);
+  }
+  return `${img.source}.sig`;
+}
+
+/** Check N of M over the statement; returns the key ids that signed. */
+export function checkImageSignatures(img: ImagePolicy, policy: Policy, statement: Statement, file: SignatureFile): string[] {
+  const rule = img.signatures;
+  if (!rule) return [];
+  const allowed = policy.keys.filter((k) => rule.keys.includes(k.id));
+  return checkThreshold('sealkit-image-v1', imageStatement(statement), file.signatures, allowed, rule.threshold, `${img.name}:${img.tag} (sha256 ${statement.sha256.slice(0, 12)}…)`);
+}

@@ -1,0 +1,258 @@
+import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createPublicKey } from 'node:crypto';
+import { SealkitError } from '../lib/errors.ts';
+import { sha256File, parseSha256 } from '../lib/digest.ts';
+import { subjects } from '../lib/subjects.ts';
+import { readManifest, writeManifest, manifestPath, type LabelManifest } from '../lib/manifest.ts';
+import type { Logger } from '../lib/log.ts';
+import type { Policy, Limits } from '../lib/policy.ts';
+import type { PublicKey, SecretKeyFile } from '../lib/sign.ts';
+import type { PublishOptions } from '../lib/outbox.ts';
+import { HashPool } from './hashpool.ts';
+import { labelTree } from './tree.ts';
+import { commit, stagingPath, unpackInto } from './unpack.ts';
+import { appraise, type Finding } from './appraise.ts';
+import { containerName, CONTAINER_NAME } from './container.ts';
+import { digestLabel, writeLabel } from './label.ts';
+import { signatureLabel, type SigningKey } from './digsig.ts';
+import { watchTree, type TreeWatch } from './watch.ts';
+
+// The ima core: label a rootfs from each imported image, keep a signed label
+// manifest for it, and appraise it in userspace — on request, on the policy's
+// schedule and within moments of a change on disk.
+
+export interface ImportedImage {
+  name: string;
+  tag: string;
+  sha256: string;
+  source?: string;
+  manifestDigest?: string | null;
+  policySerial: number;
+  archive: { path: string; sha256: string; format?: string; compression?: string };
+}
+
+export interface Labeled {
+  image: { name: string; tag: string; digest: string };
+  container: string;
+  rootfs: string;
+  files: number;
+  bytes: number;
+  ms: number;
+  policySerial: number;
+}
+
+export interface Tamper extends Finding {
+  container: string;
+  image: { name: string; tag: string; digest: string };
+  policySerial: number;
+  action: 'reported' | 'blocked' | 'relabeled';
+}
+
+export interface ImaOptions {
+  imaDir: string; // <state>/ima
+  store: string; // container store: <store>/<container>/rootfs
+  log: Logger;
+  publish: (subject: string, data: unknown, opts?: PublishOptions) => Promise<unknown>;
+  manifestKey: SecretKeyFile;
+  pool: HashPool;
+  policy: () => Policy | null;
+  signingKey: () => Promise<SigningKey>;
+  debounceMs?: number;
+}
+
+interface Watched {
+  manifest: LabelManifest;
+  watcher?: TreeWatch;
+  pending: Set<string>;
+  timer?: NodeJS.Timeout;
+  running?: Promise<unknown>;
+}
+
+export class Ima {
+  readonly manifests: string;
+  private readonly pub: PublicKey;
+  private readonly containers = new Map<string, Watched>();
+  private readonly reported = new Set<string>();
+  private schedule?: NodeJS.Timeout;
+  private scheduleMs = 0;
+
+  constructor(private readonly o: ImaOptions) {
+    this.manifests = join(o.imaDir, 'manifests');
+    this.pub = { id: o.manifestKey.id, ed25519: o.manifestKey.ed25519 };
+  }
+
+  private get mode() {
+    return this.o.policy()?.ima.mode ?? 'enforce';
+  }
+
+  // Pick up every container labelled before this start, and watch it.
+  async start(): Promise<void> {
+    await mkdir(this.manifests, { recursive: true });
+    for (const f of (await readdir(this.manifests)).filter((n) => n.endsWith('.json') && !n.startsWith('.'))) {
+      try {
+        this.track(await readManifest(join(this.manifests, f), this.pub));
+      } catch (err) {
+        this.o.log.error('label manifest refused; that container is not appraised until it is relabelled', { file: f, err: err as Error });
+      }
+    }
+    this.rearm();
+  }
+
+  // Follow the policy's reverify interval.
+  rearm(): void {
+    const ms = this.o.policy()?.ima.reverifyMs ?? 10 * 60_000;
+    if (this.schedule && ms === this.scheduleMs) return;
+    clearInterval(this.schedule);
+    this.scheduleMs = ms;
+    this.schedule = setInterval(() => void this.verifyAll(), ms);
+    this.schedule.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.schedule);
+    for (const w of this.containers.values()) {
+      w.watcher?.close();
+      clearTimeout(w.timer);
+      await w.running?.catch(() => {});
+    }
+  }
+
+  list(): LabelManifest[] {
+    return [...this.containers.values()].map((w) => w.manifest);
+  }
+
+  // image.imported → a labelled rootfs, a signed manifest, ima.labeled.
+  async label(ev: ImportedImage, limits: Limits): Promise<Labeled | null> {
+    if (this.mode === 'off') {
+      this.o.log.info('ima.mode is off: not labelling', { image: `${ev.name}:${ev.tag}` });
+      return null;
+    }
+    const t0 = Date.now();
+    const digest = parseSha256(ev.sha256, `image.imported sha256 of ${ev.name}:${ev.tag}`);
+    const what = `${ev.name}:${ev.tag} (sha256 ${digest.slice(0, 12)})`;
+    // re-verify: the cache may have changed since the fetcher checked it
+    const { sha256: actual } = await sha256File(ev.archive.path).catch((err: Error) => {
+      throw new SealkitError('SEALKIT_CACHE_CORRUPT', `cannot read the archive of ${what} at ${ev.archive.path}: ${err.message}; fetch the image again`);
+    });
+    if (actual !== digest || parseSha256(ev.archive.sha256, 'archive.sha256') !== digest) {
+      throw new SealkitError('SEALKIT_DIGEST_MISMATCH', `archive of ${what} at ${ev.archive.path} hashes to ${actual}, expected ${digest}; nothing was unpacked — fetch the image again`, { expected: digest, actual });
+    }
+    const container = containerName(ev.name, ev.tag);
+    const dest = join(this.o.store, container, 'rootfs');
+    await mkdir(join(this.o.store, container), { recursive: true });
+    const previous = this.containers.get(container);
+    previous?.watcher?.close();
+    const staging = stagingPath(dest);
+    let unpacked;
+    try {
+      unpacked = await unpackInto(ev.archive.path, staging, {
+        limits: limits,
+        what,
+        manifestDigest: ev.manifestDigest ?? undefined,
+        ref: { name: ev.name, tag: ev.tag },
+      });
+      const policy = this.o.policy();
+      const signer = policy?.ima.signatures ? await this.o.signingKey() : undefined;
+      await labelTree(staging, unpacked.files, { signer });
+      await commit(staging, dest);
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      if (previous) this.track(previous.manifest);
+      throw err;
+    }
+    const manifest: LabelManifest = {
+      version: 1,
+      image: { name: ev.name, tag: ev.tag, digest },
+      container,
+      rootfs: dest,
+      policySerial: ev.policySerial,
+      createdAt: new Date().toISOString(),
+      files: unpacked.files,
+    };
+    await writeManifest(this.manifests, manifest, this.o.manifestKey);
+    for (const k of [...this.reported]) if (k.startsWith(`${container}|`)) this.reported.delete(k);
+    this.track(manifest);
+    const labeled: Labeled = { image: manifest.image, container, rootfs: dest, files: Object.keys(unpacked.files).length, bytes: unpacked.bytes, ms: Date.now() - t0, policySerial: ev.policySerial };
+    await this.o.publish(subjects.ima.labeled, labeled, { headers: { 'Sealkit-Container': container, 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
+    this.o.log.info('labelled', { ...labeled });
+    return labeled;
+  }
+
+  // Re-read the manifest from disk (it must still carry the node's
+  // signature), re-hash the rootfs, report what differs.
+  async verify(container: string, paths?: string[]): Promise<{ container: string; files: number; findings: Tamper[]; ms: number }> {
+    if (!CONTAINER_NAME.test(container)) throw new SealkitError('SEALKIT_BAD_REQUEST', `"${container}" is not a container name; ask ima.status for the list`);
+    const t0 = Date.now();
+    const m = await readManifest(manifestPath(this.manifests, container), this.pub).catch((err: SealkitError) => {
+      if (!this.containers.has(container)) throw new SealkitError('SEALKIT_BAD_REQUEST', `no label manifest for container "${container}"; ask ima.status for the labelled containers`);
+      throw err;
+    });
+    const signer = this.o.policy()?.ima.signatures ? createPublicKey((await this.o.signingKey()).key) : undefined;
+    const findings = await appraise(m, this.o.pool, { paths, signer });
+    const out: Tamper[] = [];
+    for (const f of findings) out.push(await this.report(m, f));
+    return { container, files: Object.keys(m.files).length, findings: out, ms: Date.now() - t0 };
+  }
+
+  async verifyAll(): Promise<void> {
+    if (this.mode === 'off') return;
+    for (const c of [...this.containers.keys()]) {
+      await this.verify(c).catch((err) => this.o.log.error('scheduled appraisal failed', { container: c, err: err as Error }));
+    }
+  }
+
+  private async report(m: LabelManifest, f: Finding): Promise<Tamper> {
+    const enforce = this.mode === 'enforce';
+    let action: Tamper['action'] = 'reported';
+    if (enforce && (f.kind === 'modified' || f.kind === 'added')) action = 'blocked';
+    if (enforce && f.kind === 'label-mismatch') action = 'relabeled';
+    const t: Tamper = { container: m.container, image: m.image, ...f, policySerial: this.o.policy()?.serial ?? m.policySerial, action };
+    const key = `${m.container}|${f.file}|${f.kind}|${f.actualSha256}`;
+    if (this.reported.has(key)) return t;
+    this.reported.add(key);
+    const path = join(m.rootfs, f.file);
+    if (action === 'blocked') await chmod(path, 0).catch(() => {});
+    if (action === 'relabeled') {
+      const signer = this.o.policy()?.ima.signatures ? await this.o.signingKey() : undefined;
+      await writeLabel(path, signer ? signatureLabel(f.expectedSha256!, signer) : digestLabel(f.expectedSha256!)).catch(() => {});
+    }
+    this.o.log.warn('tamper', { ...t });
+    await this.o.publish(subjects.audit.tamper, t, { headers: { 'Sealkit-Container': m.container, 'Sealkit-Image': `${m.image.name}:${m.image.tag}` } });
+    return t;
+  }
+
+  private track(m: LabelManifest): void {
+    const prev = this.containers.get(m.container);
+    prev?.watcher?.close();
+    const w: Watched = { manifest: m, pending: new Set() };
+    this.containers.set(m.container, w);
+    w.watcher = watchTree(
+      m.rootfs,
+      (rel) => {
+        if (this.mode === 'off') return;
+        w.pending.add(rel);
+        // a fixed window from the first change, so a stream of writes cannot postpone appraisal
+        w.timer ??= setTimeout(() => this.flush(w), this.o.debounceMs ?? 150);
+      },
+      (err) => this.o.log.warn('cannot watch the rootfs; the schedule still appraises it', { container: m.container, err }),
+    );
+  }
+
+  private flush(w: Watched): void {
+    w.timer = undefined;
+    if (w.running) {
+      w.timer ??= setTimeout(() => this.flush(w), 50);
+      return;
+    }
+    const paths = [...w.pending];
+    w.pending.clear();
+    // an event without a name means "something changed": appraise it all
+    const whole = paths.includes('');
+    w.running = this.verify(w.manifest.container, whole ? undefined : paths)
+      .catch((err) => this.o.log.error('appraisal after a change failed', { container: w.manifest.container, err: err as Error }))
+      .finally(() => {
+        w.running = undefined;
+      });
+  }
+}

@@ -1,0 +1,27 @@
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { generateKey, readSecretKey, writeKeyFiles, checkPublicKey, type PublicKey, type SecretKeyFile } from '../lib/sign.ts';
+
+// The node's label-manifest key: <state>/ima/manifest-key.key (0600) and
+// manifest-key.pub (YAML {id, ed25519}), which the auditor reads to check
+// manifests before it trusts them. Created on first start.
+
+export function manifestKeyBase(imaDir: string): string {
+  return join(imaDir, 'manifest-key');
+}
+
+export async function loadOrCreateManifestKey(imaDir: string, node: string): Promise<SecretKeyFile> {
+  const base = manifestKeyBase(imaDir);
+  const present = await access(`${base}.key`).then(() => true, () => false);
+  if (present) return readSecretKey(`${base}.key`);
+  const id = `manifest.${node.toLowerCase().replace(/[^a-z0-9._-]/g, '-')}`.slice(0, 64);
+  const key = generateKey(id);
+  await writeKeyFiles(key, base);
+  return key;
+}
+
+export async function readManifestPublicKey(imaDir: string): Promise<PublicKey> {
+  const path = `${manifestKeyBase(imaDir)}.pub`;
+  return checkPublicKey(YAML.parse(await readFile(path, 'utf8')), path);
+}

@@ -1,0 +1,92 @@
+import { join } from 'node:path';
+import { decode, serve } from '../lib/bus.ts';
+import { runService } from '../lib/service.ts';
+import { PolicyFollower } from '../lib/policy-follow.ts';
+import { readTrust } from '../lib/sign.ts';
+import { trustPath } from '../lib/config.ts';
+import { defaultLimits } from '../lib/policy.ts';
+import { subjects } from '../lib/subjects.ts';
+import { SealkitError, asSealkitError } from '../lib/errors.ts';
+import { Ima, type ImportedImage } from './ima.ts';
+import { HashPool } from './hashpool.ts';
+import { loadOrCreateManifestKey } from './keys.ts';
+import { loadOrCreateSigningKey, type SigningKey } from './digsig.ts';
+import { chooseEnforcement, probeKernel, type Enforcement } from './detect.ts';
+import { readRecord } from './hostpolicy.ts';
+import { consumeImported, ensureConsumer } from './consume.ts';
+
+// The ima service: labels rootfs trees from imported images, reports the
+// enforcement in use, appraises in userspace, answers ima.verify/ima.status.
+await runService('ima', async ({ nc, events, log, state, node }) => {
+  const store = process.env.SEALKIT_CONTAINER_STORE ?? join(state, '..', 'containers');
+  const manifestKey = await loadOrCreateManifestKey(state, node);
+  const follower = new PolicyFollower(nc, await readTrust(trustPath()), log.child({ concern: 'policy' }));
+  await follower.start();
+  let signing: Promise<SigningKey> | undefined;
+  const signingKey = () => (signing ??= loadOrCreateSigningKey(state, node));
+  const pool = new HashPool();
+
+  let enforcement: Enforcement = chooseEnforcement(await probeKernel(), follower.policy?.ima.mode ?? 'enforce', await readRecord(state));
+  const announce = async () => {
+    enforcement = chooseEnforcement(await probeKernel(), follower.policy?.ima.mode ?? 'enforce', await readRecord(state));
+    log.info('enforcement', { ...enforcement });
+    await events.publish(subjects.ima.enforcing, enforcement);
+  };
+
+  const ima = new Ima({
+    imaDir: state,
+    store,
+    log,
+    publish: (s, d, o) => events.publish(s, d, o),
+    manifestKey,
+    pool,
+    policy: () => follower.policy,
+    signingKey,
+  });
+  await ima.start();
+  await announce();
+  follower.onChange(async (p, prev) => {
+    ima.rearm();
+    if (p.ima.mode !== prev?.ima.mode) await announce();
+  });
+
+  serve(nc, subjects.ima.verify, async (msg) => {
+    const req = decode<{ container?: unknown }>(msg.data, 'ima.verify request');
+    if (typeof req?.container !== 'string') throw new SealkitError('SEALKIT_BAD_REQUEST', 'ima.verify needs {container: "<name>"}; ask ima.status for the labelled containers');
+    return ima.verify(req.container);
+  }, { log });
+  serve(nc, subjects.ima.status, () => ({
+    enforcement,
+    policyMode: follower.policy?.ima.mode ?? null,
+    store,
+    containers: ima.list().map((m) => ({ container: m.container, image: m.image, rootfs: m.rootfs, files: Object.keys(m.files).length, policySerial: m.policySerial })),
+  }), { log });
+
+  await ensureConsumer(nc).catch((err) => log.warn('cannot create the image.imported consumer yet; retrying in the loop', { err: err as Error }));
+  const loop = consumeImported(nc, log, async (msg) => {
+    let ev: ImportedImage;
+    try {
+      ev = (decode<{ data: ImportedImage }>(msg.data, 'image.imported event')).data;
+      if (!ev || typeof ev.name !== 'string' || typeof ev.tag !== 'string' || !ev.archive || typeof ev.archive.path !== 'string') throw new Error('missing name, tag or archive.path');
+    } catch (err) {
+      log.error('image.imported event is malformed; dropping it', { err: err as Error });
+      return true;
+    }
+    const policy = follower.policy;
+    try {
+      await ima.label(ev, policy?.limits ?? defaultLimits);
+    } catch (err) {
+      // a definite refusal is logged and acked: redelivery would fail the same way
+      log.error('labelling failed', { image: `${ev.name}:${ev.tag}`, err: asSealkitError(err) });
+    }
+    return true;
+  });
+
+  return {
+    async stop() {
+      await loop.stop();
+      await ima.stop();
+      await pool.close();
+    },
+  };
+});

@@ -1,0 +1,109 @@
+import test from 'ava';
+import type { NatsConnection } from 'nats';
+import { startNats, type NatsServer } from './helpers/nats.ts';
+import { policyBucket, policyKey } from '../services/lib/subjects.ts';
+
+let nats: NatsServer;
+test.before(async () => {
+  nats = await startNats();
+});
+test.after.always(async () => {
+  await nats?.cleanup();
+});
+
+// A core publish the server refuses comes back as an async permissions
+// error on the connection; a JetStream publish fails outright.
+async function publishRefused(nc: NatsConnection, subject: string): Promise<boolean> {
+  try {
+    await nc.jetstream().publish(subject, new Uint8Array([1]), { timeout: 1500 });
+    return false;
+  } catch (err) {
+    return /Permissions Violation/i.test((err as Error).message);
+  }
+}
+
+for (const [user, subject] of [
+  ['fetcher', 'audit.denial'],
+  ['importer', 'audit.rejected'],
+  ['nodeinfo', 'audit.policy'],
+  ['ima', 'audit.denial'],
+  ['auditor', 'audit.policy'],
+  ['policy', 'image.verified'],
+  ['fetcher', 'ima.labeled'],
+] as const) {
+  test(`a client with the ${user} credentials cannot publish ${subject}`, async (t) => {
+    const nc = await nats.connectAs(user);
+    t.true(await publishRefused(nc, subject));
+    await nc.close();
+  });
+}
+
+test('each service can publish its own audit subject', async (t) => {
+  for (const [user, subject] of [['auditor', 'audit.denial'], ['fetcher', 'audit.rejected'], ['policy', 'audit.policy'], ['ima', 'audit.tamper']] as const) {
+    const nc = await nats.connectAs(user);
+    const ack = await nc.jetstream().publish(subject, new Uint8Array([1]));
+    t.is(ack.stream, 'SEALKIT_AUDIT');
+    await nc.close();
+  }
+});
+
+test('an anonymous client cannot push policy, write the policy bucket, or publish events', async (t) => {
+  const anon = await nats.connectAs(null);
+  await t.throwsAsync(anon.request('policy.push', new Uint8Array([1]), { timeout: 1500 }), { message: /Permissions Violation/ });
+  t.true(await publishRefused(anon, `$KV.${policyBucket}.${policyKey}`));
+  t.true(await publishRefused(anon, 'audit.denial'));
+  t.true(await publishRefused(anon, 'image.verified'));
+  await anon.close();
+});
+
+test('an anonymous client can read events', async (t) => {
+  const anon = await nats.connectAs(null);
+  const sub = anon.subscribe('audit.*');
+  await anon.flush();
+  const auditor = await nats.connectAs('auditor');
+  await auditor.jetstream().publish('audit.lost', new TextEncoder().encode('{"probe":"anonymous-read"}'));
+  for await (const m of sub) {
+    if (new TextDecoder().decode(m.data).includes('anonymous-read')) {
+      t.is(m.subject, 'audit.lost');
+      break;
+    }
+  }
+  await auditor.close();
+  await anon.close();
+});
+
+test('only the policy service can write the policy bucket', async (t) => {
+  for (const user of ['fetcher', 'importer', 'ima', 'auditor', 'nodeinfo'] as const) {
+    const nc = await nats.connectAs(user);
+    const kv = await nc.jetstream().views.kv(policyBucket, { bindOnly: true });
+    await t.throwsAsync(kv.put(policyKey, new Uint8Array([1])), { message: /Permissions Violation/ }, user);
+    await nc.close();
+  }
+  const policy = await nats.connectAs('policy');
+  const kv = await policy.jetstream().views.kv(policyBucket, { bindOnly: true });
+  t.true((await kv.put('probe', new Uint8Array([1]))) > 0);
+  await policy.close();
+});
+
+test('only the verifier user can answer verifier requests, so nobody else can say "allow"', async (t) => {
+  const anon = await nats.connectAs(null);
+  const sub = anon.subscribe('verify.image.cosign');
+  const err = await new Promise<Error | null>((resolve) => {
+    void (async () => {
+      for await (const s of anon.status()) if (s.type === 'error') resolve(new Error(String(s.data)));
+    })();
+    setTimeout(() => resolve(null), 1500);
+    void anon.flush();
+  });
+  t.truthy(err ?? sub.isClosed(), 'the server refused the subscription');
+  await anon.close().catch(() => {});
+  const verifier = await nats.connectAs('verifier');
+  const vsub = verifier.subscribe('verify.image.cosign', { callback: (_e, m) => m.respond(new TextEncoder().encode('{"allow":true}')) });
+  await verifier.flush();
+  const fetcher = await nats.connectAs('fetcher');
+  const reply = await fetcher.request('verify.image.cosign', new Uint8Array(), { timeout: 2000 });
+  t.is(new TextDecoder().decode(reply.data), '{"allow":true}');
+  vsub.unsubscribe();
+  await fetcher.close();
+  await verifier.close();
+});
