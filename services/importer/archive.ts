@@ -1,0 +1,120 @@
+import { createHash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { SealkitError } from '../lib/errors.ts';
+import { short } from '../lib/digest.ts';
+import { StripNames, type ArchiveMeta } from './names.ts';
+
+// The cached archive is trusted only as far as its digest: it is opened once,
+// re-hashed right before import through that descriptor, and read for the
+// import through the same descriptor, so a rename over the path changes
+// nothing. A write to the file between the check and the end of the import
+// changes its size or ctime, compared after every read, so a changed file is
+// never promoted. (Hashing a second time during the import would cost a full
+// SHA-256 pass on the node's CPU for nothing the fingerprint misses.)
+
+export type Compression = 'none' | 'gzip' | 'xz' | 'zstd';
+export type ArchiveFormat = 'docker-archive' | 'oci-archive';
+
+export interface CachedArchive {
+  path: string;
+  sha256: string;
+  size: number;
+  format: ArchiveFormat;
+  compression: Compression;
+}
+
+export interface CheckedArchive {
+  archive: CachedArchive;
+  image: string;
+  fh: FileHandle;
+  stamp: string; // inode, size, mtime and ctime when the digest matched
+  close(): Promise<void>;
+}
+
+const stampOf = (st: { ino: bigint; size: bigint; mtimeNs: bigint; ctimeNs: bigint }) => `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+
+export async function recheck(a: CachedArchive, image: string): Promise<CheckedArchive> {
+  let fh: FileHandle;
+  try {
+    fh = await open(a.path, 'r');
+  } catch (err) {
+    throw new SealkitError('SEALKIT_CACHE_CORRUPT', `cached archive ${a.path} for ${image} cannot be read (${(err as Error).message}); fetch the image again`, { path: a.path });
+  }
+  try {
+    const before = stampOf(await fh.stat({ bigint: true }));
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const chunk of fh.createReadStream({ start: 0, autoClose: false, highWaterMark: 1 << 20 })) {
+      hash.update(chunk as Buffer);
+      size += (chunk as Buffer).length;
+    }
+    const got = { sha256: hash.digest('hex'), size };
+    if (got.sha256 !== a.sha256 || got.size !== a.size) throw corrupt(a, image, got);
+    if (stampOf(await fh.stat({ bigint: true })) !== before) throw changed(a, image);
+    return { archive: a, image, fh, stamp: before, close: () => fh.close() };
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+}
+
+function corrupt(a: CachedArchive, image: string, got: { sha256: string; size: number }): SealkitError {
+  return new SealkitError(
+    'SEALKIT_CACHE_CORRUPT',
+    `cached archive ${a.path} for ${image} changed after verification: expected sha256 ${short(a.sha256)}… (${a.size} bytes), got ${short(got.sha256)}… (${got.size} bytes); nothing was imported — fetch the image again`,
+    { path: a.path, expected: a.sha256, got: got.sha256 },
+  );
+}
+
+function changed(a: CachedArchive, image: string): SealkitError {
+  return new SealkitError(
+    'SEALKIT_CACHE_CORRUPT',
+    `cached archive ${a.path} for ${image} was written to while it was checked or imported; nothing was promoted — fetch the image again`,
+    { path: a.path },
+  );
+}
+
+export interface ImportStream {
+  stream: Readable; // the uncompressed tar with embedded names removed
+  meta: ArchiveMeta; // index.json / manifest.json as the archive had them
+  // resolves when every byte was read and decompressed from the unchanged file
+  finished: Promise<void>;
+}
+
+// The uncompressed tar, read from the checked descriptor, names stripped.
+export function openArchive(c: CheckedArchive): ImportStream {
+  const { archive: a, image } = c;
+  const strip = new StripNames(`archive ${a.path}`);
+  const read = c.fh.createReadStream({ start: 0, autoClose: false, highWaterMark: 1 << 20 });
+  let decoded: Promise<void>;
+  switch (a.compression) {
+    case 'none':
+      decoded = pipeline(read, strip);
+      break;
+    case 'gzip':
+      decoded = pipeline(read, createGunzip(), strip);
+      break;
+    case 'xz':
+    case 'zstd': {
+      const child = spawn(a.compression, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d).slice(-2000)));
+      const exited = new Promise<void>((resolve, reject) => {
+        child.once('error', (err) => reject(new SealkitError('SEALKIT_CONFIG', `cannot run ${a.compression} to decompress ${a.path}: ${err.message}; install it on the node`)));
+        child.once('close', (code) => (code === 0 ? resolve() : reject(new SealkitError('SEALKIT_ARCHIVE_INVALID', `${a.compression} could not decompress ${a.path} for ${image}: ${stderr.trim() || `exit ${code}`}`))));
+      });
+      decoded = Promise.all([pipeline(read, child.stdin), pipeline(child.stdout, strip), exited]).then(() => {});
+      decoded.catch(() => child.kill('SIGKILL'));
+      break;
+    }
+  }
+  const finished = decoded.then(async () => {
+    if (stampOf(await c.fh.stat({ bigint: true })) !== c.stamp) throw changed(a, image);
+  });
+  finished.catch(() => strip.destroy());
+  return { stream: strip, meta: strip.meta, finished };
+}

@@ -1,0 +1,79 @@
+import Docker from 'dockerode';
+import type { Readable } from 'node:stream';
+import { SealkitError } from '../lib/errors.ts';
+
+// Docker through dockerode. Labels of a Docker image are fixed when it is
+// built, so the verified archive digest is recorded as a second tag on the
+// same image, `name:sha256-<archive hex>`; `docker images` then shows both
+// the policy tag and the digest it was imported from, and "already present"
+// means both tags name the same image ID.
+
+export class DockerTarget {
+  private readonly docker: Docker;
+
+  constructor(readonly sock: string) {
+    this.docker = new Docker({ socketPath: sock });
+  }
+
+  static digestTag(sha256: string): string {
+    return `sha256-${sha256}`;
+  }
+
+  // The image ID when name:tag and name:sha256-<hex> are the same image.
+  async present(name: string, tag: string, sha256: string): Promise<string | undefined> {
+    const [a, b] = await Promise.all([this.inspect(`${name}:${tag}`), this.inspect(`${name}:${DockerTarget.digestTag(sha256)}`)]);
+    return a && b && a === b ? a : undefined;
+  }
+
+  private async inspect(ref: string): Promise<string | undefined> {
+    try {
+      return (await this.docker.getImage(ref).inspect()).Id;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+      throw this.wrap(err, `inspect ${ref}`);
+    }
+  }
+
+  // `docker load` of the archive (names already stripped); returns the ID.
+  async load(tar: Readable, what: string, signal?: AbortSignal): Promise<string> {
+    let res: NodeJS.ReadableStream;
+    try {
+      res = await this.docker.loadImage(tar, { quiet: true, abortSignal: signal });
+    } catch (err) {
+      throw this.wrap(err, `load ${what}`);
+    }
+    let text = '';
+    for await (const chunk of res as AsyncIterable<Buffer>) text += chunk.toString();
+    let id: string | undefined;
+    for (const line of text.split('\n')) {
+      if (!line.trim()) continue;
+      let msg: { stream?: string; error?: string };
+      try {
+        msg = JSON.parse(line) as typeof msg;
+      } catch {
+        continue;
+      }
+      if (msg.error) throw new SealkitError('SEALKIT_IMPORT_FAILED', `docker could not load ${what}: ${msg.error}`, { runtime: 'docker' });
+      const m = /Loaded image ID: (sha256:[0-9a-f]{64})/.exec(msg.stream ?? '');
+      if (m) id = m[1];
+    }
+    if (!id) throw new SealkitError('SEALKIT_IMPORT_FAILED', `docker loaded ${what} but reported no image ID (${text.trim().slice(0, 300)}); a docker-archive with exactly one image is expected`, { runtime: 'docker' });
+    return id;
+  }
+
+  async tag(id: string, repo: string, tag: string): Promise<void> {
+    try {
+      await this.docker.getImage(id).tag({ repo, tag });
+    } catch (err) {
+      throw this.wrap(err, `tag ${id} as ${repo}:${tag}`);
+    }
+  }
+
+  private wrap(err: unknown, what: string): SealkitError {
+    const e = err as { code?: string; statusCode?: number; message?: string };
+    if (e.code === 'ECONNREFUSED' || e.code === 'ENOENT' || e.code === 'ECONNRESET' || e.code === 'EPIPE') {
+      return new SealkitError('SEALKIT_UNAVAILABLE', `docker at ${this.sock} is not answering (${e.code}); the import is retried when it is back`, { sock: this.sock });
+    }
+    return new SealkitError('SEALKIT_IMPORT_FAILED', `docker ${what} failed: ${e.message ?? String(err)}`, { runtime: 'docker' });
+  }
+}

@@ -1,0 +1,325 @@
+import { resolve, join } from 'node:path';
+import { SealkitError, asSealkitError, type ErrorCode } from '../lib/errors.ts';
+import { SHA256_HEX, short } from '../lib/digest.ts';
+import type { Logger } from '../lib/log.ts';
+import type { Policy, ImagePolicy } from '../lib/policy.ts';
+import { openArchive, recheck, type ArchiveFormat, type CachedArchive, type CheckedArchive, type Compression } from './archive.ts';
+import type { Containerd, CtrImage } from './ctr.ts';
+import { DockerTarget } from './docker.ts';
+import type { ArchiveMeta } from './names.ts';
+
+// The importer's core: decide whether a verified image may be imported,
+// re-check the cached archive, import it under a staging name, check what
+// the runtime reports against what was verified, and only then move the
+// final name onto it. No bus here; main.ts wires it.
+
+// image.verified data, as the fetcher publishes it
+export interface VerifiedImage {
+  name: string;
+  tag: string;
+  source: string;
+  sha256: string;
+  size: number;
+  policySerial: number;
+  manifestDigest: string;
+  format: ArchiveFormat;
+  compression: Compression;
+  archive: { path: string; sha256: string; size: number };
+  signedBy?: string[];
+  verifiers?: unknown[];
+}
+
+export type Target = { runtime: 'containerd'; namespace: string; ref: string; digest: string } | { runtime: 'docker'; ref: string; id: string };
+
+// image.imported data (the ima service consumes it)
+export interface ImportedImage {
+  name: string;
+  tag: string;
+  sha256: string;
+  source: string;
+  manifestDigest: string;
+  policySerial: number;
+  archive: { path: string; sha256: string; format: ArchiveFormat; compression: Compression };
+  targets: Target[];
+  skipped?: boolean;
+}
+
+export type Runtime = 'containerd' | 'docker';
+
+// image.import_failed data
+export interface ImportFailure {
+  name: string;
+  tag: string;
+  sha256: string;
+  code: ErrorCode;
+  reason: string;
+  runtime: Runtime | 'none';
+}
+
+export interface Outcome {
+  imported?: ImportedImage; // at least one runtime holds the image
+  failures: ImportFailure[]; // runtimes (or the whole image) that definitively failed
+}
+
+export const STAGING = 'sealkit-staging/';
+export const LABELS = { source: 'sealkit.source', sha256: 'sealkit.sha256', manifest: 'sealkit.manifest', serial: 'sealkit.policy-serial' } as const;
+
+export interface ImporterOptions {
+  containerd: Containerd;
+  docker?: DockerTarget; // absent when no Docker socket is configured
+  cacheDir: string; // <state>/fetcher/cache
+  log: Logger;
+}
+
+// The reference containerd and `ctr run` use: docker.io/library/x:t for "x".
+export function containerdRef(name: string, tag: string): string {
+  const first = name.split('/')[0];
+  const hasHost = name.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost');
+  const full = hasHost ? name : name.includes('/') ? `docker.io/${name}` : `docker.io/library/${name}`;
+  return `${full}:${tag}`;
+}
+
+export class Importer {
+  constructor(private readonly o: ImporterOptions) {}
+
+  async importImage(ev: VerifiedImage, policy: Policy): Promise<Outcome> {
+    const fail = (code: ErrorCode, reason: string, runtime: Runtime | 'none' = 'none'): Outcome => ({
+      failures: [{ name: ev?.name ?? '', tag: ev?.tag ?? '', sha256: ev?.sha256 ?? '', code, reason, runtime }],
+    });
+    let img: ImagePolicy;
+    try {
+      checkShape(ev);
+      img = this.allowed(ev, policy);
+      this.checkPath(ev);
+    } catch (err) {
+      const e = asSealkitError(err);
+      return fail(e.code, e.message);
+    }
+    const log = this.o.log.child({ image: `${ev.name}:${ev.tag}`, sha256: short(ev.sha256) });
+    const archive: CachedArchive = { ...ev.archive, format: ev.format, compression: ev.compression };
+    const label = `${ev.name}:${ev.tag}`;
+    const out: Outcome = { failures: [] };
+    const targets: Target[] = [];
+    let skipped = true;
+    let checked: CheckedArchive | undefined;
+    const ensureRechecked = async () => (checked ??= await recheck(archive, label));
+
+    const wanted: Runtime[] = [];
+    if (img.import.containerd) wanted.push('containerd');
+    if (img.import.docker) wanted.push('docker');
+    if (wanted.length === 0) return fail('SEALKIT_CONFIG', `policy serial ${policy.serial} imports ${label} into no runtime; set import.containerd or import.docker`);
+
+    try {
+      for (const runtime of wanted) {
+        try {
+          if (runtime === 'containerd') {
+            const ns = (img.import.containerd as { namespace: string }).namespace;
+            const done = await this.presentInContainerd(ev, ns);
+            if (done) {
+              log.info('already in containerd; not importing again', { ns, ref: done.ref });
+              targets.push(done);
+              continue;
+            }
+            targets.push(await this.intoContainerd(ev, await ensureRechecked(), ns, log));
+          } else {
+            if (!this.o.docker) throw new SealkitError('SEALKIT_CONFIG', `policy imports ${label} into Docker, but the importer has no Docker socket; set SEALKIT_DOCKER_SOCK`);
+            const id = await this.o.docker.present(ev.name, ev.tag, ev.sha256);
+            if (id) {
+              log.info('already in docker; not importing again', { id });
+              targets.push({ runtime: 'docker', ref: label, id });
+              continue;
+            }
+            targets.push(await this.intoDocker(ev, await ensureRechecked(), log));
+          }
+          skipped = false;
+        } catch (err) {
+          const e = asSealkitError(err);
+          if (e.code === 'SEALKIT_UNAVAILABLE') throw e; // retried by the caller; done runtimes are skipped then
+          log.error('import failed', { runtime, err: e });
+          out.failures.push({ name: ev.name, tag: ev.tag, sha256: ev.sha256, code: e.code, reason: e.message, runtime });
+          // a corrupt cache is corrupt for every runtime
+          if (e.code === 'SEALKIT_CACHE_CORRUPT') break;
+        }
+      }
+    } finally {
+      await checked?.close();
+    }
+    if (targets.length) {
+      out.imported = {
+        name: ev.name,
+        tag: ev.tag,
+        sha256: ev.sha256,
+        source: ev.source,
+        manifestDigest: ev.manifestDigest,
+        policySerial: ev.policySerial,
+        archive: { path: ev.archive.path, sha256: ev.archive.sha256, format: ev.format, compression: ev.compression },
+        targets,
+        ...(skipped ? { skipped: true } : {}),
+      };
+    }
+    return out;
+  }
+
+  // The event must name an image of the policy in force, with the same pin.
+  private allowed(ev: VerifiedImage, policy: Policy): ImagePolicy {
+    const img = policy.images.find((i) => i.name === ev.name);
+    if (!img) {
+      throw new SealkitError('SEALKIT_IMAGE_UNKNOWN', `image.verified names ${ev.name}:${ev.tag}, which policy serial ${policy.serial} does not list; not importing — add it to the policy or ignore the event`);
+    }
+    if (img.tag !== ev.tag) {
+      throw new SealkitError('SEALKIT_IMAGE_UNKNOWN', `image.verified names ${ev.name}:${ev.tag}, but policy serial ${policy.serial} pins tag ${img.tag}; not importing`);
+    }
+    if (img.sha256 !== ev.sha256) {
+      throw new SealkitError(
+        'SEALKIT_DIGEST_MISMATCH',
+        `image.verified for ${ev.name}:${ev.tag} carries sha256 ${short(ev.sha256)}…, but policy serial ${policy.serial} pins ${short(img.sha256)}…; not importing — the event is stale or the policy changed, fetch again`,
+      );
+    }
+    // the pin is the archive digest for URL sources, the manifest digest for oci://
+    const pinned = img.source.startsWith('oci://') ? ev.manifestDigest === `sha256:${img.sha256}` : ev.archive.sha256 === img.sha256;
+    if (!pinned) {
+      throw new SealkitError(
+        'SEALKIT_DIGEST_MISMATCH',
+        `image.verified for ${ev.name}:${ev.tag} hands over ${img.source.startsWith('oci://') ? `manifest ${ev.manifestDigest}` : `archive ${short(ev.archive.sha256)}…`}, which is not the pinned sha256 ${short(img.sha256)}…; not importing`,
+      );
+    }
+    return img;
+  }
+
+  // Only files in the fetcher's content-addressed cache, named by their digest.
+  private checkPath(ev: VerifiedImage): void {
+    const want = join(resolve(this.o.cacheDir), 'sha256', ev.archive.sha256);
+    if (resolve(ev.archive.path) !== want) {
+      throw new SealkitError('SEALKIT_BAD_REQUEST', `image.verified for ${ev.name}:${ev.tag} points at ${ev.archive.path}; only ${want} (the fetcher's cache) is accepted`);
+    }
+  }
+
+  private async presentInContainerd(ev: VerifiedImage, ns: string): Promise<Target | undefined> {
+    const ref = containerdRef(ev.name, ev.tag);
+    const cur = await this.o.containerd.get(ns, ref);
+    if (!cur) return undefined;
+    const same = cur.labels[LABELS.sha256] === ev.sha256 && cur.labels[LABELS.manifest] === ev.manifestDigest && (ev.format !== 'oci-archive' || cur.digest === ev.manifestDigest);
+    return same ? { runtime: 'containerd', namespace: ns, ref, digest: cur.digest } : undefined;
+  }
+
+  private async intoContainerd(ev: VerifiedImage, archive: CheckedArchive, ns: string, log: Logger): Promise<Target> {
+    const ctr = this.o.containerd;
+    // a staging name left by an interrupted attempt is simply overwritten
+    const staging = `${STAGING}${ev.sha256}`;
+    log.info('importing into containerd', { ns, staging, format: ev.format, compression: ev.compression });
+    const t0 = Date.now();
+    const src = openArchive(archive);
+    const [imported, read] = await Promise.allSettled([ctr.importTar(ns, staging, src.stream), src.finished]);
+    try {
+      // the reading side names the cause (changed file, bad archive) better than ctr does
+      if (read.status === 'rejected' && read.reason instanceof SealkitError) throw read.reason;
+      if (imported.status === 'rejected') throw imported.reason;
+      if (read.status === 'rejected') throw read.reason;
+      const { chosen, refs } = await this.check(ev, ns, staging, src.meta);
+      await ctr.label(ns, chosen.ref, {
+        [LABELS.source]: ev.source,
+        [LABELS.sha256]: ev.sha256,
+        [LABELS.manifest]: ev.manifestDigest,
+        [LABELS.serial]: String(ev.policySerial),
+      });
+      const ref = containerdRef(ev.name, ev.tag);
+      await ctr.tag(ns, chosen.ref, ref);
+      const [final] = await Promise.all([
+        ctr.get(ns, ref),
+        ctr.remove(ns, [staging, ...refs]).catch((err) => log.warn('could not remove the staging image; it is removed on the next start', { ns, staging, err: err as Error })),
+      ]);
+      if (!final || final.digest !== chosen.digest) {
+        throw new SealkitError('SEALKIT_IMPORT_FAILED', `containerd shows ${ref} at ${final?.digest ?? 'nothing'} right after tagging it as ${chosen.digest}; is another client writing that name?`);
+      }
+      log.info('imported into containerd', { ns, ref, digest: final.digest, ms: Date.now() - t0 });
+      return { runtime: 'containerd', namespace: ns, ref, digest: final.digest };
+    } catch (err) {
+      // a half-done or refused import leaves nothing behind but what the
+      // final name held before; a dead containerd is cleaned on the retry
+      if (!isCode(err, 'SEALKIT_UNAVAILABLE')) await this.dropStaging(ns, staging, log);
+      throw err;
+    }
+  }
+
+  private async dropStaging(ns: string, staging: string, log: Logger): Promise<void> {
+    try {
+      await this.o.containerd.remove(ns, (await this.o.containerd.withPrefix(ns, staging)).map((i) => i.ref));
+    } catch (err) {
+      log.warn('could not remove the staging image; it is removed on the next start', { ns, staging, err: err as Error });
+    }
+  }
+
+  // What containerd stored must be what was verified: for an OCI archive the
+  // manifest digest itself; a docker-archive has no manifest blob (containerd
+  // writes one), so its config digest must be the one manifest.json names.
+  private async check(ev: VerifiedImage, ns: string, staging: string, meta: ArchiveMeta): Promise<{ chosen: CtrImage; refs: string[] }> {
+    const found = (await this.o.containerd.withPrefix(ns, `${staging}@`)).filter((i) => i.ref === `${staging}@${i.digest}`);
+    const refs = found.map((i) => i.ref);
+    const exact = found.find((i) => i.digest === ev.manifestDigest);
+    if (exact) return { chosen: exact, refs };
+    const seen = found.map((i) => i.digest).join(', ') || 'none';
+    if (ev.format === 'docker-archive' && found.length === 1 && meta.manifest?.length === 1) {
+      const m = JSON.parse((await this.o.containerd.content(ns, found[0].digest)).toString('utf8')) as { config?: { digest?: string } };
+      const named = /([0-9a-f]{64})(\.json)?$/.exec(meta.manifest[0].Config ?? '')?.[1];
+      if (named && m.config?.digest === `sha256:${named}`) return { chosen: found[0], refs };
+      throw new SealkitError('SEALKIT_DIGEST_MISMATCH', `containerd stored ${ev.name}:${ev.tag} with config ${m.config?.digest ?? 'unknown'}, but the verified archive's manifest.json names config ${named ?? meta.manifest[0].Config}; the staging import was removed`);
+    }
+    throw new SealkitError('SEALKIT_DIGEST_MISMATCH', `containerd stored ${ev.name}:${ev.tag} as manifest(s) ${seen}, but the verified manifest is ${ev.manifestDigest}; the staging import was removed`);
+  }
+
+  private async intoDocker(ev: VerifiedImage, archive: CheckedArchive, log: Logger): Promise<Target> {
+    const docker = this.o.docker!;
+    const label = `${ev.name}:${ev.tag}`;
+    log.info('importing into docker', { format: ev.format });
+    const t0 = Date.now();
+    const src = openArchive(archive);
+    const abort = new AbortController();
+    src.finished.catch(() => abort.abort());
+    const [loaded, read] = await Promise.allSettled([docker.load(src.stream, label, abort.signal), src.finished]);
+    if (read.status === 'rejected' && read.reason instanceof SealkitError) throw read.reason;
+    if (loaded.status === 'rejected') {
+      const e = asSealkitError(loaded.reason);
+      if (ev.format === 'oci-archive' && e.code === 'SEALKIT_IMPORT_FAILED') {
+        throw new SealkitError('SEALKIT_IMPORT_FAILED', `${e.message}; Docker before 25 loads docker-archives only — pin a docker-archive for ${label} or set import.docker: false`, e.data);
+      }
+      throw e;
+    }
+    if (read.status === 'rejected') throw read.reason;
+    const id = loaded.value;
+    // the digest tag first: name:tag appears only on a complete, checked image
+    await docker.tag(id, ev.name, DockerTarget.digestTag(ev.sha256));
+    await docker.tag(id, ev.name, ev.tag);
+    log.info('imported into docker', { ref: label, id, ms: Date.now() - t0 });
+    return { runtime: 'docker', ref: label, id };
+  }
+
+  // At start nothing is in flight: every staging name is a leftover.
+  async cleanStaging(namespaces: string[]): Promise<number> {
+    let n = 0;
+    for (const ns of new Set(namespaces)) {
+      const stale = (await this.o.containerd.withPrefix(ns, STAGING)).map((i) => i.ref);
+      if (stale.length) {
+        this.o.log.info('removing staging images left by an interrupted import', { ns, refs: stale });
+        await this.o.containerd.remove(ns, stale);
+        n += stale.length;
+      }
+    }
+    return n;
+  }
+}
+
+function isCode(err: unknown, code: ErrorCode): boolean {
+  return err instanceof SealkitError && err.code === code;
+}
+
+function checkShape(ev: VerifiedImage): void {
+  const bad = (what: string) => new SealkitError('SEALKIT_BAD_REQUEST', `image.verified event is malformed: ${what}`);
+  if (!ev || typeof ev !== 'object') throw bad('data is not an object');
+  if (typeof ev.name !== 'string' || typeof ev.tag !== 'string' || typeof ev.source !== 'string') throw bad('name, tag and source must be strings');
+  if (!SHA256_HEX.test(ev.sha256 ?? '')) throw bad(`sha256 "${ev.sha256}" is not 64 hex characters`);
+  if (!/^sha256:[0-9a-f]{64}$/.test(ev.manifestDigest ?? '')) throw bad(`manifestDigest "${ev.manifestDigest}" is not sha256:<64 hex>`);
+  if (ev.format !== 'docker-archive' && ev.format !== 'oci-archive') throw bad(`format "${ev.format}" is not docker-archive or oci-archive`);
+  if (!['none', 'gzip', 'xz', 'zstd'].includes(ev.compression)) throw bad(`compression "${ev.compression}" is not none, gzip, xz or zstd`);
+  const a = ev.archive;
+  if (!a || typeof a.path !== 'string' || !SHA256_HEX.test(a.sha256 ?? '') || !Number.isSafeInteger(a.size)) throw bad('archive must have path, sha256 and size');
+}

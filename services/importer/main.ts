@@ -1,0 +1,147 @@
+import { join } from 'node:path';
+import { runService, type ServiceContext } from '../lib/service.ts';
+import { parseEvent } from '../lib/envelope.ts';
+import { asSealkitError } from '../lib/errors.ts';
+import { subjects } from '../lib/subjects.ts';
+import { PolicyFollower } from '../lib/policy-follow.ts';
+import { readTrust } from '../lib/sign.ts';
+import { trustPath } from '../lib/config.ts';
+import type { Policy } from '../lib/policy.ts';
+import { Containerd } from './ctr.ts';
+import { DockerTarget } from './docker.ts';
+import { Importer, type Outcome, type VerifiedImage } from './importer.ts';
+import { Journal } from './journal.ts';
+import { consume, ensureConsumer, sleep, type ConsumeLoop } from './consume.ts';
+
+// Environment:
+//   SEALKIT_CONTAINERD_SOCK  containerd's socket (default /run/containerd/containerd.sock)
+//   SEALKIT_DOCKER_SOCK      Docker's socket; unset means images are not imported into Docker
+//   SEALKIT_FETCHER_CACHE    the fetcher's cache (default <state>/fetcher/cache)
+const DEFAULT_NAMESPACE = 'services.linuxkit';
+
+async function start(ctx: ServiceContext) {
+  const { log, nc, events, root, state } = ctx;
+  const policy = new PolicyFollower(nc, await readTrust(trustPath(root)), log.child({ concern: 'policy' }));
+  await policy.start();
+  const containerd = new Containerd(process.env.SEALKIT_CONTAINERD_SOCK ?? '/run/containerd/containerd.sock');
+  const dockerSock = process.env.SEALKIT_DOCKER_SOCK;
+  const importer = new Importer({
+    containerd,
+    docker: dockerSock ? new DockerTarget(dockerSock) : undefined,
+    cacheDir: process.env.SEALKIT_FETCHER_CACHE ?? join(root, 'fetcher', 'cache'),
+    log,
+  });
+  const journal = new Journal(join(state, 'journal'));
+  await journal.init();
+  await journal.prune();
+
+  const namespaces = () => [DEFAULT_NAMESPACE, ...(policy.policy?.images ?? []).flatMap((i) => (i.import.containerd ? [i.import.containerd.namespace] : []))];
+  try {
+    await importer.cleanStaging(namespaces());
+  } catch (err) {
+    log.warn('could not clean staging images at start; each import cleans its own', { err: err as Error });
+  }
+
+  // The policy to judge an event by: at least as new as the one it was verified under.
+  const policyFor = async (serial: number): Promise<Policy | null> => {
+    if (!policy.policy || policy.policy.serial < serial) await policy.refresh();
+    return policy.policy;
+  };
+
+  const publish = async (eventId: string, outcome: Outcome) => {
+    if (outcome.imported) {
+      const d = outcome.imported;
+      await events.publish(subjects.image.imported, d, { id: `${eventId}.imported`, subject: `${d.name}:${d.tag}`, headers: { 'Sealkit-Image': `${d.name}:${d.tag}` } });
+    }
+    for (const f of outcome.failures) {
+      await events.publish(subjects.image.importFailed, f, { id: `${eventId}.import_failed.${f.runtime}`, subject: `${f.name}:${f.tag}`, headers: { 'Sealkit-Image': `${f.name}:${f.tag}` } });
+    }
+  };
+
+  // Import one verified image to completion; false when stopped first.
+  const handle = async (eventId: string, image: VerifiedImage, stopping: () => boolean): Promise<boolean> => {
+    const seen = await journal.get(eventId);
+    if (seen?.state === 'done') {
+      log.info('image.verified already handled; acknowledging it again', { eventId, image: `${image?.name}:${image?.tag}` });
+      return true;
+    }
+    if (!seen) await journal.begin(eventId, image);
+    let backoff = 500;
+    let warned = false;
+    for (;;) {
+      if (stopping()) return false;
+      let outcome: Outcome | undefined;
+      const current = await policyFor(image?.policySerial ?? 0);
+      if (!current) {
+        if (!warned) log.warn('no verified policy readable yet; waiting before judging image.verified', { eventId });
+        warned = true;
+      } else {
+        try {
+          outcome = await importer.importImage(image, current);
+        } catch (err) {
+          const e = asSealkitError(err);
+          if (e.code !== 'SEALKIT_UNAVAILABLE') {
+            log.error('import failed unexpectedly', { err: e });
+            outcome = { failures: [{ name: image.name, tag: image.tag, sha256: image.sha256, code: e.code, reason: e.message, runtime: 'none' }] };
+          } else {
+            log.warn('runtime unavailable; retrying the import', { code: e.code, reason: e.message, backoffMs: backoff });
+          }
+        }
+      }
+      if (outcome) {
+        await publish(eventId, outcome);
+        await journal.done(eventId);
+        return true;
+      }
+      for (const until = Date.now() + backoff; Date.now() < until && !stopping(); ) await sleep(100);
+      backoff = Math.min(backoff * 2, 10_000);
+    }
+  };
+
+  let stopping = false;
+  let loop: ConsumeLoop | undefined;
+  // in the background, so that SIGTERM is handled even while containerd is away
+  const work = (async () => {
+    // finish what a previous run left in flight before taking new work
+    for (const e of await journal.list()) {
+      if (stopping) return;
+      if (e.state !== 'importing') continue;
+      log.info('resuming an interrupted import', { eventId: e.eventId, image: `${e.image?.name}:${e.image?.tag}` });
+      await handle(e.eventId, e.image, () => stopping);
+    }
+    for (let backoff = 250; !stopping; backoff = Math.min(backoff * 2, 5000)) {
+      try {
+        await ensureConsumer(nc);
+        break;
+      } catch (err) {
+        log.warn('cannot create the image.verified consumer; retrying', { err: err as Error });
+        await sleep(backoff);
+      }
+    }
+    if (stopping) return;
+    loop = consume(nc, log, async (msg, isStopping) => {
+      let ev;
+      try {
+        ev = parseEvent(msg.data);
+      } catch (err) {
+        log.error('dropping a message on image.verified that is not a CloudEvent', { seq: msg.seq, err: err as Error });
+        return true;
+      }
+      return handle(ev.id, ev.data as unknown as VerifiedImage, () => stopping || isStopping());
+    });
+  })().catch((err) => {
+    // a local fault (journal on a full disk…): stop cleanly, the supervisor restarts us
+    log.error('the importer cannot go on; stopping', { err: err as Error });
+    process.kill(process.pid, 'SIGTERM');
+  });
+
+  return {
+    async stop() {
+      stopping = true;
+      await work;
+      await loop?.stop();
+    },
+  };
+}
+
+await runService('importer', start);

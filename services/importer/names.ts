@@ -1,0 +1,229 @@
+import { Transform, type TransformCallback } from 'node:stream';
+import { SealkitError } from '../lib/errors.ts';
+
+// A streaming tar filter that removes the image names an archive carries
+// about itself (OCI index.json annotations, docker manifest.json RepoTags).
+// containerd creates an image for every such name, bypassing --base-name, so
+// an archive pinned as "a/b:1" could otherwise create or overwrite "c/d:2" in
+// the namespace, unverified. Only the two small metadata entries are
+// rewritten; every other byte passes through untouched.
+
+const BLOCK = 512;
+const MAX_META = 4 * 1024 * 1024;
+const OCI_NAME = 'io.containerd.image.name';
+const OCI_REF = 'org.opencontainers.image.ref.name';
+
+export interface ArchiveMeta {
+  index?: { manifests?: Array<{ digest?: string; annotations?: Record<string, string> }> };
+  manifest?: Array<{ Config?: string; RepoTags?: string[] | null; Layers?: string[] }>;
+}
+
+type Mode = { kind: 'header' } | { kind: 'pass'; left: number } | { kind: 'hold'; left: number; pad: number; what: 'pax' | 'longname' | 'meta'; name?: string } | { kind: 'trailer' };
+
+export class StripNames extends Transform {
+  readonly meta: ArchiveMeta = {};
+  private buf: Buffer = Buffer.alloc(0);
+  private mode: Mode = { kind: 'header' };
+  private held: Buffer[] = []; // pax / longname entries waiting for their file
+  private heldBody: Buffer[] = [];
+  private header?: Buffer;
+  private paxPath?: string;
+  private paxSize?: number;
+  private longName?: string;
+
+  constructor(private readonly what: string) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    try {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+      this.drain();
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.mode.kind !== 'trailer' && (this.mode.kind !== 'header' || this.buf.length)) {
+      done(new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what} ends in the middle of a tar entry; the archive is truncated`));
+      return;
+    }
+    done();
+  }
+
+  private drain(): void {
+    while (this.buf.length) {
+      const m = this.mode;
+      if (m.kind === 'trailer') {
+        this.push(this.buf);
+        this.buf = Buffer.alloc(0);
+        return;
+      }
+      if (m.kind === 'pass') {
+        const n = Math.min(m.left, this.buf.length);
+        this.push(this.buf.subarray(0, n));
+        this.buf = this.buf.subarray(n);
+        m.left -= n;
+        if (m.left === 0) this.mode = { kind: 'header' };
+        continue;
+      }
+      if (m.kind === 'hold') {
+        const n = Math.min(m.left, this.buf.length);
+        this.heldBody.push(this.buf.subarray(0, n));
+        this.buf = this.buf.subarray(n);
+        m.left -= n;
+        if (m.left === 0) this.finishHeld(m);
+        continue;
+      }
+      if (this.buf.length < BLOCK) return;
+      const h = this.buf.subarray(0, BLOCK);
+      this.buf = this.buf.subarray(BLOCK);
+      this.onHeader(h);
+    }
+  }
+
+  private onHeader(h: Buffer): void {
+    if (h.every((b) => b === 0)) {
+      this.push(Buffer.concat([...this.held, h]));
+      this.held = [];
+      this.mode = { kind: 'trailer' };
+      return;
+    }
+    const type = String.fromCharCode(h[156] || 0x30);
+    const meta = type === 'x' || type === 'L';
+    const size = meta ? headerSize(h, this.what) : (this.paxSize ?? headerSize(h, this.what));
+    const padded = Math.ceil(size / BLOCK) * BLOCK;
+    if (meta) {
+      if (size > MAX_META) throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what} has a ${size}-byte tar extended header; refusing`);
+      this.held.push(Buffer.from(h));
+      this.mode = { kind: 'hold', left: padded, pad: padded - size, what: type === 'x' ? 'pax' : 'longname' };
+      this.heldBody = [];
+      return;
+    }
+    const name = normalize(this.paxPath ?? this.longName ?? headerName(h));
+    this.paxPath = this.paxSize = this.longName = undefined;
+    if ((type === '0' || type === '\0') && (name === 'index.json' || name === 'manifest.json') && size <= MAX_META) {
+      this.held = []; // rewritten below with a plain ustar header
+      this.header = Buffer.from(h);
+      this.heldBody = [];
+      if (padded === 0) this.finishHeld({ kind: 'hold', left: 0, pad: 0, what: 'meta', name });
+      else this.mode = { kind: 'hold', left: padded, pad: padded - size, what: 'meta', name };
+      return;
+    }
+    this.push(Buffer.concat([...this.held, h]));
+    this.held = [];
+    this.mode = padded ? { kind: 'pass', left: padded } : { kind: 'header' };
+  }
+
+  private finishHeld(m: Extract<Mode, { kind: 'hold' }>): void {
+    const full = Buffer.concat(this.heldBody);
+    const body = full.subarray(0, full.length - m.pad);
+    this.heldBody = [];
+    this.mode = { kind: 'header' };
+    if (m.what === 'pax') {
+      this.held.push(full);
+      const rec = parsePax(body);
+      if (rec.path !== undefined) this.paxPath = rec.path;
+      if (rec.size !== undefined) this.paxSize = Number(rec.size);
+      return;
+    }
+    if (m.what === 'longname') {
+      this.held.push(full);
+      this.longName = body.toString('utf8').replace(/\0+$/, '');
+      return;
+    }
+    const rewritten = this.rewrite(m.name!, body);
+    this.push(ustarHeader(m.name!, rewritten.length, this.header!));
+    this.push(rewritten);
+    const pad = (BLOCK - (rewritten.length % BLOCK)) % BLOCK;
+    if (pad) this.push(Buffer.alloc(pad));
+  }
+
+  private rewrite(name: string, body: Buffer): Buffer {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(body.toString('utf8'));
+    } catch {
+      throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what}: ${name} is not JSON`);
+    }
+    if (name === 'index.json') {
+      const index = doc as ArchiveMeta['index'] & Record<string, unknown>;
+      this.meta.index = structuredClone(index);
+      for (const m of index?.manifests ?? []) {
+        if (m.annotations) {
+          delete m.annotations[OCI_NAME];
+          delete m.annotations[OCI_REF];
+        }
+      }
+      return Buffer.from(JSON.stringify(index));
+    }
+    if (!Array.isArray(doc)) throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what}: manifest.json is not a list`);
+    this.meta.manifest = structuredClone(doc) as ArchiveMeta['manifest'];
+    for (const m of doc as Array<Record<string, unknown>>) m.RepoTags = null;
+    return Buffer.from(JSON.stringify(doc));
+  }
+}
+
+function normalize(name: string): string {
+  return name.replace(/^(\.\/)+/, '').replace(/^\/+/, '');
+}
+
+function cstr(b: Buffer): string {
+  const end = b.indexOf(0);
+  return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
+}
+
+function headerName(h: Buffer): string {
+  const name = cstr(h.subarray(0, 100));
+  const ustar = h.subarray(257, 262).toString('latin1') === 'ustar';
+  const prefix = ustar ? cstr(h.subarray(345, 500)) : '';
+  return prefix ? `${prefix}/${name}` : name;
+}
+
+function headerSize(h: Buffer, what: string): number {
+  const f = h.subarray(124, 136);
+  if (f[0] & 0x80) {
+    let n = 0;
+    for (let i = 1; i < f.length; i++) n = n * 256 + f[i];
+    return n;
+  }
+  const s = cstr(f).trim();
+  const n = s === '' ? 0 : Number.parseInt(s, 8);
+  if (!Number.isSafeInteger(n) || n < 0) throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${what} has a tar header with a bad size field "${s}"`);
+  return n;
+}
+
+function parsePax(body: Buffer): Record<string, string> {
+  const out: Record<string, string> = {};
+  let i = 0;
+  while (i < body.length) {
+    const sp = body.indexOf(0x20, i);
+    if (sp < 0) break;
+    const len = Number.parseInt(body.subarray(i, sp).toString('latin1'), 10);
+    if (!len) break;
+    const rec = body.subarray(sp + 1, i + len - 1).toString('utf8');
+    const eq = rec.indexOf('=');
+    if (eq > 0) out[rec.slice(0, eq)] = rec.slice(eq + 1);
+    i += len;
+  }
+  return out;
+}
+
+// A fresh ustar header for a rewritten entry: same name and mode, new size.
+function ustarHeader(name: string, size: number, orig: Buffer): Buffer {
+  const h = Buffer.alloc(BLOCK);
+  h.write(name, 0, 100, 'utf8');
+  orig.copy(h, 100, 100, 124); // mode, uid, gid
+  h.write(size.toString(8).padStart(11, '0') + '\0', 124, 12, 'latin1');
+  orig.copy(h, 136, 136, 148); // mtime
+  h.write('0', 156, 1, 'latin1');
+  h.write('ustar\0', 257, 6, 'latin1');
+  h.write('00', 263, 2, 'latin1');
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'latin1');
+  return h;
+}
