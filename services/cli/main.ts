@@ -4,14 +4,15 @@ import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
 import { connectBus, request, makeHeaders, pingAll } from '../lib/bus.ts';
 import { SealkitError, asSealkitError } from '../lib/errors.ts';
-import { generateKey, writeKeyFiles, readSecretKey, signDetached } from '../lib/sign.ts';
+import { generateKey, writeKeyFiles, readSecretKey, signDetached, signImage, type SignatureFile } from '../lib/sign.ts';
+import { sha256File } from '../lib/digest.ts';
 import { parsePolicyYaml } from '../lib/policy.ts';
 import { parseEvent } from '../lib/envelope.ts';
 import { stateDir, credsPath, natsUrl } from '../lib/config.ts';
 import { generateCreds, writeCreds, serverConfig, readCreds } from '../lib/natsconf.ts';
 import { ensureStreams, replayStream } from '../lib/streams.ts';
 import { subjects, streams } from '../lib/subjects.ts';
-import { prettyEvent } from './format.ts';
+import { prettyEvent, bar } from './format.ts';
 
 const PUSH_HEADERS = { signature: 'Sealkit-Signature', keyId: 'Sealkit-Key-Id', pusher: 'Sealkit-Pusher' };
 
@@ -27,6 +28,10 @@ commands:
   policy push FILE [--sig SIG | --key KEY]
                                       push a signed policy to the node
   policy show [--yaml]                show the policy in force
+  fetch NAME [--json]                 fetch and verify an image named by the policy now,
+                                      with a progress bar
+  sign-image FILE --name N --tag T --key KEY [--out SIG]
+                                      sign an image archive for images[].signatures
   status                              node info, live services, policy serial
   watch SUBJECT [--json] [--replay]   print events like "nats sub" ('audit.*', 'image.*', '>')
   bus config [--state DIR] [--port N] write bus credentials and nats-server.conf (once)
@@ -44,6 +49,8 @@ const help: Record<string, string> = {
   'policy sign': 'sealkit policy sign FILE --key KEY [--out SIG]\n  Signs the exact bytes of FILE with the secret key KEY; writes FILE.sig (JSON {keyId, signature}).\n',
   'policy push': 'sealkit policy push FILE [--sig SIG | --key KEY] [--pusher NAME]\n  Sends FILE with its detached signature (FILE.sig by default, or signs with --key on the fly).\n  Checks the YAML locally first; the node re-checks everything and answers with what changed.\n',
   'policy show': 'sealkit policy show [--yaml]\n  Prints the serial, signer and summary of the policy in force; --yaml prints the document.\n',
+  fetch: 'sealkit fetch NAME [--json] [--timeout SECONDS]\n  Asks the node to fetch and verify the policy image NAME now; shows progress; prints the verified digest\n  or the reason it was rejected (exit 1).\n',
+  'sign-image': 'sealkit sign-image FILE --name NAME --tag TAG --key KEY [--out SIG]\n  Signs the archive FILE (its SHA-256 and size) as NAME:TAG with the secret key KEY. Writes or adds to SIG\n  (default FILE.sig, served next to the archive so the node finds it at <source>.sig).\n',
   status: 'sealkit status [--json]\n  Node information, the services answering on the bus, and the policy serial.\n',
   watch: "sealkit watch SUBJECT [--json] [--replay]\n  Prints events as they arrive. SUBJECT is a NATS subject with wildcards: 'audit.*', 'image.*', '>'.\n  --json prints each CloudEvent as one JSON line; --replay first prints what the node's streams kept.\n",
   'bus config': 'sealkit bus config [--state DIR] [--port N] [--force]\n  Writes <state>/bus/creds/<user>.json for every bus user and <state>/bus/nats-server.conf.\n  Existing credentials are kept unless --force.\n',
@@ -78,6 +85,9 @@ async function main(argv: string[]): Promise<number> {
       state: { type: 'string' },
       port: { type: 'string' },
       force: { type: 'boolean' },
+      name: { type: 'string' },
+      tag: { type: 'string' },
+      timeout: { type: 'string' },
     },
   });
   if (o.help) {
@@ -147,6 +157,50 @@ async function main(argv: string[]): Promise<number> {
       } finally {
         await nc.close();
       }
+      return 0;
+    }
+    case 'fetch': {
+      const image = one(positionals, 'NAME', name);
+      const nc = await connect(server, o.creds, true);
+      const showBar = !o.json && process.stderr.isTTY;
+      const progress = nc.subscribe(subjects.image.progress, {
+        callback: (_e, m) => {
+          if (!showBar) return;
+          try {
+            const d = parseEvent(m.data).data as { name: string; bytes: number; total: number | null; rate: number };
+            if (d.name === image) process.stderr.write(`\r${image} ${bar(d.bytes, d.total ?? undefined)} ${(d.rate / 1048576).toFixed(1)} MiB/s  `);
+          } catch {
+            // not an event
+          }
+        },
+      });
+      try {
+        const reply = await request<{ image: Record<string, unknown> }>(nc, subjects.image.fetch, { name: image }, { timeout: Number(o.timeout ?? 3600) * 1000 });
+        if (showBar) process.stderr.write('\n');
+        if (o.json) process.stdout.write(JSON.stringify(reply.image) + '\n');
+        else {
+          const i = reply.image as { name: string; tag: string; sha256: string; size: number; archive?: { path: string }; signedBy?: string[] };
+          process.stdout.write(`verified ${i.name}:${i.tag} sha256:${i.sha256} (${i.size} bytes)${i.signedBy?.length ? `, signed by ${i.signedBy.join(', ')}` : ''}\n`);
+        }
+      } finally {
+        progress.unsubscribe();
+        await nc.close();
+      }
+      return 0;
+    }
+    case 'sign-image': {
+      const file = one(positionals, 'FILE', name);
+      if (!o.name || !o.tag || !o.key) throw new SealkitError('SEALKIT_BAD_REQUEST', 'sign-image needs --name, --tag and --key; see "sealkit sign-image --help"');
+      const key = await readSecretKey(o.key);
+      const { sha256, size } = await sha256File(file).catch((err) => {
+        throw new SealkitError('SEALKIT_BAD_REQUEST', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      });
+      const out = o.out ?? `${file}.sig`;
+      let existing: SignatureFile | undefined;
+      if (await exists(out)) existing = JSON.parse(await readFile(out, 'utf8')) as SignatureFile;
+      const signed = signImage({ name: o.name, tag: o.tag, sha256, size }, [key], existing);
+      await writeFile(out, JSON.stringify(signed, null, 2) + '\n');
+      process.stdout.write(`signed ${o.name}:${o.tag} sha256:${sha256} (${size} bytes) with ${key.id}: ${out} (${signed.signatures.length} signature(s))\n`);
       return 0;
     }
     case 'status': {

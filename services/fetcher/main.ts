@@ -24,7 +24,7 @@ await runService('fetcher', async ({ nc, events, log, state }) => {
       const req = decode<{ name?: unknown }>(msg.data, 'image.fetch request');
       if (typeof req?.name !== 'string') throw new SealkitError('SEALKIT_BAD_REQUEST', 'image.fetch needs {"name": "<image name from the policy>"}');
       const policy = follower.policy ?? (await follower.refresh());
-      if (!policy) throw new SealkitError('SEALKIT_POLICY_NONE', 'no policy is in force; push one with "sealkit push" first');
+      if (!policy) throw new SealkitError('SEALKIT_POLICY_NONE', 'no policy is in force; push one with "sealkit policy push" first');
       const img = policy.images.find((i) => i.name === req.name);
       if (!img) {
         throw new SealkitError('SEALKIT_IMAGE_UNKNOWN', `image "${req.name}" is not in policy serial ${policy.serial}; known: ${policy.images.map((i) => i.name).join(', ') || 'none'}`);

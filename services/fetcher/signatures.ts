@@ -1,42 +1,10 @@
 import { SealkitError } from '../lib/errors.ts';
 import type { ImagePolicy, Policy } from '../lib/policy.ts';
-import { checkThreshold, imageStatement, signDetached, type DetachedSignature, type SecretKeyFile } from '../lib/sign.ts';
+import { checkThreshold, imageStatement, type DetachedSignature, type SignatureFile, type Statement } from '../lib/sign.ts';
 
-/**
- * The detached signature file of an image, served at
- * `images[].signatures.url` or, for URL sources, at `<source>.sig`:
- *
- *     {"signatures": [{"keyid": "release-2026", "sig": "<base64 ed25519>"}]}
- *
- * Each `sig` is ed25519 over "sealkit-image-v1\n" + imageStatement({name,
- * tag, sha256, size}) — the canonical JSON of the pinned image, where sha256
- * and size are those of the archive (URL sources) or of the registry
- * manifest (oci:// sources). Several keys sign into one file (N of M).
- */
-export interface SignatureFile {
-  signatures: DetachedSignature[];
-}
-
-export interface Statement {
-  name: string;
-  tag: string;
-  sha256: string;
-  size: number;
-}
+export { signImage, type SignatureFile, type Statement } from '../lib/sign.ts';
 
 export const MAX_SIGNATURE_FILE = 64 * 1024;
-
-/** Sign an image statement with each key, adding to an existing file (replacing a key's old signature). */
-export function signImage(statement: Statement, keys: SecretKeyFile[], existing: SignatureFile = { signatures: [] }): SignatureFile {
-  const bytes = imageStatement(statement);
-  const ids = new Set(keys.map((k) => k.id));
-  return {
-    signatures: [
-      ...existing.signatures.filter((s) => !ids.has(s.keyid)),
-      ...keys.map((k) => ({ keyid: k.id, sig: signDetached('sealkit-image-v1', bytes, k) })),
-    ],
-  };
-}
 
 export function parseSignatureFile(bytes: Uint8Array, where: string): SignatureFile {
   let doc: unknown;

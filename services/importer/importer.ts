@@ -21,7 +21,7 @@ export interface VerifiedImage {
   sha256: string;
   size: number;
   policySerial: number;
-  manifestDigest: string;
+  manifestDigest: string | null;
   format: ArchiveFormat;
   compression: Compression;
   archive: { path: string; sha256: string; size: number };
@@ -37,7 +37,7 @@ export interface ImportedImage {
   tag: string;
   sha256: string;
   source: string;
-  manifestDigest: string;
+  manifestDigest: string | null;
   policySerial: number;
   archive: { path: string; sha256: string; format: ArchiveFormat; compression: Compression };
   targets: Target[];
@@ -198,7 +198,7 @@ export class Importer {
     const ref = containerdRef(ev.name, ev.tag);
     const cur = await this.o.containerd.get(ns, ref);
     if (!cur) return undefined;
-    const same = cur.labels[LABELS.sha256] === ev.sha256 && cur.labels[LABELS.manifest] === ev.manifestDigest && (ev.format !== 'oci-archive' || cur.digest === ev.manifestDigest);
+    const same = cur.labels[LABELS.sha256] === ev.sha256 && cur.labels[LABELS.manifest] === (ev.manifestDigest ?? 'none') && (ev.format !== 'oci-archive' || cur.digest === ev.manifestDigest);
     return same ? { runtime: 'containerd', namespace: ns, ref, digest: cur.digest } : undefined;
   }
 
@@ -219,7 +219,7 @@ export class Importer {
       await ctr.label(ns, chosen.ref, {
         [LABELS.source]: ev.source,
         [LABELS.sha256]: ev.sha256,
-        [LABELS.manifest]: ev.manifestDigest,
+        [LABELS.manifest]: ev.manifestDigest ?? 'none',
         [LABELS.serial]: String(ev.policySerial),
       });
       const ref = containerdRef(ev.name, ev.tag);
@@ -317,7 +317,9 @@ function checkShape(ev: VerifiedImage): void {
   if (!ev || typeof ev !== 'object') throw bad('data is not an object');
   if (typeof ev.name !== 'string' || typeof ev.tag !== 'string' || typeof ev.source !== 'string') throw bad('name, tag and source must be strings');
   if (!SHA256_HEX.test(ev.sha256 ?? '')) throw bad(`sha256 "${ev.sha256}" is not 64 hex characters`);
-  if (!/^sha256:[0-9a-f]{64}$/.test(ev.manifestDigest ?? '')) throw bad(`manifestDigest "${ev.manifestDigest}" is not sha256:<64 hex>`);
+  // a docker-archive carries no manifest blob, so the fetcher sends null
+  const needsManifest = ev.format === 'oci-archive' || ev.manifestDigest !== null;
+  if (needsManifest && !/^sha256:[0-9a-f]{64}$/.test(ev.manifestDigest ?? '')) throw bad(`manifestDigest "${ev.manifestDigest}" is not sha256:<64 hex>`);
   if (ev.format !== 'docker-archive' && ev.format !== 'oci-archive') throw bad(`format "${ev.format}" is not docker-archive or oci-archive`);
   if (!['none', 'gzip', 'xz', 'zstd'].includes(ev.compression)) throw bad(`compression "${ev.compression}" is not none, gzip, xz or zstd`);
   const a = ev.archive;

@@ -166,6 +166,42 @@ export function checkThreshold(
   throw new SealkitError('SEALKIT_THRESHOLD_NOT_MET', `${what} has ${good.size} valid signature(s) of the ${threshold} required`, detail);
 }
 
+// The detached signature file of an image; the fetcher reads it, the CLI
+// (`sealkit sign-image`) writes it.
+/**
+ * The detached signature file of an image, served at
+ * `images[].signatures.url` or, for URL sources, at `<source>.sig`:
+ *
+ *     {"signatures": [{"keyid": "release-2026", "sig": "<base64 ed25519>"}]}
+ *
+ * Each `sig` is ed25519 over "sealkit-image-v1\n" + imageStatement({name,
+ * tag, sha256, size}) — the canonical JSON of the pinned image, where sha256
+ * and size are those of the archive (URL sources) or of the registry
+ * manifest (oci:// sources). Several keys sign into one file (N of M).
+ */
+export interface SignatureFile {
+  signatures: DetachedSignature[];
+}
+
+export interface Statement {
+  name: string;
+  tag: string;
+  sha256: string;
+  size: number;
+}
+
+/** Sign an image statement with each key, adding to an existing file (replacing a key's old signature). */
+export function signImage(statement: Statement, keys: SecretKeyFile[], existing: SignatureFile = { signatures: [] }): SignatureFile {
+  const bytes = imageStatement(statement);
+  const ids = new Set(keys.map((k) => k.id));
+  return {
+    signatures: [
+      ...existing.signatures.filter((s) => !ids.has(s.keyid)),
+      ...keys.map((k) => ({ keyid: k.id, sig: signDetached('sealkit-image-v1', bytes, k) })),
+    ],
+  };
+}
+
 export function b64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('base64');
 }

@@ -5,19 +5,24 @@ import { parseEvent, type CloudEvent } from '../../services/lib/envelope.ts';
 // events and lets a test await the one it expects instead of sleeping.
 export class EventLog {
   readonly events: CloudEvent<any>[] = [];
-  private readonly sub: Subscription;
+  private readonly subs: Subscription[];
   private readonly waiters: Array<{ pred: (e: CloudEvent<any>) => boolean; resolve: (e: CloudEvent<any>) => void }>;
 
-  constructor(nc: NatsConnection, subject: string) {
+  constructor(nc: NatsConnection, subject: string | string[]) {
     this.waiters = [];
-    this.sub = nc.subscribe(subject);
-    void this.run();
+    this.subs = (Array.isArray(subject) ? subject : [subject]).map((s) => nc.subscribe(s));
+    for (const sub of this.subs) void this.run(sub);
   }
 
-  private async run(): Promise<void> {
+  private async run(sub: Subscription): Promise<void> {
     {
-      for await (const m of this.sub) {
-        const ev = parseEvent(m.data);
+      for await (const m of sub) {
+        let ev: CloudEvent<any>;
+        try {
+          ev = parseEvent(m.data);
+        } catch {
+          continue; // a request body on an event subject (image.fetch, ima.verify), not an event
+        }
         this.events.push(ev);
         for (const w of [...this.waiters]) {
           if (w.pred(ev)) {
@@ -51,6 +56,6 @@ export class EventLog {
   }
 
   close(): void {
-    this.sub.unsubscribe();
+    for (const sub of this.subs) sub.unsubscribe();
   }
 }
