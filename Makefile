@@ -47,7 +47,7 @@ typecheck: npm
 # The whole suite; the closing line "ava: N passed, N failed" is what CI reads,
 # and a run in which no test executed fails.
 test: deps typecheck
-	set -o pipefail; npx ava --tap $(TESTS) 2>&1 | node test/helpers/tap-summary.mjs
+	node test/helpers/run-ava.mjs $(TESTS)
 
 bench: deps
 	$(NODE) bench/run.ts $(if $(ROWS),--rows $(ROWS))

@@ -1,0 +1,36 @@
+// Runs ava with its default reporter, passes its output through, and ends
+// with one plain closing line, "ava: N passed, N failed". Exits non-zero when
+// ava did, when anything failed or timed out, or when no test ran at all.
+// (ava's TAP reporter itself crashes on a timeout, taking its workers' child
+// processes down uncleanly, so it is not used.)
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+const ava = spawn(process.execPath, ['node_modules/ava/entrypoints/cli.mjs', ...process.argv.slice(2)], {
+  stdio: ['ignore', 'pipe', 'pipe'],
+  env: { ...process.env, FORCE_COLOR: '0' },
+});
+let pass = 0;
+let fail = 0;
+let skip = 0;
+const failed = [];
+const read = (stream, out) =>
+  new Promise((resolve) => {
+    createInterface({ input: stream })
+      .on('line', (line) => {
+        out.write(line + '\n');
+        const t = line.trim();
+        if (t.startsWith('✔')) pass++;
+        else if (t.startsWith('✘') && !/^✘ Timed out/.test(t) && !/exited with a non-zero/.test(t)) (fail++, failed.push(t));
+        else if (t.startsWith('◌')) (fail++, failed.push(`${t} (pending at timeout)`));
+        else if (t.startsWith('-') && / skipped?/.test(t)) skip++;
+      })
+      .on('close', resolve);
+  });
+await Promise.all([read(ava.stdout, process.stdout), read(ava.stderr, process.stderr)]);
+const code = await new Promise((resolve) => (ava.exitCode !== null ? resolve(ava.exitCode) : ava.on('exit', (c) => resolve(c ?? 1))));
+if (code !== 0 && fail === 0) fail = 1; // ava failed for a reason no test line shows
+if (failed.length) process.stdout.write(`\nfailed:\n${failed.map((f) => `  ${f}`).join('\n')}\n`);
+process.stdout.write(`\nava: ${pass} passed, ${fail} failed${skip ? `, ${skip} skipped` : ''}\n`);
+if (pass === 0) process.stdout.write('no test ran: treating this run as a failure\n');
+process.exit(fail > 0 || pass === 0 || code !== 0 ? 1 : 0);
