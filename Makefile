@@ -49,8 +49,8 @@ typecheck: npm
 test: deps typecheck
 	node test/helpers/run-ava.mjs $(TESTS)
 
-bench: deps
-	$(NODE) bench/run.ts $(if $(ROWS),--rows $(ROWS))
+bench: deps build
+	$(NODE) bench/run.ts $(if $(ROWS),--rows $(ROWS)) $(if $(MARKDOWN),--markdown)
 
 keys: npm
 	$(NODE) iso/keys.ts

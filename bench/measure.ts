@@ -1,0 +1,122 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+
+// What every row group needs to measure fairly: time a run, interleave the
+// contenders (A, B, A, B, …) so machine noise hits both, take medians, run a
+// real tool and fail loudly when it fails, read a process's resident memory.
+
+export interface Row {
+  group: string;
+  row: string;
+  sealkit: string;
+  peer: string;
+  ratio: string;
+  target: string;
+  status: 'PASS' | 'MISS' | 'info' | 'n/a' | 'FAIL';
+  note?: string;
+}
+
+export interface BenchContext {
+  quick: boolean;
+  tmp: string; // removed by the runner at exit
+  log(line: string): void;
+  defer(cleanup: () => Promise<void> | void): void; // run at the end of the group, last in first out
+}
+
+export type Group = (ctx: BenchContext) => Promise<Row[]>;
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+
+export async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+/** Runs each contender `reps` times, interleaved, and returns each one's times in ms. */
+export async function interleave<K extends string>(reps: number, contenders: Record<K, () => Promise<unknown>>, after?: (k: K) => Promise<void>): Promise<Record<K, number[]>> {
+  const keys = Object.keys(contenders) as K[];
+  const out = Object.fromEntries(keys.map((k) => [k, [] as number[]])) as Record<K, number[]>;
+  for (let i = 0; i < reps; i++) {
+    for (const k of keys) {
+      out[k].push(await timed(contenders[k]));
+      await after?.(k);
+    }
+  }
+  return out;
+}
+
+export function median(xs: number[]): number {
+  return percentile(xs, 50);
+}
+
+// nearest-rank percentile
+export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * s.length);
+  return s[Math.min(s.length, Math.max(1, rank)) - 1];
+}
+
+export const fmt = {
+  ms: (ms: number) => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : ms >= 100 ? `${Math.round(ms)} ms` : `${ms.toFixed(1)} ms`),
+  rate: (bytes: number, ms: number) => `${((bytes / MiB) / (ms / 1000)).toFixed(0)} MiB/s`,
+  mib: (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`,
+  x: (r: number) => `${r.toFixed(2)}×`,
+  pct: (r: number) => `${(r * 100).toFixed(0)} %`,
+  n: (n: number) => Math.round(n).toLocaleString('en-US'),
+};
+
+/** Runs a real tool; resolves with stdout, rejects with its stderr. */
+export function sh(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d));
+    child.stderr!.on('data', (d: Buffer) => (err = (err + d).slice(-4000)));
+    if (opts.input !== undefined) child.stdin!.end(opts.input);
+    child.on('error', reject);
+    child.on('close', (code, signal) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code ?? signal}: ${err.trim()}`))));
+  });
+}
+
+/** VmRSS of a live process, in bytes. */
+export function rss(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+/** Samples a process's RSS every `everyMs` until stopped; returns the peak. */
+export function rssPeak(pid: number, everyMs = 50): { stop(): number } {
+  let peak = 0;
+  const sample = () => {
+    try {
+      peak = Math.max(peak, rss(pid));
+    } catch {
+      // exited
+    }
+  };
+  sample();
+  const t = setInterval(sample, everyMs);
+  return {
+    stop() {
+      clearInterval(t);
+      sample();
+      return peak;
+    },
+  };
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export function row(group: string, r: Omit<Row, 'group'>): Row {
+  return { group, ...r };
+}
+
+export function verdict(ok: boolean): 'PASS' | 'MISS' {
+  return ok ? 'PASS' : 'MISS';
+}
