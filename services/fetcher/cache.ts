@@ -83,10 +83,18 @@ export class Cache {
 
 const BLOCK = 1 << 20;
 
+// Writes go behind the download: up to WRITES_IN_FLIGHT blocks are written
+// at explicit offsets while the next bytes arrive and are hashed, so the
+// receiving thread does not wait on the disk; memory stays bounded.
+const WRITES_IN_FLIGHT = 8;
+
 export class QuarantineFile implements Sink {
   private buf: Buffer[] = [];
   private buffered = 0;
   private closed = false;
+  private offset = 0;
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private failure: unknown;
 
   constructor(
     readonly path: string,
@@ -105,13 +113,30 @@ export class QuarantineFile implements Sink {
     const data = this.buf.length === 1 ? this.buf[0] : Buffer.concat(this.buf);
     this.buf = [];
     this.buffered = 0;
-    await this.fh.write(data);
+    const at = this.offset;
+    this.offset += data.length;
+    const w: Promise<unknown> = this.fh.write(data, 0, data.length, at).then(
+      () => this.inFlight.delete(w),
+      (err) => {
+        this.inFlight.delete(w);
+        this.failure ??= err;
+      },
+    );
+    this.inFlight.add(w);
+    if (this.inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
+  }
+
+  private async drain(): Promise<void> {
+    await Promise.all(this.inFlight);
+    if (this.failure) throw this.failure;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.flush();
+    await this.drain();
     await this.fh.sync();
     await this.fh.close();
   }
@@ -119,6 +144,7 @@ export class QuarantineFile implements Sink {
   async discard(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      await Promise.allSettled(this.inFlight);
       await this.fh.close().catch(() => {});
     }
     await rm(this.path, { force: true });
