@@ -8,7 +8,7 @@ SHELL := /bin/bash
 
 APT_PACKAGES := nats-server containerd runc docker.io docker-registry skopeo \
   qemu-system-x86 linux-image-amd64 busybox-static xorriso isolinux syslinux-common \
-  ima-evm-utils attr keyutils cpio zstd xz-utils curl openssl ca-certificates
+  ima-evm-utils attr keyutils cpio zstd xz-utils curl openssl ca-certificates e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NODE := node --import tsx
 export SEALKIT_STATE ?= $(CURDIR)/state
@@ -55,7 +55,7 @@ bench: deps build
 keys: npm
 	$(NODE) iso/keys.ts
 
-iso: deps keys build
+iso: deps keys
 	$(NODE) iso/build.ts
 
 run: iso

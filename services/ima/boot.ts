@@ -15,7 +15,7 @@ import { loadOrCreateSigningKey } from './digsig.ts';
 // there is nothing to do (no IMA, no ima_appraise=enforce, already written),
 // 1 when the policy could not be written.
 //
-//   node --import tsx services/ima/boot.ts [--store DIR] [--signatures] [--fsmagic] [--dry-run]
+//   node --import tsx services/ima/boot.ts [--store DIR] [--fsuuid UUID] [--overlay] [--signatures] [--fsmagic] [--dry-run]
 //     [--securityfs /sys/kernel/security] [--cmdline /proc/cmdline]
 
 const run = promisify(execFile);
@@ -24,6 +24,8 @@ const { values: args } = parseArgs({
     store: { type: 'string' },
     signatures: { type: 'boolean', default: process.env.SEALKIT_IMA_SIGNATURES === '1' },
     fsmagic: { type: 'boolean', default: false },
+    fsuuid: { type: 'string' }, // the store's UUID when this namespace cannot see its block device
+    overlay: { type: 'boolean', default: false },
     'dry-run': { type: 'boolean', default: false },
     securityfs: { type: 'string', default: '/sys/kernel/security' },
     cmdline: { type: 'string', default: '/proc/cmdline' },
@@ -52,7 +54,8 @@ try {
     process.exit(0);
   }
   const fs = await storeFilesystem(store);
-  const lines = composeHostPolicy(fs, { signatures: args.signatures, fsmagic: args.fsmagic });
+  if (args.fsuuid) fs.uuid = args.fsuuid.toLowerCase();
+  const lines = composeHostPolicy(fs, { signatures: args.signatures, fsmagic: args.fsmagic, overlay: args.overlay });
   if (args['dry-run']) {
     say({ written: false, mode: 'host-policy', why: 'dry run', policy: lines, store, fs, kernel });
     process.exit(0);

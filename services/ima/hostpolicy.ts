@@ -54,7 +54,12 @@ async function uuidOf(dev: number, major: number, minor: number): Promise<string
 export interface PolicyOptions {
   signatures: boolean; // require v2 signatures (appraise_type=imasig)
   fsmagic?: boolean; // scope by filesystem type when the store has no UUID (a dedicated fs type only)
+  // also appraise overlayfs: an fsuuid rule does not match files opened
+  // through the overlay mounts containerd gives containers (seen on 6.1)
+  overlay?: boolean;
 }
+
+export const OVERLAYFS_MAGIC = 0x794c7630;
 
 export function composeHostPolicy(fs: StoreFs, o: PolicyOptions): string[] {
   const type = o.signatures ? ' appraise_type=imasig' : '';
@@ -70,6 +75,7 @@ export function composeHostPolicy(fs: StoreFs, o: PolicyOptions): string[] {
     'dont_appraise fsmagic=0x62656572', // sysfs
     'dont_appraise fsmagic=0x73636673', // securityfs
     `appraise ${scope}${type}`,
+    ...(o.overlay ? [`appraise fsmagic=0x${OVERLAYFS_MAGIC.toString(16)}${type}`] : []),
   ];
 }
 

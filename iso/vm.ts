@@ -1,0 +1,187 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+// Boots the node image in QEMU (TCG: there is no KVM here) with the bus
+// forwarded to a port on 127.0.0.1 and, optionally, a host port served to the
+// guest as http://10.0.2.100/. The console goes to a file that tests search;
+// the monitor is a unix socket, used to power off. Used by iso/run.ts (make
+// run) and, through test/helpers/qemu.ts, by the tests.
+
+export interface BootOptions {
+  iso?: string; // boot the ISO (-cdrom), as a user would
+  kernel?: string; // or boot kernel + initrd directly, with a command line
+  initrd?: string;
+  append?: string;
+  memoryMb?: number;
+  busPort?: number; // host port for the guest's 4222; default: a free one
+  httpPort?: number; // host port the guest reaches as 10.0.2.100:80
+  dir?: string; // where the console log and monitor socket go; default: a temp dir
+  stdio?: boolean; // also copy the console to this process's stdout
+}
+
+export interface Vm {
+  pid: number;
+  busPort: number;
+  consoleLog: string;
+  startedAt: number; // Date.now() when QEMU was spawned
+  exited: Promise<void>;
+  console(): string;
+  waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
+  waitForBus(timeoutMs: number): Promise<number>; // ms since spawn
+  powerOff(timeoutMs?: number): Promise<'acpi' | 'quit' | 'kill' | 'exited'>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// QEMU's user network accepts on the forwarded port at once and drops the
+// connection while nothing listens in the guest: only nats-server's INFO
+// line means the bus answers.
+export function busAnswers(port: number, timeoutMs = 3000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect(port, '127.0.0.1');
+    let buf = '';
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    sock.on('data', (d) => {
+      buf += d.toString('utf8');
+      if (buf.startsWith('INFO ')) done(true);
+    });
+    sock.on('error', () => done(false));
+    sock.on('close', () => done(false));
+  });
+}
+
+export async function bootVm(o: BootOptions): Promise<Vm> {
+  const dir = o.dir ?? (await mkdtemp(join(tmpdir(), 'sealkit-vm-')));
+  const ownDir = o.dir === undefined;
+  const consoleLog = join(dir, 'console.log');
+  const monitor = join(dir, 'monitor.sock');
+  const busPort = o.busPort ?? (await freePort());
+  const fwd = [`hostfwd=tcp:127.0.0.1:${busPort}-:4222`];
+  if (o.httpPort) fwd.push(`guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:${o.httpPort}`);
+  const args = [
+    '-accel', 'tcg', '-cpu', 'max', '-m', String(o.memoryMb ?? 1024),
+    '-nographic', '-display', 'none', '-no-reboot',
+    '-netdev', `user,id=n0,restrict=on,${fwd.join(',')}`,
+    '-device', 'virtio-net-pci,netdev=n0',
+    '-serial', `file:${consoleLog}`,
+    '-monitor', `unix:${monitor},server,nowait`,
+  ];
+  if (o.iso) args.push('-cdrom', o.iso, '-boot', 'd');
+  else if (o.kernel && o.initrd) args.push('-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append ?? 'console=ttyS0');
+  else throw new Error('bootVm needs iso, or kernel and initrd');
+
+  const startedAt = Date.now();
+  const child: ChildProcess = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d.toString()));
+  let exited = false;
+  const exit = new Promise<void>((resolve) => child.on('exit', () => ((exited = true), resolve())));
+  if (!child.pid) throw new Error('qemu-system-x86_64 did not start');
+  const pid = child.pid;
+
+  let echoed = 0;
+  const consoleText = () => (existsSync(consoleLog) ? readFileSync(consoleLog, 'latin1') : '');
+  const echo = o.stdio
+    ? setInterval(() => {
+        const t = consoleText();
+        if (t.length > echoed) process.stdout.write(t.slice(echoed));
+        echoed = t.length;
+      }, 500)
+    : undefined;
+
+  // The human monitor: wait for its prompt, send one command, wait for the
+  // next prompt (or give up after a few seconds), hang up.
+  const monitorCommand = (cmd: string) =>
+    new Promise<void>((resolve) => {
+      const s = connect(monitor);
+      let buf = '';
+      let sent = false;
+      const finish = () => {
+        clearTimeout(timer);
+        s.destroy();
+        resolve();
+      };
+      const timer = setTimeout(finish, 5000);
+      s.on('data', (d) => {
+        buf += d.toString('latin1');
+        const prompts = buf.split('(qemu)').length - 1;
+        if (!sent && prompts >= 1) {
+          sent = true;
+          s.write(`${cmd}\n`);
+        } else if (sent && prompts >= 2) finish();
+      });
+      s.on('error', finish);
+      s.on('close', finish);
+    });
+
+  const vm: Vm = {
+    pid,
+    busPort,
+    consoleLog,
+    startedAt,
+    exited: exit,
+    console: consoleText,
+    async waitFor(pattern, timeoutMs) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const m = consoleText().match(pattern);
+        if (m) return m;
+        if (exited) throw new Error(`QEMU exited before the console showed ${pattern}: ${stderr}\n${consoleText().slice(-3000)}`);
+        if (Date.now() > until) throw new Error(`the console did not show ${pattern} in ${timeoutMs} ms:\n${consoleText().slice(-3000)}`);
+        await sleep(250);
+      }
+    },
+    async waitForBus(timeoutMs) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        if (await busAnswers(busPort, 2000)) return Date.now() - startedAt;
+        if (exited) throw new Error(`QEMU exited before the bus answered: ${stderr}\n${consoleText().slice(-3000)}`);
+        if (Date.now() > until) throw new Error(`the bus did not answer on 127.0.0.1:${busPort} in ${timeoutMs} ms:\n${consoleText().slice(-3000)}`);
+        await sleep(500);
+      }
+    },
+    // ACPI power button first (the guest's acpid runs an orderly poweroff),
+    // then QEMU's quit, then SIGKILL: nothing is left running either way.
+    async powerOff(timeoutMs = 30_000) {
+      let how: 'acpi' | 'quit' | 'kill' | 'exited' = 'exited';
+      const waitExit = (ms: number) => Promise.race([exit.then(() => true), sleep(ms).then(() => false)]);
+      if (!exited) {
+        how = 'acpi';
+        await monitorCommand('system_powerdown');
+        if (!(await waitExit(timeoutMs))) {
+          how = 'quit';
+          await monitorCommand('quit');
+          if (!(await waitExit(5000))) {
+            how = 'kill';
+            process.kill(pid, 'SIGKILL');
+            await exit;
+          }
+        }
+      }
+      if (echo) clearInterval(echo);
+      if (ownDir) await rm(dir, { recursive: true, force: true });
+      return how;
+    },
+  };
+  return vm;
+}
