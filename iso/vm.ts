@@ -92,6 +92,10 @@ export async function bootVm(o: BootOptions): Promise<Vm> {
 
   const startedAt = Date.now();
   const child: ChildProcess = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // a VM never outlives the process that booted it, whatever ended that process
+  const reap = () => child.kill('SIGKILL');
+  process.once('exit', reap);
+  child.once('exit', () => process.removeListener('exit', reap));
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d.toString()));
   let exited = false;

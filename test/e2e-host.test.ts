@@ -167,7 +167,11 @@ test.serial('sealkit status and sealkit watch show the node as an operator sees 
       }
     });
   });
+  const exited = new Promise((r) => watch.once('exit', r));
   watch.kill('SIGINT');
+  const killer = setTimeout(() => watch.kill('SIGKILL'), 5000);
+  t.is(await exited, 0, 'watch exits cleanly on Ctrl-C');
+  clearTimeout(killer);
   const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { type: string; specversion: string });
   t.true(lines.every((l) => l.specversion === '1.0' && l.type.startsWith('audit.')));
 });

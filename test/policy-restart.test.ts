@@ -22,15 +22,21 @@ test.after.always(async () => {
 const env = () => ({ SEALKIT_STATE: nats.stateDir, SEALKIT_NATS_URL: nats.url, SEALKIT_TRUST: admin.trustPath });
 const yaml = (serial: number) => policyYaml({ serial, images: [{ name: 'library/busybox', tag: String(serial), source: 'file:///images/busybox.tar', sha256: 'd'.repeat(64) }] });
 const current = () => join(nats.stateDir, 'policy', 'current.json');
+// a service a failed assertion leaves running must not disturb the next test
+const start = async (t: import('ava').ExecutionContext) => {
+  const svc = await startService('policy', env());
+  t.teardown(() => svc.stop());
+  return svc;
+};
 
 test.serial('the policy survives a restart of the service, and its serial still cannot be replayed', async (t) => {
   const nc = await nats.connectAs('admin');
-  let svc = await startService('policy', env());
+  let svc = await start(t);
   await pushPolicy(nc, yaml(1), admin.key);
   await pushPolicy(nc, yaml(2), admin.key);
   t.is(await svc.stop(), 0, 'SIGTERM drains and exits 0');
 
-  svc = await startService('policy', env());
+  svc = await start(t);
   t.is((await request<{ serial: number }>(nc, 'policy.get', {})).serial, 2);
   const err = await t.throwsAsync(pushPolicy(nc, yaml(2), admin.key));
   t.true(isSealkitError(err, 'SEALKIT_POLICY_ROLLBACK'));
@@ -41,7 +47,7 @@ test.serial('the policy survives a restart of the service, and its serial still 
 test.serial('a corrupted policy file on disk is refused, the last good policy stays in force, and audit.policy says so', async (t) => {
   const nc = await nats.connectAs('admin');
   const audit = new EventLog(await nats.connectAs(null), 'audit.policy');
-  let svc = await startService('policy', env());
+  let svc = await start(t);
   await pushPolicy(nc, yaml(3), admin.key);
   await svc.stop();
 
@@ -51,7 +57,7 @@ test.serial('a corrupted policy file on disk is refused, the last good policy st
   await writeFile(current(), JSON.stringify(rec));
 
   const seen = audit.next((e) => e.data.action === 'load');
-  svc = await startService('policy', env());
+  svc = await start(t);
   const ev = await seen;
   t.is(ev.data.code, 'SEALKIT_SIGNATURE_INVALID');
   t.is(ev.data.inForce, 3, 'the history copy of serial 3 is in force');
@@ -65,7 +71,7 @@ test.serial('a corrupted policy file on disk is refused, the last good policy st
 test.serial('an unsigned or garbled file on disk is never used', async (t) => {
   const nc = await nats.connectAs('admin');
   const audit = new EventLog(await nats.connectAs(null), 'audit.policy');
-  let svc = await startService('policy', env());
+  let svc = await start(t);
   await pushPolicy(nc, yaml(4), admin.key);
   await svc.stop();
 
@@ -77,7 +83,7 @@ test.serial('an unsigned or garbled file on disk is never used', async (t) => {
   await writeFile(hist, '{"yaml": "truncat');
 
   const seen = audit.next((e) => e.data.action === 'load' && e.data.file === hist);
-  svc = await startService('policy', env());
+  svc = await start(t);
   await seen;
   t.is((await request<{ serial: number }>(nc, 'policy.get', {})).serial, 3, 'falls back to the newest history entry that verifies');
   // the highest serial ever accepted still bounds what may be pushed
@@ -93,7 +99,7 @@ test.serial('a validly signed older policy copied over current.json is a rollbac
   const old = await readFile(join(nats.stateDir, 'policy', 'history', `${String(3).padStart(12, '0')}.json`), 'utf8');
   await writeFile(current(), old);
   const seen = audit.next((e) => e.data.code === 'SEALKIT_POLICY_ROLLBACK');
-  const svc = await startService('policy', env());
+  const svc = await start(t);
   await seen;
   t.is((await request<{ serial: number }>(nc, 'policy.get', {})).serial, 5);
   await svc.stop();
@@ -103,7 +109,7 @@ test.serial('a validly signed older policy copied over current.json is a rollbac
 test.serial('a node with no policy answers with a clear error code', async (t) => {
   await rm(join(nats.stateDir, 'policy'), { recursive: true, force: true });
   const nc = await nats.connectAs(null);
-  const svc = await startService('policy', env());
+  const svc = await start(t);
   t.true(isSealkitError(await t.throwsAsync(request(nc, 'policy.get', {})), 'SEALKIT_POLICY_NONE'));
   await svc.stop();
   await nc.close();

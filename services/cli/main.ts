@@ -236,12 +236,12 @@ async function main(argv: string[]): Promise<number> {
           process.stdout.write(`${Buffer.from(data).toString('utf8')}\n`);
         }
       };
+      const stop = () => void nc.drain().finally(() => process.exit(0));
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
       const seen = new Set<string>();
       if (o.replay) await replay(nc, subject, (d) => print(d), seen);
       const sub = nc.subscribe(subject);
-      const stop = () => void nc.drain();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
       for await (const m of sub) {
         const id = m.headers?.get('Nats-Msg-Id');
         if (id && seen.has(id)) continue;

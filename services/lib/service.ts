@@ -42,6 +42,9 @@ export async function runService(name: ServiceName, start: (ctx: ServiceContext)
     },
   });
   const running = (await start({ name, node, log, nc, events, state, root })) ?? {};
+  // the server has every subscription once a flush returns: "started" means
+  // requests to this service are answered from now on
+  await nc.flush();
   log.info('started', { state });
 
   let stopping = false;

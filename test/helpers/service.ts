@@ -11,6 +11,11 @@ export interface RunningService {
   waitForLog(pred: (rec: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
 export async function startService(name: string, env: Record<string, string>, opts: { args?: string[]; entry?: string } = {}): Promise<RunningService> {
   const entry = opts.entry ?? join(repoRoot, 'services', name, 'main.ts');
   const proc = spawn(process.execPath, ['--import', 'tsx', entry, ...(opts.args ?? [])], {
@@ -18,6 +23,11 @@ export async function startService(name: string, env: Record<string, string>, op
     env: { ...process.env, SEALKIT_LOG_LEVEL: 'debug', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // a service a failed test never stopped must neither outlive the test
+  // process nor keep its worker from exiting
+  live.add(proc);
+  proc.once('exit', () => live.delete(proc));
+  proc.unref();
   const records: Array<Record<string, unknown>> = [];
   const waiters: Array<{ pred: (r: Record<string, unknown>) => boolean; resolve: (r: Record<string, unknown>) => void }> = [];
   let buf = '';
@@ -43,9 +53,10 @@ export async function startService(name: string, env: Record<string, string>, op
   proc.stderr!.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-8000);
   });
+  for (const s of [proc.stdout, proc.stderr] as Array<{ unref?: () => void } | null>) s?.unref?.();
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
 
-  const waitForLog = (pred: (r: Record<string, unknown>) => boolean, timeoutMs = 20_000) => {
+  const waitForLog = (pred: (r: Record<string, unknown>) => boolean, timeoutMs = 60_000) => {
     const hit = records.find(pred);
     if (hit) return Promise.resolve(hit);
     return new Promise<Record<string, unknown>>((resolve, reject) => {
