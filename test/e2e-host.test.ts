@@ -169,11 +169,21 @@ test.serial('sealkit status and sealkit watch show the node as an operator sees 
   });
   const exited = new Promise((r) => watch.once('exit', r));
   watch.kill('SIGINT');
-  const killer = setTimeout(() => watch.kill('SIGKILL'), 5000);
+  const killer = setTimeout(() => watch.kill('SIGKILL'), 15_000);
   t.is(await exited, 0, 'watch exits cleanly on Ctrl-C');
   clearTimeout(killer);
   const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { type: string; specversion: string });
   t.true(lines.every((l) => l.specversion === '1.0' && l.type.startsWith('audit.')));
+
+  // Ctrl-C while --replay is still reading the stream is the user's doing: exit 0, no error
+  const early = spawn(join(repoRoot, 'bin', 'sealkit'), ['watch', '>', '--json', '--replay', '--server', nats.url], { env: { ...process.env, SEALKIT_STATE: join(work, 'nowhere') } });
+  let earlyErr = '';
+  early.stderr.on('data', (d) => (earlyErr += d));
+  early.stdout.once('data', () => early.kill('SIGINT'));
+  const earlyKiller = setTimeout(() => early.kill('SIGKILL'), 15_000);
+  t.is(await new Promise((r) => early.once('exit', r)), 0, `watch interrupted mid-replay exits 0; stderr: ${earlyErr}`);
+  clearTimeout(earlyKiller);
+  t.is(earlyErr, '');
 });
 
 test.serial('sealkit fetch refuses a name the policy does not know, with a clear error and exit code', async (t) => {

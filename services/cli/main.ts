@@ -236,16 +236,28 @@ async function main(argv: string[]): Promise<number> {
           process.stdout.write(`${Buffer.from(data).toString('utf8')}\n`);
         }
       };
-      const stop = () => void nc.drain().finally(() => process.exit(0));
+      // Ctrl-C may land in the middle of --replay: closing the connection
+      // then fails the replay, which is the user's doing, not an error.
+      let stopping = false;
+      const stop = () => {
+        stopping = true;
+        setTimeout(() => process.exit(0), 2000).unref();
+        void nc.close().finally(() => process.exit(0));
+      };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       const seen = new Set<string>();
-      if (o.replay) await replay(nc, subject, (d) => print(d), seen);
-      const sub = nc.subscribe(subject);
-      for await (const m of sub) {
-        const id = m.headers?.get('Nats-Msg-Id');
-        if (id && seen.has(id)) continue;
-        print(m.data);
+      try {
+        if (o.replay) await replay(nc, subject, (d) => print(d), seen, () => stopping);
+        if (stopping) return 0;
+        const sub = nc.subscribe(subject);
+        for await (const m of sub) {
+          const id = m.headers?.get('Nats-Msg-Id');
+          if (id && seen.has(id)) continue;
+          print(m.data);
+        }
+      } catch (err) {
+        if (!stopping) throw err;
       }
       return 0;
     }
@@ -296,15 +308,17 @@ async function connect(server: string, creds: string | undefined, needAdmin: boo
 }
 
 // Print what the streams kept for SUBJECT, oldest first, before live events.
-async function replay(nc: NatsConnection, subject: string, print: (d: Uint8Array) => void, seen: Set<string>): Promise<void> {
+async function replay(nc: NatsConnection, subject: string, print: (d: Uint8Array) => void, seen: Set<string>, stopping: () => boolean): Promise<void> {
   const names = subject.startsWith('audit.') ? [streams.audit.name] : subject === '>' ? [streams.audit.name, streams.events.name] : [streams.events.name];
   for (const stream of names) {
+    if (stopping()) return;
     try {
       await replayStream(nc, stream, subject, (data, id) => {
         if (id) seen.add(id);
         print(data);
       });
     } catch (err) {
+      if (stopping()) return;
       process.stderr.write(`replay of ${stream} unavailable: ${(err as Error).message}\n`);
     }
   }
