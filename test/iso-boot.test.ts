@@ -68,5 +68,7 @@ test('the ISO boots and its bus answers on the forwarded port', async (t) => {
     t.log(`power off: ${how}`);
     t.is(how, 'acpi', 'the node powers off from the ACPI button');
     t.regex(console, /sealkit: onboot done/);
+    const restarts = console.match(/sealkit: \S+ stopped; restarting[^\n]*(\n  \|[^\n]*)*/g) ?? [];
+    t.deepEqual(restarts, [], 'no service stops and restarts while the node boots and settles');
   }
 });

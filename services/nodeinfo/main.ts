@@ -16,7 +16,7 @@ async function start(ctx: ServiceContext) {
   const everyMs = envInt('SEALKIT_HEARTBEAT_SEC', 10) * 1000;
   const beat = async () => {
     try {
-      const alive = await pingAll(nc, 300);
+      const alive = await pingAll(nc, 1000); // a busy service on a slow node is late, not dead
       events.emit(subjects.node.heartbeat, { node, services: alive.map((a) => ({ service: a.service, pid: a.pid, uptimeSec: a.uptimeSec })) });
     } catch (err) {
       log.warn('heartbeat failed', { err: err as Error });

@@ -6,7 +6,7 @@ import { parseEvent, type CloudEvent } from '../../services/lib/envelope.ts';
 export class EventLog {
   readonly events: CloudEvent<any>[] = [];
   private readonly subs: Subscription[];
-  private readonly waiters: Array<{ pred: (e: CloudEvent<any>) => boolean; resolve: (e: CloudEvent<any>) => void }>;
+  private readonly waiters: Array<{ pred: (e: CloudEvent<any>) => boolean; resolve: (e: CloudEvent<any>) => void; timer: NodeJS.Timeout }>;
 
   constructor(nc: NatsConnection, subject: string | string[]) {
     this.waiters = [];
@@ -43,8 +43,8 @@ export class EventLog {
     const hit = this.events.find(p);
     if (hit) return Promise.resolve(hit);
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no matching event within ${timeoutMs} ms; saw: ${this.events.map((e) => e.type).join(', ')}`)), timeoutMs);
-      this.waiters.push({ pred: p, resolve: (e) => (clearTimeout(t), resolve(e)) });
+      const timer = setTimeout(() => reject(new Error(`no matching event within ${timeoutMs} ms; saw: ${this.events.map((e) => e.type).join(', ')}`)), timeoutMs);
+      this.waiters.push({ pred: p, resolve: (e) => (clearTimeout(timer), resolve(e)), timer });
     });
   }
 
@@ -55,7 +55,10 @@ export class EventLog {
     return this.wait((e) => !seen.has(e) && p(e), timeoutMs);
   }
 
+  // Unsubscribes and forgets the waits still pending (their promises stay
+  // unsettled), so that no timer outlives the test.
   close(): void {
+    for (const w of this.waiters.splice(0)) clearTimeout(w.timer);
     for (const sub of this.subs) sub.unsubscribe();
   }
 }

@@ -38,14 +38,22 @@ export async function startNats(opts: { streams?: boolean } = {}): Promise<NatsS
   await writeFile(confPath, serverConfig({ creds, storeDir: join(dir, 'js'), port }));
   const url = `nats://127.0.0.1:${port}`;
 
-  const connectAs = (user: string | null, name = `test-${user ?? 'anonymous'}`) =>
-    connect({
+  // Clients reconnect forever (tests restart the server under them), so
+  // cleanup() closes every one it handed out: a client left open would keep
+  // retrying after the server is gone and keep the test worker alive.
+  const clients = new Set<NatsConnection>();
+  const connectAs = async (user: string | null, name = `test-${user ?? 'anonymous'}`) => {
+    const nc = await connect({
       servers: url,
       name,
       ...(user ? { user: creds[user].user, pass: creds[user].password } : {}),
       maxReconnectAttempts: -1,
       reconnectTimeWait: 100,
     });
+    clients.add(nc);
+    void nc.closed().then(() => clients.delete(nc));
+    return nc;
+  };
 
   if (opts.streams !== false) {
     const admin = await connectAs('admin');
@@ -70,6 +78,7 @@ export async function startNats(opts: { streams?: boolean } = {}): Promise<NatsS
       await waitForPort(port);
     },
     async cleanup() {
+      await Promise.allSettled([...clients].map((nc) => nc.close()));
       await kill(proc);
       await rm(dir, { recursive: true, force: true });
     },

@@ -2,14 +2,32 @@
 // with one plain closing line, "ava: N passed, N failed". Exits non-zero when
 // ava did, when anything failed or timed out, or when no test ran at all.
 // (ava's TAP reporter itself crashes on a timeout, taking its workers' child
-// processes down uncleanly, so it is not used.)
+// processes down uncleanly, so it is not used.) A run that prints nothing for
+// SEALKIT_TEST_STALL_MIN minutes (default 15; the slowest test takes about 4)
+// is stuck, typically a worker that cannot exit because something it opened
+// is still running: it is killed and counted as a failure, not left to the
+// CI's own time limit.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 const ava = spawn(process.execPath, ['node_modules/ava/entrypoints/cli.mjs', ...process.argv.slice(2)], {
   stdio: ['ignore', 'pipe', 'pipe'],
   env: { ...process.env, FORCE_COLOR: '0' },
+  detached: true, // its own process group: a stall kills workers and what they started
 });
+const stallMs = Number(process.env.SEALKIT_TEST_STALL_MIN ?? 15) * 60_000;
+let stalled = false;
+let lastOutput = Date.now();
+const watchdog = setInterval(() => {
+  if (Date.now() - lastOutput < stallMs) return;
+  stalled = true;
+  process.stdout.write(`\nava: no output for ${stallMs / 60_000} minutes; a test file or its worker is stuck (a timer, client or child process left running). Killing the run.\n`);
+  try {
+    process.kill(-ava.pid, 'SIGKILL');
+  } catch {
+    ava.kill('SIGKILL');
+  }
+}, 10_000);
 let pass = 0;
 let fail = 0;
 let skip = 0;
@@ -18,6 +36,7 @@ const read = (stream, out) =>
   new Promise((resolve) => {
     createInterface({ input: stream })
       .on('line', (line) => {
+        lastOutput = Date.now();
         out.write(line + '\n');
         const t = line.trim();
         if (t.startsWith('✔')) pass++;
@@ -29,6 +48,8 @@ const read = (stream, out) =>
   });
 await Promise.all([read(ava.stdout, process.stdout), read(ava.stderr, process.stderr)]);
 const code = await new Promise((resolve) => (ava.exitCode !== null ? resolve(ava.exitCode) : ava.on('exit', (c) => resolve(c ?? 1))));
+clearInterval(watchdog);
+if (stalled) (fail++, failed.push('the run stalled and was killed'));
 if (code !== 0 && fail === 0) fail = 1; // ava failed for a reason no test line shows
 if (failed.length) process.stdout.write(`\nfailed:\n${failed.map((f) => `  ${f}`).join('\n')}\n`);
 process.stdout.write(`\nava: ${pass} passed, ${fail} failed${skip ? `, ${skip} skipped` : ''}\n`);

@@ -1,0 +1,161 @@
+import test from 'ava';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from 'nats';
+import { bootVm, ensureIso, testStateDir, type Vm } from './helpers/qemu.ts';
+import { startHttp, type TestServer } from './helpers/http.ts';
+import { buildImage, sha256 } from './helpers/images.ts';
+import { EventLog } from './helpers/events.ts';
+import { policyYaml, pushPolicy } from './helpers/policy.ts';
+import { generateKey, readSecretKey, signImage } from '../services/lib/sign.ts';
+import { readCreds } from '../services/lib/natsconf.ts';
+import { SealkitError } from '../services/lib/errors.ts';
+
+// The node as a user runs it: the ISO's kernel and initrd boot in QEMU (TCG)
+// with the bus forwarded to the host and a host HTTP server reachable from
+// the guest as http://10.0.2.100/. From the host, an operator pushes a signed
+// policy naming an image served by the host; inside the VM the node fetches
+// and verifies it, imports it into its containerd, unpacks and labels the
+// container rootfs on the IMA-appraised store. The guest step
+// iso/parts/init/e2e-selftest (sealkit.selftest=e2e) then forges a label and
+// adds an unlabelled file in that rootfs; the kernel refuses both, and the
+// auditor's audit.denial events reach the host subscriber.
+
+const minutes = (n: number) => n * 60_000;
+
+test('in QEMU: a signed policy pushed from the host is fetched, imported, labelled and enforced by the kernel, and denials reach the host', async (t) => {
+  t.timeout(minutes(30));
+  const iso = await ensureIso((l) => t.log(l));
+  t.log(`ISO ${(iso.bytes / 1e6).toFixed(1)} MB, ${iso.reused ? 'reused' : `built in ${iso.seconds.toFixed(0)} s`}`);
+
+  // the image and its signature by a release key the policy names
+  const image = await buildImage({
+    name: 'sealkit/e2e',
+    tag: '1.0',
+    format: 'oci',
+    compression: 'gzip',
+    layers: [{ 'bin/app': '#!/bin/sh\necho app\n', 'etc/app.conf': 'mode=strict\n' }, { 'etc/motd': 'sealed\n' }],
+  });
+  const release = generateKey('release');
+  const sig = signImage({ name: 'sealkit/e2e', tag: '1.0', sha256: image.sha256, size: image.archive.length }, [release]);
+  const http: TestServer = await startHttp();
+  http.route('/e2e.tar.gz', { body: image.archive });
+  http.route('/e2e.tar.gz.sig', { body: Buffer.from(JSON.stringify(sig)) });
+
+  const vm: Vm = await bootVm({
+    kernel: iso.kernel,
+    initrd: iso.initrd,
+    append: `${iso.cmdline} sealkit.selftest=e2e`,
+    httpPort: Number(new URL(http.origin).port),
+  });
+  let anon: NatsConnection | undefined;
+  let admin: NatsConnection | undefined;
+  let events: EventLog | undefined;
+  const names = (e: { data: Record<string, unknown> }) => (e.data.services as Array<{ service: string }>).map((x) => x.service);
+  try {
+    const busMs = await vm.waitForBus(minutes(8));
+    const ready = await vm.waitFor(/sealkit: bus ready at ([\d.]+)s; memory total (\d+) MiB, used (\d+) MiB/, minutes(2));
+    t.log(`boot to bus answering on the host: ${(busMs / 1000).toFixed(1)} s (guest: ${ready[1]} s after the kernel started, memory used ${ready[3]} of ${ready[2]} MiB)`);
+
+    const servers = `127.0.0.1:${vm.busPort}`;
+    anon = await connect({ servers, name: 'iso-e2e-watch' });
+    events = new EventLog(anon, ['image.*', 'ima.*', 'audit.*', 'policy.applied', 'node.heartbeat']);
+    await anon.flush();
+    const creds = await readCreds(join(testStateDir, 'bus', 'creds', 'admin.json'));
+    admin = await connect({ servers, name: 'iso-e2e-admin', user: creds.user, pass: creds.password });
+
+    // the policy service answers: the others follow the policy from the KV
+    // bucket whenever they come up
+    const beat = await events.wait((e) => e.type === 'node.heartbeat' && names(e).includes('policy'), minutes(5));
+    t.log(`heartbeat ${((Date.now() - vm.startedAt) / 1000).toFixed(1)} s after QEMU started: ${names(beat).join(', ')}`);
+
+    const yaml = policyYaml({
+      serial: 1,
+      keys: [{ id: 'release', ed25519: release.ed25519 }],
+      images: [
+        {
+          name: 'sealkit/e2e',
+          tag: '1.0',
+          source: 'http://10.0.2.100/e2e.tar.gz',
+          allowHttp: true,
+          sha256: image.sha256,
+          signatures: { keys: ['release'], threshold: 1 },
+          import: { containerd: { namespace: 'sealkit' } },
+        },
+      ],
+      ima: { mode: 'enforce', reverify: '10m' },
+    });
+    const adminKey = await readSecretKey(join(testStateDir, 'keys', 'admin.key'));
+
+    // unsigned: refused, nothing applied, and audit.policy records it
+    const unsigned = await pushPolicy(admin, yaml, null).then(
+      () => null,
+      (err: SealkitError) => err,
+    );
+    t.truthy(unsigned, 'an unsigned policy is refused');
+    t.regex(unsigned!.code, /^SEALKIT_/);
+    t.log(`unsigned push: ${unsigned!.code}: ${unsigned!.message}`);
+    await events.wait('audit.policy', 30_000);
+
+    // signed by the bootstrap admin key: applied
+    const t0 = Date.now();
+    const applied = await pushPolicy(admin, yaml, adminKey);
+    t.is(applied.serial, 1);
+    await events.wait('policy.applied', 30_000);
+
+    const fail = (type: string) => events!.wait(type, minutes(10)).then((e) => Promise.reject(new Error(`${type}: ${JSON.stringify(e.data)}`)));
+    const verified = await Promise.race([events.wait('image.verified', minutes(5)), fail('image.rejected'), fail('audit.rejected')]);
+    t.is(verified.data.sha256, image.sha256);
+    t.deepEqual(verified.data.signedBy, ['release']);
+    const imported = await Promise.race([events.wait('image.imported', minutes(5)), fail('image.import_failed')]);
+    t.deepEqual((imported.data.targets as Array<{ runtime: string }>).map((x) => x.runtime), ['containerd']);
+    const labeled = await Promise.race([events.wait('ima.labeled', minutes(5)), fail('audit.rejected')]);
+    t.is(labeled.data.files, 3);
+    t.regex(labeled.data.rootfs as string, /^\/var\/lib\/containerd\/sealkit\//, 'the rootfs is on the appraised store');
+    t.log(`push to labelled: ${((Date.now() - t0) / 1000).toFixed(1)} s (image.verified, image.imported, ima.labeled)`);
+    const enforcing = await events.wait('ima.enforcing', 30_000);
+    t.is(enforcing.data.mode, 'host-policy', `the kernel enforces: ${JSON.stringify(enforcing.data)}`);
+
+    // the guest step tampers with the rootfs; the kernel refuses; the host hears it
+    const denialOf = (file: string, cause: string) => (e: { type: string; data: Record<string, unknown> }) =>
+      e.type === 'audit.denial' && String(e.data.file).endsWith(file) && e.data.cause === cause && (e.data.process as { comm?: string } | null)?.comm === 'cat';
+    const forged = await events.wait(denialOf('/bin/app', 'invalid-hash'), minutes(3));
+    const added = await events.wait(denialOf('/bin/added', 'missing-hash'), minutes(1));
+    for (const d of [forged, added]) {
+      t.is(d.data.container, labeled.data.container);
+      t.is((d.data.image as { digest: string }).digest, image.sha256);
+      t.is(d.data.policySerial, 1);
+    }
+    t.is(forged.data.expectedSha256, sha256(image.files['bin/app']), 'the denial says what the file should hash to');
+    const said = vm.console().split(/\r?\n/).filter((l) => l.includes('E2E-SELFTEST')).map((l) => l.slice(l.indexOf('E2E-SELFTEST') + 13));
+    t.log(said.join('\n'));
+    t.true(said.includes('read untouched allowed'), 'an untouched file of the labelled rootfs opens');
+    t.true(said.some((l) => /^read forged denied: .*Permission denied/.test(l)), 'the forged file is refused with EACCES');
+    t.true(said.some((l) => /^read added denied: .*Permission denied/.test(l)), 'the added file is refused with EACCES');
+
+    // the same signed bytes again: a replayed serial is refused
+    const replay = await pushPolicy(admin, yaml, adminKey).then(
+      () => null,
+      (err: SealkitError) => err,
+    );
+    t.truthy(replay, 'a replayed serial is refused');
+    t.log(`replayed push: ${replay!.code}: ${replay!.message}`);
+    t.regex(replay!.message, /serial/);
+
+    t.log(`last heartbeat: ${names(events.of('node.heartbeat').at(-1)!).join(', ')}`);
+    const settled = await vm.waitFor(/sealkit: after 60s: memory total (\d+) MiB, used (\d+) MiB; running: (.*)/, minutes(3)).catch(() => null);
+    if (settled) t.log(`guest 60 s after the bus: memory used ${settled[2]} of ${settled[1]} MiB; running: ${settled[3].trim()}`);
+  } catch (err) {
+    const guest = vm.console().split(/\r?\n/).filter((l) => /E2E-SELFTEST|sealkit: .*(stopped|restarting)|^  \| /.test(l));
+    t.log(`guest console:\n${guest.slice(-60).join('\n')}`);
+    if (events) t.log(`heartbeats: ${events.of('node.heartbeat').map((e) => names(e).join(',')).slice(-3).join(' | ')}`);
+    throw err;
+  } finally {
+    events?.close();
+    await anon?.close();
+    await admin?.close();
+    await http.close();
+    const how = await vm.powerOff();
+    t.log(`power off: ${how}`);
+    t.is(how, 'acpi', 'the node powers off from the ACPI button');
+  }
+});
