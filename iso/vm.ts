@@ -77,7 +77,10 @@ export async function bootVm(o: BootOptions): Promise<Vm> {
   const monitor = join(dir, 'monitor.sock');
   const busPort = o.busPort ?? (await freePort());
   const fwd = [`hostfwd=tcp:127.0.0.1:${busPort}-:4222`];
-  if (o.httpPort) fwd.push(`guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:${o.httpPort}`);
+  // guestfwd to "tcp:host:port" is one connection made when QEMU starts, which
+  // an HTTP server times out (408) before the guest asks anything; "cmd:"
+  // runs a relay per guest connection (busybox-static, as for the ISO)
+  if (o.httpPort) fwd.push(`guestfwd=tcp:10.0.2.100:80-cmd:busybox nc 127.0.0.1 ${o.httpPort}`);
   const args = [
     '-accel', 'tcg', '-cpu', 'max', '-m', String(o.memoryMb ?? 1024),
     '-nographic', '-display', 'none', '-no-reboot',

@@ -37,7 +37,9 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
   });
   const release = generateKey('release');
   const sig = signImage({ name: 'sealkit/e2e', tag: '1.0', sha256: image.sha256, size: image.archive.length }, [release]);
-  const http: TestServer = await startHttp();
+  // A connection idle for 5 s gets a 408: a forward that connected once when
+  // QEMU started, instead of once per guest connection, fails here every time.
+  const http: TestServer = await startHttp({ headersTimeoutMs: 5000 });
   http.route('/e2e.tar.gz', { body: image.archive });
   http.route('/e2e.tar.gz.sig', { body: Buffer.from(JSON.stringify(sig)) });
 
@@ -105,6 +107,7 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
     const fail = (type: string) => events!.wait(type, minutes(10)).then((e) => Promise.reject(new Error(`${type}: ${JSON.stringify(e.data)}`)));
     const verified = await Promise.race([events.wait('image.verified', minutes(5)), fail('image.rejected'), fail('audit.rejected')]);
     t.is(verified.data.sha256, image.sha256);
+    t.true(http.hits('/e2e.tar.gz') >= 1 && http.hits('/e2e.tar.gz.sig') >= 1, 'archive and signature came from the host');
     t.deepEqual(verified.data.signedBy, ['release']);
     const imported = await Promise.race([events.wait('image.imported', minutes(5)), fail('image.import_failed')]);
     t.deepEqual((imported.data.targets as Array<{ runtime: string }>).map((x) => x.runtime), ['containerd']);

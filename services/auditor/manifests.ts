@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { lstat, readdir, readFile } from 'node:fs/promises';
+import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { readManifest, type LabelManifest } from '../lib/manifest.ts';
@@ -29,7 +29,7 @@ export interface FileOwner {
 export class ManifestIndex {
   private manifests: LabelManifest[] = [];
   private watcher?: FSWatcher;
-  private loadedAt = 0;
+  private loadedDirMtime: number | null = null; // the directory as the last load began to read it
   private reloading?: Promise<void>;
   private debounce?: NodeJS.Timeout;
 
@@ -51,7 +51,7 @@ export class ManifestIndex {
   }
 
   private async load(): Promise<void> {
-    this.loadedAt = Date.now();
+    this.loadedDirMtime = await this.dirMtime();
     const key = await this.readKey();
     let names: string[] = [];
     try {
@@ -101,14 +101,30 @@ export class ManifestIndex {
     }
   }
 
+  // A denial can reach us before ima.labeled or the directory watch has made
+  // us read the manifest of a rootfs just labelled (a process opens its files
+  // at once). On a miss: let a read in progress finish, and read again if a
+  // manifest was written since the last read began (the directory changed).
   async lookup(file: string, ino: number | null): Promise<FileOwner | null> {
     let found = await this.find(file, ino);
-    // a miss right after the ima service labelled something: read again once
-    if (!found && Date.now() - this.loadedAt > 1000) {
+    if (found) return found;
+    if (this.reloading) {
+      await this.reloading;
+      found = await this.find(file, ino);
+    }
+    if (!found && (await this.dirMtime()) !== this.loadedDirMtime) {
       await this.reload();
       found = await this.find(file, ino);
     }
     return found;
+  }
+
+  private async dirMtime(): Promise<number | null> {
+    try {
+      return (await stat(this.dir)).mtimeMs;
+    } catch {
+      return null;
+    }
   }
 
   private async find(file: string, ino: number | null): Promise<FileOwner | null> {

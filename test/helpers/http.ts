@@ -27,7 +27,9 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startHttp(opts: { tls?: { key: string; cert: string } } = {}): Promise<TestServer> {
+// headersTimeoutMs: drop connections that send no complete request in that
+// time (Node answers 408), as a strict server would.
+export async function startHttp(opts: { tls?: { key: string; cert: string }; headersTimeoutMs?: number } = {}): Promise<TestServer> {
   const routes = new Map<string, Behaviour>();
   const counts = new Map<string, number>();
   const sockets = new Set<Socket>();
@@ -65,7 +67,10 @@ export async function startHttp(opts: { tls?: { key: string; cert: string } } = 
       res.end(body);
     }
   };
-  const server = opts.tls ? https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handler) : http.createServer(handler);
+  const limits = opts.headersTimeoutMs
+    ? { headersTimeout: opts.headersTimeoutMs, requestTimeout: opts.headersTimeoutMs, connectionsCheckingInterval: Math.min(1000, opts.headersTimeoutMs) }
+    : {};
+  const server = opts.tls ? https.createServer({ key: opts.tls.key, cert: opts.tls.cert, ...limits }, handler) : http.createServer(limits, handler);
   server.on('connection', (s: Socket) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
