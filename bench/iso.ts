@@ -28,7 +28,7 @@ export async function iso(ctx: BenchContext): Promise<Row[]> {
   const vm = await bootVm({ iso: built.iso });
   ctx.defer(async () => void (await vm.powerOff()));
   const busMs = await vm.waitForBus(8 * 60_000);
-  const guest = await vm.waitFor(/sealkit: bus ready at ([\d.]+)s/, 60_000).catch(() => undefined);
+  const guest = await vm.busReady(60_000).catch(() => undefined);
   rows.push(row(G, {
     row: 'boot to bus ready in QEMU (TCG, -cpu max, 1 GiB): QEMU start → nats INFO on the forwarded port',
     sealkit: fmt.ms(busMs),
@@ -36,7 +36,7 @@ export async function iso(ctx: BenchContext): Promise<Row[]> {
     ratio: '—',
     target: '—',
     status: 'info',
-    note: guest ? `the guest logged "bus ready" ${guest[1]} s after its kernel started` : undefined,
+    note: guest ? `the guest logged "bus ready" ${guest.atSec} s after its kernel started` : undefined,
   }));
   return rows;
 }

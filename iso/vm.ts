@@ -32,6 +32,11 @@ export interface Vm {
   console(): string;
   waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
   waitForBus(timeoutMs: number): Promise<number>; // ms since spawn
+  // what iso/parts/init/report prints: when the bus answered inside the guest
+  // (seconds since its kernel started) and memory in use then; a minute
+  // later, memory and the bundles running
+  busReady(timeoutMs: number): Promise<{ atSec: number; totalMiB: number; usedMiB: number }>;
+  settled(timeoutMs: number): Promise<{ totalMiB: number; usedMiB: number; running: string[] }>;
   powerOff(timeoutMs?: number): Promise<'acpi' | 'quit' | 'kill' | 'exited'>;
 }
 
@@ -166,6 +171,14 @@ export async function bootVm(o: BootOptions): Promise<Vm> {
         if (Date.now() > until) throw new Error(`the bus did not answer on 127.0.0.1:${busPort} in ${timeoutMs} ms:\n${consoleText().slice(-3000)}`);
         await sleep(500);
       }
+    },
+    async busReady(timeoutMs) {
+      const m = await vm.waitFor(/sealkit: bus ready at ([\d.]+)s; memory total (\d+) MiB, used (\d+) MiB/, timeoutMs);
+      return { atSec: Number(m[1]), totalMiB: Number(m[2]), usedMiB: Number(m[3]) };
+    },
+    async settled(timeoutMs) {
+      const m = await vm.waitFor(/sealkit: after 60s: memory total (\d+) MiB, used (\d+) MiB; running: (.*)/, timeoutMs);
+      return { totalMiB: Number(m[1]), usedMiB: Number(m[2]), running: m[3].trim().split(/\s+/).filter((x) => x && x !== 'none') };
     },
     // ACPI power button first (the guest's acpid runs an orderly poweroff),
     // then QEMU's quit, then SIGKILL: nothing is left running either way.

@@ -25,8 +25,8 @@ test('the ISO boots and its bus answers on the forwarded port', async (t) => {
   try {
     const busMs = await vm.waitForBus(minutes(8));
     t.log(`boot to bus answering on 127.0.0.1:${vm.busPort}: ${(busMs / 1000).toFixed(1)} s`);
-    const ready = await vm.waitFor(/sealkit: bus ready at ([\d.]+)s; memory total (\d+) MiB, used (\d+) MiB/, minutes(2));
-    t.log(`guest: bus ready ${ready[1]} s after the kernel started; memory used ${ready[3]} of ${ready[2]} MiB`);
+    const ready = await vm.busReady(minutes(2));
+    t.log(`guest: bus ready ${ready.atSec} s after the kernel started; memory used ${ready.usedMiB} of ${ready.totalMiB} MiB`);
 
     // anonymous clients are the read-only monitor user of the generated config
     nc = await connect({ servers: `127.0.0.1:${vm.busPort}`, name: 'iso-boot-test', reconnect: false });
@@ -54,9 +54,8 @@ test('the ISO boots and its bus answers on the forwarded port', async (t) => {
       t.deepEqual(info.config.subjects, [...streams.audit.subjects], 'the onboot step bus-init created the audit stream');
     }
 
-    const settled = await vm.waitFor(/sealkit: after 60s: memory total (\d+) MiB, used (\d+) MiB; running: (.*)/, minutes(3));
-    t.log(`guest after 60 s: memory used ${settled[2]} of ${settled[1]} MiB; running: ${settled[3].trim()}`);
-    const running = settled[3].split(/\s+/);
+    const { totalMiB, usedMiB, running } = await vm.settled(minutes(3));
+    t.log(`guest after 60 s: memory used ${usedMiB} of ${totalMiB} MiB; running: ${running.join(' ')}`);
     t.true(running.includes('nats-server'), 'nats-server runs as a service');
     // whether each sealkit service stays up is for the end-to-end tests
     const down = manifest.images.services.map((s) => s.name).filter((n) => !running.includes(n));

@@ -55,8 +55,8 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
   const names = (e: { data: Record<string, unknown> }) => (e.data.services as Array<{ service: string }>).map((x) => x.service);
   try {
     const busMs = await vm.waitForBus(minutes(8));
-    const ready = await vm.waitFor(/sealkit: bus ready at ([\d.]+)s; memory total (\d+) MiB, used (\d+) MiB/, minutes(2));
-    t.log(`boot to bus answering on the host: ${(busMs / 1000).toFixed(1)} s (guest: ${ready[1]} s after the kernel started, memory used ${ready[3]} of ${ready[2]} MiB)`);
+    const ready = await vm.busReady(minutes(2));
+    t.log(`boot to bus answering on the host: ${(busMs / 1000).toFixed(1)} s (guest: ${ready.atSec} s after the kernel started, memory used ${ready.usedMiB} of ${ready.totalMiB} MiB)`);
 
     const servers = `127.0.0.1:${vm.busPort}`;
     anon = await connect({ servers, name: 'iso-e2e-watch' });
@@ -89,11 +89,7 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
     const adminKey = await readSecretKey(join(testStateDir, 'keys', 'admin.key'));
 
     // unsigned: refused, nothing applied, and audit.policy records it
-    const unsigned = await pushPolicy(admin, yaml, null).then(
-      () => null,
-      (err: SealkitError) => err,
-    );
-    t.truthy(unsigned, 'an unsigned policy is refused');
+    const unsigned = await t.throwsAsync<SealkitError>(pushPolicy(admin, yaml, null), undefined, 'an unsigned policy is refused');
     t.regex(unsigned!.code, /^SEALKIT_/);
     t.log(`unsigned push: ${unsigned!.code}: ${unsigned!.message}`);
     await events.wait('audit.policy', 30_000);
@@ -136,17 +132,13 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
     t.true(said.some((l) => /^read added denied: .*Permission denied/.test(l)), 'the added file is refused with EACCES');
 
     // the same signed bytes again: a replayed serial is refused
-    const replay = await pushPolicy(admin, yaml, adminKey).then(
-      () => null,
-      (err: SealkitError) => err,
-    );
-    t.truthy(replay, 'a replayed serial is refused');
+    const replay = await t.throwsAsync<SealkitError>(pushPolicy(admin, yaml, adminKey), undefined, 'a replayed serial is refused');
     t.log(`replayed push: ${replay!.code}: ${replay!.message}`);
     t.regex(replay!.message, /serial/);
 
     t.log(`last heartbeat: ${names(events.of('node.heartbeat').at(-1)!).join(', ')}`);
-    const settled = await vm.waitFor(/sealkit: after 60s: memory total (\d+) MiB, used (\d+) MiB; running: (.*)/, minutes(3)).catch(() => null);
-    if (settled) t.log(`guest 60 s after the bus: memory used ${settled[2]} of ${settled[1]} MiB; running: ${settled[3].trim()}`);
+    const settled = await vm.settled(minutes(3)).catch(() => null);
+    if (settled) t.log(`guest 60 s after the bus: memory used ${settled.usedMiB} of ${settled.totalMiB} MiB; running: ${settled.running.join(' ')}`);
   } catch (err) {
     const guest = vm.console().split(/\r?\n/).filter((l) => /E2E-SELFTEST|sealkit: .*(stopped|restarting)|^  \| /.test(l));
     t.log(`guest console:\n${guest.slice(-60).join('\n')}`);
