@@ -21,10 +21,8 @@ export function createLogger(
   const emit = (level: Level, msg: string, fields?: Record<string, unknown>) => {
     if (rank[level] < min) return;
     const record: Record<string, unknown> = { level: rank[level], time: Date.now(), ...bindings, msg };
-    if (fields) {
-      for (const [k, v] of Object.entries(fields)) record[k] = v instanceof Error ? errorFields(v) : v;
-    }
-    write(JSON.stringify(record));
+    if (fields) Object.assign(record, fields);
+    write(safeStringify(record));
   };
   return {
     debug: (m, f) => emit('debug', m, f),
@@ -38,6 +36,42 @@ export function createLogger(
 function errorFields(err: Error): Record<string, unknown> {
   const code = (err as { code?: unknown }).code;
   return { message: err.message, ...(code !== undefined ? { code } : {}), stack: err.stack };
+}
+
+// A log call must never throw: a cycle becomes "[Circular]", a BigInt its
+// decimal string, an Error its message/code/stack, and a field whose toJSON
+// or getter throws is replaced by a note instead of losing the whole line.
+export function safeStringify(record: Record<string, unknown>): string {
+  try {
+    return JSON.stringify(record, replacer());
+  } catch {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(record)) {
+      try {
+        out[k] = JSON.parse(JSON.stringify(record[k], replacer()) ?? 'null');
+      } catch (err) {
+        out[k] = `[Unserializable: ${(err as Error).message}]`;
+      }
+    }
+    return JSON.stringify(out);
+  }
+}
+
+// Tracks the chain of objects above the value being written (JSON.stringify
+// calls the replacer with the holder as `this`), so a shared object is
+// written twice and only a real cycle is cut.
+function replacer(): (this: unknown, key: string, value: unknown) => unknown {
+  const ancestors: unknown[] = [];
+  return function (this: unknown, _key: string, value: unknown): unknown {
+    if (typeof value === 'bigint') return value.toString();
+    if (typeof value === 'function' || typeof value === 'symbol') return undefined;
+    if (value instanceof Error) value = errorFields(value);
+    if (value === null || typeof value !== 'object') return value;
+    while (ancestors.length > 0 && ancestors[ancestors.length - 1] !== this) ancestors.pop();
+    if (ancestors.includes(value)) return '[Circular]';
+    ancestors.push(value);
+    return value;
+  };
 }
 
 // A logger that discards everything: for pure cores exercised in tests.
