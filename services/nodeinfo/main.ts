@@ -3,13 +3,15 @@ import { serve, pingAll } from '../lib/bus.ts';
 import { envInt } from '../lib/config.ts';
 import { subjects } from '../lib/subjects.ts';
 import { snapshot } from './snapshot.ts';
+import { serviceViews } from './pids.ts';
 
 async function start(ctx: ServiceContext) {
   const { nc, events, node, log } = ctx;
   const buildManifest = process.env.SEALKIT_BUILD_MANIFEST ?? '/etc/sealkit/build-manifest.json';
   const take = async () => ({ node, ...(await snapshot({ buildManifest })) });
 
-  serve(nc, subjects.node.infoGet, take, { log });
+  // a request also lists the services answering now, with host pids
+  serve(nc, subjects.node.infoGet, async () => ({ ...(await take()), services: await serviceViews(await pingAll(nc, 500)) }), { log });
   await events.publish(subjects.node.info, await take());
 
   // The heartbeat lists the services that answered a ping just now.
@@ -17,7 +19,7 @@ async function start(ctx: ServiceContext) {
   const beat = async () => {
     try {
       const alive = await pingAll(nc, 1000); // a busy service on a slow node is late, not dead
-      events.emit(subjects.node.heartbeat, { node, services: alive.map((a) => ({ service: a.service, pid: a.pid, uptimeSec: a.uptimeSec })) });
+      events.emit(subjects.node.heartbeat, { node, services: await serviceViews(alive) });
     } catch (err) {
       log.warn('heartbeat failed', { err: err as Error });
     }
