@@ -90,7 +90,7 @@ test.serial('status names the node and shows every service with the pid the host
   t.deepEqual(s.missing, []);
   t.deepEqual(s.services.map((x) => x.service), [...serviceNames].sort());
   for (const x of s.services) {
-    const expected = x.service === 'policy' ? nsPolicy.hostPid : services.get(x.service)!.proc.pid;
+    const expected = x.service === 'policy' ? nsPolicy.hostPid : services.get(x.service)!.proc.pid!;
     t.is(x.pid, expected, `${x.service}: host pid`);
     t.true(x.hostPid);
   }

@@ -42,7 +42,7 @@ export function timeoutMs(v: Values, defaultSec: number, cmd: string): number {
   return n * 1000;
 }
 
-export const seconds = (ms: number) => `${Math.round(ms / 100) / 10} s`;
+export const seconds = (ms: number) => `${Math.ceil(ms / 1000)} s`;
 
 // What a command is waiting for, on stderr so stdout stays the result.
 export function waiting(what: string, ms: number): void {
