@@ -39,6 +39,7 @@ test('npm pack and npm install -g put a working sealkit on PATH that runs from a
   t.true(list.includes('package/docs/signatures.md'));
   t.false(list.includes('package/services/cli/main.ts'), 'sources are not shipped');
   t.false(list.includes('package/dist/test/'), 'tests are not shipped');
+  t.false(list.includes('package/dist/services/cli/dev.js'), 'make dev is for a checkout (it needs iso/)');
 
   const prefix = join(dir, 'prefix');
   await run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tarball], { cwd: dir, maxBuffer: 16 << 20 });

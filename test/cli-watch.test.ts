@@ -97,6 +97,17 @@ test.serial('watch --replay prints what the stream kept, then live events, each 
   t.deepEqual(events.map((e) => e.data.serial), Array.from({ length: after.serial }, (_, i) => i + 1));
 });
 
+test.serial("watch '>' as an anonymous client gets the events it may read and keeps watching", async (t) => {
+  // no credentials: the read-only monitor user, allowed audit.*, image.*, ima.*, node.* and policy.applied
+  const watch = spawnSealkit(['watch', '>', '--json', '--server', nats.url], { SEALKIT_STATE: '/nonexistent' });
+  await watch.waitFor((o) => o.includes('"node.heartbeat"'));
+  const p = await push();
+  await watch.waitFor((o) => o.includes(`"serial":${p.serial},`));
+  t.is(watch.proc.exitCode, null, 'still running');
+  t.is(await watch.interrupt(), 0);
+  t.is(watch.stderr(), '');
+});
+
 test.serial("watch '>' without --json prints one readable line per event and nothing else", async (t) => {
   const watch = spawnSealkit(['watch', '>', '--server', nats.url], { SEALKIT_STATE: nats.stateDir });
   await watch.waitFor((o) => o.includes('node.heartbeat'));

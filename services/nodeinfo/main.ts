@@ -3,15 +3,20 @@ import { serve, pingAll } from '../lib/bus.ts';
 import { envInt } from '../lib/config.ts';
 import { subjects } from '../lib/subjects.ts';
 import { snapshot } from './snapshot.ts';
-import { serviceViews } from './pids.ts';
+import { serviceViews, pingRepliesIn } from './pids.ts';
 
 async function start(ctx: ServiceContext) {
   const { nc, events, node, log } = ctx;
   const buildManifest = process.env.SEALKIT_BUILD_MANIFEST ?? '/etc/sealkit/build-manifest.json';
   const take = async () => ({ node, ...(await snapshot({ buildManifest })) });
 
-  // a request also lists the services answering now, with host pids
-  serve(nc, subjects.node.infoGet, async () => ({ ...(await take()), services: await serviceViews(await pingAll(nc, 500)) }), { log });
+  // A request also lists the services with host pids: those it names
+  // ({services: [ping replies]}, as "sealkit status" sends what answered it),
+  // else those answering a ping now.
+  serve(nc, subjects.node.infoGet, async (msg) => {
+    const asked = pingRepliesIn(msg.data);
+    return { ...(await take()), services: await serviceViews(asked ?? (await pingAll(nc, 1000))) };
+  }, { log });
   await events.publish(subjects.node.info, await take());
 
   // The heartbeat lists the services that answered a ping just now.

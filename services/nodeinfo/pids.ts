@@ -43,3 +43,18 @@ export async function serviceViews(alive: PingReply[]): Promise<ServiceView[]> {
     }),
   );
 }
+
+// The ping replies a node.info.get request names, checked: anyone may ask.
+export function pingRepliesIn(data: Uint8Array): PingReply[] | null {
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.from(data).toString('utf8'));
+  } catch {
+    return null;
+  }
+  const list = (body as { services?: unknown } | null)?.services;
+  if (!Array.isArray(list)) return null;
+  const str = (v: unknown, max: number) => typeof v === 'string' && v.length <= max;
+  return list.slice(0, 64).filter((r): r is PingReply =>
+    !!r && str(r.service, 64) && Number.isInteger(r.pid) && r.pid > 0 && (r.pidNs === undefined || str(r.pidNs, 64)) && (r.cgroup === undefined || str(r.cgroup, 4096)) && Number.isFinite(r.uptimeSec));
+}

@@ -1,6 +1,6 @@
 import { request } from '../../lib/bus.ts';
 import { subjects } from '../../lib/subjects.ts';
-import { busUsage, connect, none, timeoutMs, type Command } from './common.ts';
+import { busUsage, connect, none, server, timeoutMs, waiting, type Command } from './common.ts';
 
 export const policyShow: Command = {
   name: 'policy show',
@@ -23,6 +23,7 @@ ${busUsage}`,
     const ms = timeoutMs(o, 5, 'policy show');
     const nc = await connect(o, false);
     try {
+      waiting(`the policy service to answer policy.get on ${server(o)}`, ms);
       const rec = await request<{ serial: number; keyId: string; appliedAt: string; sha256: string; yaml: string; summary: Record<string, unknown> }>(nc, subjects.policy.get, {}, { timeout: ms });
       if (o.yaml) process.stdout.write(rec.yaml);
       else if (o.json) process.stdout.write(JSON.stringify(rec) + '\n');

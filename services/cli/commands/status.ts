@@ -43,11 +43,11 @@ ${busUsage}`,
     let policy: { serial?: number; keyId?: string; error?: WireError };
     try {
       if (!o.json) waiting(`${serviceNames.length} services to answer sealkit.ping`, ms);
-      [info, alive, policy] = await Promise.all([
-        request<NodeInfo>(nc, subjects.node.infoGet, {}, { timeout: ms }).catch((e) => ({ error: asSealkitError(e).toWire() })),
-        ping(nc, ms),
-        request<{ serial: number; keyId: string }>(nc, subjects.policy.get, {}, { timeout: ms }).catch((e) => ({ error: asSealkitError(e).toWire() })),
-      ]);
+      const policyP = request<{ serial: number; keyId: string }>(nc, subjects.policy.get, {}, { timeout: ms }).catch((e) => ({ error: asSealkitError(e).toWire() }));
+      alive = await ping(nc, ms);
+      // nodeinfo maps the pids of exactly the services that answered
+      info = await request<NodeInfo>(nc, subjects.node.infoGet, { services: alive }, { timeout: ms }).catch((e) => ({ error: asSealkitError(e).toWire() }));
+      policy = await policyP;
     } finally {
       await nc.close();
     }

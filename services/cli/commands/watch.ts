@@ -1,16 +1,29 @@
 import type { Msg, NatsConnection } from 'nats';
 import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
 import { replayStream } from '../../lib/streams.ts';
-import { streams } from '../../lib/subjects.ts';
+import { streams, subjects } from '../../lib/subjects.ts';
 import { SealkitError } from '../../lib/errors.ts';
 import { prettyEvent } from '../format.ts';
 import { busUsage, connect, one, type Command } from './common.ts';
 
-// The first subject tokens events are published under. A '>' subscription
-// by the admin user would also receive JetStream API traffic and every
-// message JetStream delivers to a consumer's inbox (each event once more per
-// consumer): watch subscribes only under these roots.
-export const EVENT_ROOTS = ['audit', 'policy', 'image', 'ima', 'node'] as const;
+// The subjects events are published on. A '>' subscription by the admin
+// user would also receive JetStream API traffic and every event again as
+// JetStream hands it to a consumer's inbox (the importer's and ima's durable
+// consumers do that all day), and an anonymous one is refused: watch
+// subscribes to these, or to what the user asked where that is narrower.
+export const EVENT_SUBJECTS = [
+  'audit.*', // exactly two tokens, by design
+  subjects.policy.applied,
+  subjects.image.progress,
+  subjects.image.verified,
+  subjects.image.rejected,
+  subjects.image.imported,
+  subjects.image.importFailed,
+  subjects.ima.labeled,
+  subjects.ima.enforcing,
+  subjects.node.info,
+  subjects.node.heartbeat,
+];
 
 const SEEN_IDS = 100_000;
 
@@ -79,16 +92,37 @@ ${busUsage}`,
   },
 };
 
-// The subscriptions for SUBJECT restricted to the event roots.
+// The subscriptions for SUBJECT: the event subjects it covers; or SUBJECT
+// itself where it only partly overlaps one (audit.denial) or names no known
+// event subject at all (a plugin's own events, say).
 export function eventSubjects(subject: string): string[] {
   const tokens = subject.split('.');
   if (!subject || tokens.some((t) => t === '' || /\s/.test(t)) || tokens.slice(0, -1).includes('>')) {
     throw new SealkitError('SEALKIT_BAD_REQUEST', `watch: "${subject}" is not a NATS subject; try 'audit.*', 'image.*' or '>'`);
   }
-  const [first, ...rest] = tokens;
-  if (first === '>') return EVENT_ROOTS.map((r) => `${r}.>`);
-  if (first === '*') return EVENT_ROOTS.map((r) => [r, ...rest].join('.'));
-  return [subject];
+  const covered = EVENT_SUBJECTS.filter((k) => covers(tokens, k.split('.')));
+  const partly = EVENT_SUBJECTS.some((k) => !covers(tokens, k.split('.')) && intersects(tokens, k.split('.')));
+  return partly || covered.length === 0 ? [subject] : covered;
+}
+
+// Every subject filter b matches, a matches too.
+function covers(a: string[], b: string[]): boolean {
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === '>') return i < b.length;
+    if (i >= b.length || b[i] === '>') return false;
+    if (a[i] !== '*' && a[i] !== b[i]) return false;
+  }
+  return a.length === b.length;
+}
+
+// Some subject matches both filters.
+function intersects(a: string[], b: string[]): boolean {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if (a[i] === '>' || b[i] === '>') return i < a.length && i < b.length;
+    if (a[i] === undefined || b[i] === undefined) return false;
+    if (a[i] !== '*' && b[i] !== '*' && a[i] !== b[i]) return false;
+  }
+  return true;
 }
 
 // An event is a CloudEvent published on its own subject (type = subject);
