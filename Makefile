@@ -46,7 +46,7 @@ typecheck: npm
 
 # The whole suite; the closing line "ava: N passed, N failed" is what CI reads,
 # and a run in which no test executed fails.
-test: deps typecheck
+test: deps build
 	node test/helpers/run-ava.mjs $(TESTS)
 
 bench: deps build

@@ -142,7 +142,9 @@ export function busError(err: unknown, subject: string): SealkitError {
 export interface PingReply {
   service: string;
   node: string;
-  pid: number;
+  pid: number; // in the service's own pid namespace
+  pidNs?: string; // that namespace, as /proc/self/ns/pid names it: nodeinfo maps pid to the host's view
+  cgroup?: string; // /proc/self/cgroup, for the same mapping
   uptimeSec: number;
   version: string;
 }

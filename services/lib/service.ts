@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, readlink } from 'node:fs/promises';
 import { connectBus, encode, type NatsConnection, type PingReply } from './bus.ts';
 import { createLogger, type Logger } from './log.ts';
 import { EventPublisher } from './outbox.ts';
@@ -35,9 +35,12 @@ export async function runService(name: ServiceName, start: (ctx: ServiceContext)
   const events = new EventPublisher({ nc, service: name, node, dir: join(state, 'outbox'), log });
   await events.init();
   const started = Date.now();
+  // which pid namespace `pid` is in (pid 1 in an OCI bundle): nodeinfo maps it to the host's pid
+  const pidNs = await readlink('/proc/self/ns/pid').catch(() => undefined);
+  const cgroup = await readFile('/proc/self/cgroup', 'utf8').then((c) => c.trim(), () => undefined);
   const ping = nc.subscribe(subjects.ping, {
     callback: (_err, msg) => {
-      const reply: PingReply = { service: name, node, pid: process.pid, uptimeSec: Math.round((Date.now() - started) / 1000), version: VERSION };
+      const reply: PingReply = { service: name, node, pid: process.pid, pidNs, cgroup, uptimeSec: Math.round((Date.now() - started) / 1000), version: VERSION };
       msg.respond(encode(reply));
     },
   });

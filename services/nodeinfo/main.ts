@@ -3,13 +3,20 @@ import { serve, pingAll } from '../lib/bus.ts';
 import { envInt } from '../lib/config.ts';
 import { subjects } from '../lib/subjects.ts';
 import { snapshot } from './snapshot.ts';
+import { serviceViews, pingRepliesIn } from './pids.ts';
 
 async function start(ctx: ServiceContext) {
   const { nc, events, node, log } = ctx;
   const buildManifest = process.env.SEALKIT_BUILD_MANIFEST ?? '/etc/sealkit/build-manifest.json';
   const take = async () => ({ node, ...(await snapshot({ buildManifest })) });
 
-  serve(nc, subjects.node.infoGet, take, { log });
+  // A request also lists the services with host pids: those it names
+  // ({services: [ping replies]}, as "sealkit status" sends what answered it),
+  // else those answering a ping now.
+  serve(nc, subjects.node.infoGet, async (msg) => {
+    const asked = pingRepliesIn(msg.data);
+    return { ...(await take()), services: await serviceViews(asked ?? (await pingAll(nc, 1000))) };
+  }, { log });
   await events.publish(subjects.node.info, await take());
 
   // The heartbeat lists the services that answered a ping just now.
@@ -17,7 +24,7 @@ async function start(ctx: ServiceContext) {
   const beat = async () => {
     try {
       const alive = await pingAll(nc, 1000); // a busy service on a slow node is late, not dead
-      events.emit(subjects.node.heartbeat, { node, services: alive.map((a) => ({ service: a.service, pid: a.pid, uptimeSec: a.uptimeSec })) });
+      events.emit(subjects.node.heartbeat, { node, services: await serviceViews(alive) });
     } catch (err) {
       log.warn('heartbeat failed', { err: err as Error });
     }

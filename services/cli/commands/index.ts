@@ -1,0 +1,16 @@
+import type { Command } from './common.ts';
+import { keygen } from './keygen.ts';
+import { policySign } from './policy-sign.ts';
+import { policyPush } from './policy-push.ts';
+import { policyShow } from './policy-show.ts';
+import { fetch } from './fetch.ts';
+import { signImageCommand } from './sign-image.ts';
+import { status } from './status.ts';
+import { watch } from './watch.ts';
+import { busConfig } from './bus-config.ts';
+import { busInit } from './bus-init.ts';
+
+// Every command, in the order "sealkit --help" lists them. Two-word names
+// ("policy push") belong to a group ("policy").
+export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, busConfig, busInit];
+export const groups = [...new Set(commands.filter((c) => c.name.includes(' ')).map((c) => c.name.split(' ')[0]))];
