@@ -58,8 +58,8 @@ keys: npm
 iso: deps keys
 	$(NODE) iso/build.ts
 
-run: iso
-	$(NODE) iso/vm.ts run
+run: deps
+	$(NODE) iso/run.ts
 
 dev: deps keys
 	$(NODE) services/cli/dev.ts
