@@ -58,11 +58,14 @@ export async function lockFile(file: string, o: { wait?: boolean } = {}): Promis
   });
   if (!locked) return { heldBy: await holderPid(file) };
   await writeFile(file, `${process.pid}\n`);
-  holder.unref();
-  for (const s of [holder.stdin, holder.stdout, holder.stderr] as Array<{ unref?: () => void } | null>) s?.unref?.();
+  // held, the lock alone must not keep this process alive; released, its
+  // exit is awaited, which needs the handles counted again
+  const handles = [holder, holder.stdin, holder.stdout, holder.stderr] as Array<{ ref?: () => void; unref?: () => void } | null>;
+  for (const h of handles) h?.unref?.();
   return {
     file,
     async release() {
+      for (const h of handles) h?.ref?.();
       holder.stdin!.end();
       await exited;
     },
