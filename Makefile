@@ -20,7 +20,7 @@ help:
 	@echo "make test       run every test (real nats-server, containerd, dockerd, registry, QEMU)"
 	@echo "make dev        run nats-server and every service on this machine (state in ./state)"
 	@echo "make bench      side-by-side benchmarks (BENCH_QUICK=1 for a short run, ROWS=a,b)"
-	@echo "make iso        build build/sealkit.iso offline from linuxkit.yml and Debian parts"
+	@echo "make iso        build build/iso/sealkit.iso offline from linuxkit.yml and Debian parts"
 	@echo "make keys       create the admin key and bus credentials in ./state (once)"
 
 deps: apt npm
@@ -55,11 +55,13 @@ bench: deps build
 keys: npm
 	$(NODE) iso/keys.ts
 
+# one ISO build at a time in this checkout (make run and the tests build too)
 iso: deps keys
-	$(NODE) iso/build.ts
+	@mkdir -p build
+	flock build/iso-build.lock $(NODE) iso/build.ts
 
-run: iso
-	$(NODE) iso/vm.ts run
+run: deps
+	$(NODE) iso/run.ts
 
 dev: deps keys
 	$(NODE) services/cli/dev.ts

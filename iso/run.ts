@@ -3,13 +3,23 @@
 // http://10.0.2.100/ (QEMU guestfwd to a small file server here). The console
 // scrolls by; Ctrl-C powers the node off.
 //
-//   node --import tsx iso/run.ts        SEALKIT_BUS_PORT=14222 to move the bus
-import { createReadStream, existsSync } from 'node:fs';
+//   node --import tsx iso/run.ts        SEALKIT_BUS_PORT=14222 moves the bus,
+//                                       SEALKIT_STATE=DIR the state
+//
+// The ISO bakes in the admin key and bus credentials of its state, so each
+// state has its own: build/iso for ./state (what make iso builds), <state>/build
+// for any other. Builds take a lock shared with make iso and the tests' ISO:
+// they all compile into dist/.
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { type AddressInfo, createServer as createTcpServer } from 'node:net';
 import { join, normalize, relative, resolve } from 'node:path';
 import { stateDir } from '../services/lib/config.ts';
+import { sha256File } from '../services/lib/digest.ts';
+import { asSealkitError } from '../services/lib/errors.ts';
+import { nodeHowto } from '../services/cli/howto.ts';
+import { isHeld, lockFile, lockState, type HeldLock } from '../services/cli/lock.ts';
 import { build, isStale, repoRoot } from './build.ts';
 import { ensureNodeKeys } from './keys.ts';
 import { bootVm } from './vm.ts';
@@ -41,38 +51,74 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
+export const isoBuildLock = join(repoRoot, 'build', 'iso-build.lock');
+
+export async function withIsoBuildLock<T>(fn: () => Promise<T>): Promise<T> {
+  const lock = await lockFile(isoBuildLock, { wait: true });
+  if (!isHeld(lock)) throw new Error(`${isoBuildLock}: not locked`);
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
+  }
+}
+
+export function isoDirFor(state: string): string {
+  if (process.env.SEALKIT_ISO_OUT) return resolve(process.env.SEALKIT_ISO_OUT);
+  return state === join(repoRoot, 'state') ? join(repoRoot, 'build', 'iso') : join(state, 'build');
+}
+
+// Whether the ISO in `out` carries exactly this state's files (make iso with
+// another SEALKIT_STATE writes build/iso too): the build manifest has the
+// SHA-256 of each input it took from the state.
+export async function builtFor(out: string, state: string): Promise<boolean> {
+  let inputs: Array<{ path: string; sha256: string }>;
+  try {
+    inputs = (JSON.parse(readFileSync(join(out, 'build-manifest.json'), 'utf8')) as { inputs: typeof inputs }).inputs;
+  } catch {
+    return false;
+  }
+  const own = inputs.filter((i) => i.path.startsWith('state/'));
+  for (const i of own) {
+    const file = join(state, i.path.slice('state/'.length));
+    if (!existsSync(file) || (await sha256File(file)).sha256 !== i.sha256) return false;
+  }
+  return own.length > 0;
+}
+
 async function main(): Promise<void> {
   const state = stateDir();
-  const out = join(repoRoot, 'build', 'iso');
-  const keys = await ensureNodeKeys(state);
-  for (const f of keys.created) console.log(`run: created ${f}`);
-  if (isStale(out, repoRoot, state)) await build({ out, state });
-  else console.log(`run: ${join(out, 'sealkit.iso')} is up to date`);
-
+  const lock: HeldLock = await lockState(state);
   const busPort = Number(process.env.SEALKIT_BUS_PORT ?? 4222);
+  if (!Number.isInteger(busPort) || busPort <= 0 || busPort > 65535) throw new Error(`SEALKIT_BUS_PORT="${process.env.SEALKIT_BUS_PORT}" is not a port number`);
   if (!(await portFree(busPort))) {
     throw new Error(`127.0.0.1:${busPort} is in use (a "make dev" bus?); stop it or set SEALKIT_BUS_PORT`);
   }
+  const out = isoDirFor(state);
+  const keys = await ensureNodeKeys(state);
+  for (const f of keys.created) console.log(`run: created ${f}`);
+  await withIsoBuildLock(async () => {
+    if (isStale(out, repoRoot, state) || !(await builtFor(out, state))) await build({ out, state });
+    else console.log(`run: ${join(out, 'sealkit.iso')} is up to date`);
+  });
+
   const images = join(state, 'images');
   await mkdir(images, { recursive: true });
   const http = fileServer(images, (l) => console.log(l));
   await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
   const httpPort = (http.address() as AddressInfo).port;
 
-  const dir = join(repoRoot, 'build', 'run');
+  const dir = join(state, 'run');
   await mkdir(dir, { recursive: true });
   const vm = await bootVm({ iso: join(out, 'sealkit.iso'), busPort, httpPort, dir, stdio: true });
-  const bin = relative(process.cwd(), join(repoRoot, 'bin', 'sealkit')) || 'bin/sealkit';
-  const env = process.env.SEALKIT_STATE ? `SEALKIT_STATE=${state} ` : '';
+  const url = `nats://127.0.0.1:${busPort}`;
   console.log(`
 run: the node is booting in QEMU (pid ${vm.pid}); console below, Ctrl-C powers it off
-  bus        nats://127.0.0.1:${busPort}   (anonymous clients get the read-only monitor user)
-  images     ${images}/NAME  ->  http://10.0.2.100/NAME inside the node
-  watch      ${env}${bin} watch 'audit.*'          or: nats sub -s nats://127.0.0.1:${busPort} 'audit.*'
-  status     ${env}${bin} status
-  push       ${env}${bin} policy sign policy.yaml --key ${join(state, 'keys', 'admin.key')}
-             ${env}${bin} policy push policy.yaml
-  logs       the node keeps each service's log in /var/log/<service>.log
+  bus      ${url}   (anonymous clients get the read-only monitor user)
+  images   ${images}/NAME  ->  http://10.0.2.100/NAME inside the node
+  console  ${vm.consoleLog}
+in another terminal, from here:
+${nodeHowto({ state, url })}
 `);
 
   let stopping = false;
@@ -82,11 +128,13 @@ run: the node is booting in QEMU (pid ${vm.pid}); console below, Ctrl-C powers i
     console.log(`\nrun: ${why}; powering the node off`);
     const how = await vm.powerOff(30_000);
     http.close();
+    await lock.release();
     console.log(`run: QEMU stopped (${how})`);
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('interrupted'));
   process.on('SIGTERM', () => void stop('terminated'));
+  process.on('SIGHUP', () => void stop('hung up'));
 
   const ms = await vm.waitForBus(15 * 60_000).catch((err: Error) => {
     console.error(`run: ${err.message.split('\n')[0]}`);
@@ -103,8 +151,9 @@ run: the node is booting in QEMU (pid ${vm.pid}); console below, Ctrl-C powers i
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   if (!existsSync('/usr/bin/qemu-system-x86_64')) console.error('run: qemu-system-x86_64 is missing (apt-get install qemu-system-x86)');
-  main().catch((err: Error) => {
-    console.error(`run: ${err.message}`);
+  main().catch((err: unknown) => {
+    const e = asSealkitError(err);
+    console.error(`run: ${e.message}${e.code !== 'SEALKIT_INTERNAL' ? ` [${e.code}]` : ''}`);
     process.exit(1);
   });
 }

@@ -99,8 +99,14 @@ export async function bootVm(o: BootOptions): Promise<Vm> {
   else throw new Error('bootVm needs iso, or kernel and initrd');
 
   const startedAt = Date.now();
-  const child: ChildProcess = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  // a VM never outlives the process that booted it, whatever ended that process
+  // Its own session: a Ctrl-C at the terminal reaches the process that booted
+  // it, which powers the guest off in order, instead of QEMU, which would
+  // just stop. And a VM never outlives that process, whatever ended it: the
+  // kernel sends SIGKILL when it dies (setpriv --pdeathsig, util-linux).
+  const [cmd, argv] = existsSync('/usr/bin/setpriv')
+    ? ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', 'qemu-system-x86_64', ...args]]
+    : ['qemu-system-x86_64', args];
+  const child: ChildProcess = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   const reap = () => child.kill('SIGKILL');
   process.once('exit', reap);
   child.once('exit', () => process.removeListener('exit', reap));

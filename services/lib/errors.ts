@@ -10,6 +10,7 @@ export const codes = {
   SEALKIT_UNAVAILABLE: 'a dependency is not available',
   SEALKIT_INTERNAL: 'an unexpected internal error',
   SEALKIT_CONFIG: 'configuration is missing or invalid',
+  SEALKIT_STATE_LOCKED: 'the state directory is in use by another node',
   // keys and signatures
   SEALKIT_KEY_INVALID: 'a key file or key is malformed',
   SEALKIT_SIGNATURE_MISSING: 'a signature is required but absent',

@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { build, isStale, repoRoot, type BuildResult } from '../../iso/build.ts';
 import { ensureNodeKeys } from '../../iso/keys.ts';
+import { withIsoBuildLock } from '../../iso/run.ts';
 
 // QEMU boots for the tests (the machinery is iso/vm.ts, shared with make run)
 // and the one ISO the test files share: built once per change of its inputs,
@@ -16,31 +17,10 @@ export interface TestIso extends BuildResult {
   reused: boolean;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-// Test files run in parallel workers: a lock directory makes one of them
-// build while the others wait.
-async function locked<T>(lock: string, fn: () => Promise<T>): Promise<T> {
-  for (;;) {
-    try {
-      await mkdir(lock);
-      break;
-    } catch {
-      const age = Date.now() - (await stat(lock).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs;
-      if (age > 20 * 60_000) await rm(lock, { recursive: true, force: true }); // left by a killed run
-      await sleep(1000);
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await rm(lock, { recursive: true, force: true });
-  }
-}
-
 export async function ensureIso(log: (line: string) => void = () => {}): Promise<TestIso> {
-  await mkdir(join(repoRoot, 'build'), { recursive: true });
-  return locked(`${testIsoDir}.lock`, async () => {
+  // one build at a time in this checkout (test files run in parallel
+  // workers, and make run and make iso build too): they all compile into dist/
+  return withIsoBuildLock(async () => {
     await ensureNodeKeys(testStateDir);
     const resultFile = join(testIsoDir, 'result.json');
     if (!isStale(testIsoDir, repoRoot, testStateDir) && existsSync(resultFile)) {

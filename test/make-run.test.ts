@@ -1,0 +1,148 @@
+import test from 'ava';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from 'nats';
+import { repoRoot } from '../services/lib/config.ts';
+import { generateKey, signImage } from '../services/lib/sign.ts';
+import { busAnswers, freePort } from './helpers/qemu.ts';
+import { buildImage } from './helpers/images.ts';
+import { EventLog } from './helpers/events.ts';
+import { policyYaml } from './helpers/policy.ts';
+import { cmdline, killAll, pidsWithEnv, printedCommands, running, spawnGroup, spawnMake, type Shell } from './helpers/make.ts';
+
+// `make run` as a user runs it, on a fresh state directory and bus port: it
+// builds the ISO for that state (its admin key and bus credentials are baked
+// in) and boots it in QEMU; the bus answers on the forwarded port; an image
+// dropped into <state>/images is fetched by the node as http://10.0.2.100/…
+// once a policy naming it is signed and pushed with the commands the banner
+// prints, and is verified, imported and labelled inside the VM; Ctrl-C (SIGINT
+// to make's process group, as a terminal sends it) powers the node off, QEMU
+// is gone and make exits.
+
+const minutes = (n: number) => n * 60_000;
+
+test('make run boots the node, serves <state>/images to it, takes a policy pushed as its banner says, and Ctrl-C powers it off', async (t) => {
+  t.timeout(minutes(30));
+  const state = await mkdtemp(join(tmpdir(), 'sealkit-make-run-'));
+  const port = await freePort();
+  const shells: Shell[] = [];
+  let qemuPid: number | undefined;
+  let anon: NatsConnection | undefined;
+  let events: EventLog | undefined;
+  t.teardown(async () => {
+    events?.close();
+    await anon?.close().catch(() => {});
+    for (const s of shells) if (!s.done()) s.signal('SIGKILL');
+    // QEMU runs in its own session; its parent's death kills it, and so does this
+    killAll([...(qemuPid ? [qemuPid] : []), ...pidsWithEnv('SEALKIT_STATE', state)]);
+    await rm(state, { recursive: true, force: true });
+  });
+
+  const run = spawnMake('run', { SEALKIT_STATE: state, SEALKIT_BUS_PORT: String(port) });
+  shells.push(run);
+  // the build may first wait for another test file's (one build at a time)
+  qemuPid = Number((await run.waitFor(/booting in QEMU \(pid (\d+)\)/, minutes(20)))[1]);
+  const built = run.output().match(/iso: \S+ [\d.]+ MB sha256 \w+ in ([\d.]+)s/);
+  t.log(built ? `ISO built in ${built[1]} s` : 'ISO reused');
+
+  await run.waitFor(new RegExp(`run: bus answering on 127\\.0\\.0\\.1:${port} ([\\d.]+) s`), minutes(15));
+  t.true(await busAnswers(port), `the bus answers on 127.0.0.1:${port}`);
+  t.log(run.output().match(/run: bus answering .*/)![0]);
+  const qemu = cmdline(qemuPid);
+  t.regex(qemu, /^qemu-system-x86_64 /);
+  t.true(qemu.includes(`hostfwd=tcp:127.0.0.1:${port}-:4222`), 'SEALKIT_BUS_PORT moves the bus');
+  t.true(qemu.includes(join(state, 'build', 'sealkit.iso')), 'the ISO built for this state is booted');
+
+  // the image, in <state>/images, signed by a release key the policy names
+  const image = await buildImage({
+    name: 'sealkit/make-run',
+    tag: '1',
+    format: 'oci',
+    compression: 'gzip',
+    layers: [{ 'bin/app': '#!/bin/sh\necho app\n', 'etc/motd': 'make run\n' }],
+  });
+  const release = generateKey('release');
+  const sig = signImage({ name: 'sealkit/make-run', tag: '1', sha256: image.sha256, size: image.archive.length }, [release]);
+  await mkdir(join(state, 'images'), { recursive: true });
+  await writeFile(join(state, 'images', 'make-run.tar.gz'), image.archive);
+  await writeFile(join(state, 'images', 'make-run.tar.gz.sig'), JSON.stringify(sig));
+
+  anon = await connect({ servers: `127.0.0.1:${port}`, name: 'make-run-test' });
+  events = new EventLog(anon, ['image.*', 'ima.*', 'policy.applied', 'node.heartbeat']);
+  await anon.flush();
+  // the policy service answers pushes once it is up; the others follow the policy when they come up
+  const names = (e: { data: Record<string, unknown> }) => (e.data.services as Array<{ service: string }>).map((x) => x.service);
+  await events.wait((e) => e.type === 'node.heartbeat' && names(e).includes('policy'), minutes(5));
+
+  const policy = join(state, 'policy.yaml');
+  await writeFile(
+    policy,
+    policyYaml({
+      serial: 1,
+      keys: [{ id: 'release', ed25519: release.ed25519 }],
+      images: [
+        {
+          name: 'sealkit/make-run',
+          tag: '1',
+          source: 'http://10.0.2.100/make-run.tar.gz',
+          allowHttp: true,
+          sha256: image.sha256,
+          signatures: { keys: ['release'], threshold: 1 },
+          import: { containerd: { namespace: 'sealkit' } },
+        },
+      ],
+      ima: { mode: 'enforce', reverify: '10m' },
+    }),
+  );
+  // as the banner says, from the directory make ran in (policy.yaml is the user's file)
+  const commands = printedCommands(run.output());
+  t.log(commands.join('\n'));
+  const sh = async (command: string) => {
+    const s = spawnGroup('sh', ['-c', command.replace(/\bpolicy\.yaml\b/g, policy)], { cwd: repoRoot });
+    shells.push(s);
+    const r = await s.exited;
+    return { ...r, output: s.output() };
+  };
+  const sign = commands.find((c) => c.includes(' policy sign '));
+  const push = commands.find((c) => c.includes(' policy push '));
+  t.truthy(sign && push, 'the banner shows how to sign and push a policy');
+  t.true(sign!.includes(join(state, 'keys', 'admin.key')), "signing uses the state's admin key, the one baked into this ISO");
+  const signed = await sh(sign!);
+  t.is(signed.code, 0, signed.output);
+  const t0 = Date.now();
+  const pushed = await sh(push!);
+  t.is(pushed.code, 0, pushed.output);
+
+  const ofImage = (type: string) => (e: { type: string; data: Record<string, any> }) =>
+    e.type === type && (e.data.name === 'sealkit/make-run' || e.data.image?.name === 'sealkit/make-run');
+  const refused = (type: string) => events!.wait(ofImage(type), minutes(10)).then((e) => Promise.reject(new Error(`${type}: ${JSON.stringify(e.data)}`)));
+  const labeled = await Promise.race([events.wait(ofImage('ima.labeled'), minutes(10)), refused('image.rejected'), refused('image.import_failed')]);
+  t.is(labeled.data.image.digest, image.sha256);
+  t.is(labeled.data.files, 2);
+  t.log(`push to ima.labeled: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  t.regex(run.output(), /http: GET \/make-run\.tar\.gz -> 200/, 'the node fetched the archive from <state>/images');
+  t.regex(run.output(), /http: GET \/make-run\.tar\.gz\.sig -> 200/);
+
+  // the watch command as printed shows what the streams kept
+  const replay = commands.find((c) => c.endsWith(" watch '>' --replay"));
+  t.truthy(replay);
+  const watch = spawnGroup('sh', ['-c', replay!], { cwd: repoRoot });
+  shells.push(watch);
+  await watch.waitFor(/ima\.labeled +.*sealkit\/make-run/, minutes(1));
+  watch.signal('SIGINT');
+  await watch.exited;
+
+  // Ctrl-C
+  events.close();
+  events = undefined;
+  await anon.close();
+  anon = undefined;
+  run.signal('SIGINT');
+  const ended = await run.exited;
+  t.log(`make run ended with ${ended.signal ?? ended.code}; ${run.output().match(/run: QEMU stopped \(\w+\)/)?.[0]}`);
+  t.regex(run.output(), /run: interrupted; powering the node off/);
+  t.regex(run.output(), /run: QEMU stopped \((acpi|quit|kill)\)/);
+  t.false(running(qemuPid), `QEMU (pid ${qemuPid}) is gone`);
+  t.deepEqual(pidsWithEnv('SEALKIT_STATE', state).map((p) => `${p} ${cmdline(p)}`), [], 'nothing make run started is left');
+});
