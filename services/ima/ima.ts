@@ -91,7 +91,7 @@ export class Ima {
     await mkdir(this.manifests, { recursive: true });
     for (const f of (await readdir(this.manifests)).filter((n) => n.endsWith('.json') && !n.startsWith('.'))) {
       try {
-        this.track(await readManifest(join(this.manifests, f), this.pub));
+        await this.track(await readManifest(join(this.manifests, f), this.pub));
       } catch (err) {
         this.o.log.error('label manifest refused; that container is not appraised until it is relabelled', { file: f, err: err as Error });
       }
@@ -158,7 +158,7 @@ export class Ima {
       await commit(staging, dest);
     } catch (err) {
       await rm(staging, { recursive: true, force: true });
-      if (previous) this.track(previous.manifest);
+      if (previous) void this.track(previous.manifest);
       throw err;
     }
     const manifest: LabelManifest = {
@@ -172,7 +172,8 @@ export class Ima {
     };
     await writeManifest(this.manifests, manifest, this.o.manifestKey);
     for (const k of [...this.reported]) if (k.startsWith(`${container}|`)) this.reported.delete(k);
-    this.track(manifest);
+    // ima.labeled promises a watched rootfs: a write right after it is seen
+    await this.track(manifest);
     const labeled: Labeled = { image: manifest.image, container, rootfs: dest, files: Object.keys(unpacked.files).length, bytes: unpacked.bytes, ms: Date.now() - t0, policySerial: ev.policySerial };
     await this.o.publish(subjects.ima.labeled, labeled, { headers: { 'Sealkit-Container': container, 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
     this.o.log.info('labelled', { ...labeled });
@@ -222,7 +223,7 @@ export class Ima {
     return t;
   }
 
-  private track(m: LabelManifest): void {
+  private track(m: LabelManifest): Promise<void> {
     const prev = this.containers.get(m.container);
     prev?.watcher?.close();
     const w: Watched = { manifest: m, pending: new Set() };
@@ -237,6 +238,7 @@ export class Ima {
       },
       (err) => this.o.log.warn('cannot watch the rootfs; the schedule still appraises it', { container: m.container, err }),
     );
+    return w.watcher.ready;
   }
 
   private flush(w: Watched): void {
