@@ -1,7 +1,7 @@
 import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createPublicKey } from 'node:crypto';
-import { SealkitError } from '../lib/errors.ts';
+import { SealkitError, diskFull, isDiskFull } from '../lib/errors.ts';
 import { sha256File, parseSha256 } from '../lib/digest.ts';
 import { subjects } from '../lib/subjects.ts';
 import { readManifest, writeManifest, manifestPath, type LabelManifest } from '../lib/manifest.ts';
@@ -123,7 +123,17 @@ export class Ima {
   }
 
   // image.imported → a labelled rootfs, a signed manifest, ima.labeled.
-  async label(ev: ImportedImage, limits: Limits): Promise<Labeled | null> {
+  // `eventId` (of the image.imported event) makes ima.labeled's id, so a
+  // redelivered image.imported relabels but is stored as ima.labeled once.
+  async label(ev: ImportedImage, limits: Limits, eventId?: string): Promise<Labeled | null> {
+    try {
+      return await this.labelOnce(ev, limits, eventId);
+    } catch (err) {
+      throw isDiskFull(err) ? diskFull(this.o.store, `labelling ${ev.name}:${ev.tag} (the half-unpacked rootfs was removed; the previous one, if any, is untouched)`, err) : err;
+    }
+  }
+
+  private async labelOnce(ev: ImportedImage, limits: Limits, eventId?: string): Promise<Labeled | null> {
     if (this.mode === 'off') {
       this.o.log.info('ima.mode is off: not labelling', { image: `${ev.name}:${ev.tag}` });
       return null;
@@ -143,6 +153,8 @@ export class Ima {
     await mkdir(join(this.o.store, container), { recursive: true });
     const previous = this.containers.get(container);
     previous?.watcher?.close();
+    // what a run killed mid-unpack left: never committed, only taking space
+    for (const n of await readdir(join(this.o.store, container))) if (n.startsWith('.rootfs.unpack-')) await rm(join(this.o.store, container, n), { recursive: true, force: true });
     const staging = stagingPath(dest);
     let unpacked;
     try {
@@ -175,7 +187,7 @@ export class Ima {
     // ima.labeled promises a watched rootfs: a write right after it is seen
     await this.track(manifest);
     const labeled: Labeled = { image: manifest.image, container, rootfs: dest, files: Object.keys(unpacked.files).length, bytes: unpacked.bytes, ms: Date.now() - t0, policySerial: ev.policySerial };
-    await this.o.publish(subjects.ima.labeled, labeled, { headers: { 'Sealkit-Container': container, 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
+    await this.o.publish(subjects.ima.labeled, labeled, { id: eventId ? `${eventId}.labeled` : undefined, headers: { 'Sealkit-Container': container, 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
     this.o.log.info('labelled', { ...labeled });
     return labeled;
   }
