@@ -101,6 +101,7 @@ export class Fetcher {
         }); // already reported as events
       }
       this.retryWhenFull(full);
+      this.o.log.debug('policy images handled', { serial: policy.serial });
     });
     return this.queue;
   }
