@@ -57,7 +57,7 @@ maybe('a fetch onto a full disk fails with SEALKIT_DISK_FULL, leaves no partial 
   t.deepEqual(await readdir(join(disk.dir, 'quarantine')), []);
   t.false(existsSync(join(disk.dir, 'cache', 'sha256', img.sha256)));
   // the outbox on that disk could not keep the rejection either: it went out from memory, and the log says why
-  t.true(svc.logs().some((r) => String(r.msg).startsWith('outbox: cannot write') && r.code === 'SEALKIT_DISK_FULL'));
+  await svc.waitForLog((r) => String(r.msg).startsWith('outbox: cannot write') && r.code === 'SEALKIT_DISK_FULL', 10_000);
 
   await disk.free();
   const verified = await events.wait((e) => e.type === 'image.verified' && e.data.name === img.name && e.data.sha256 === img.sha256, 60_000);

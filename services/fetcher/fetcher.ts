@@ -63,6 +63,8 @@ export class Fetcher {
   private queue: Promise<void> = Promise.resolve();
   private latest?: Policy;
   private retry?: { timer: NodeJS.Timeout; ms: number };
+  private readonly fromDisk = new Set<string>(); // verified by a previous run, not yet re-hashed by this one
+  private readonly fullReported = new Set<string>(); // images whose disk-full rejection was published
 
   constructor(private readonly o: FetcherOptions) {
     this.cache = new Cache(o.dir);
@@ -77,7 +79,10 @@ export class Fetcher {
   async init(): Promise<void> {
     await this.cache.init();
     try {
-      for (const [k, v] of Object.entries(JSON.parse(await readFile(this.verifiedFile, 'utf8')) as Record<string, string>)) this.verified.set(k, v);
+      for (const [k, v] of Object.entries(JSON.parse(await readFile(this.verifiedFile, 'utf8')) as Record<string, string>)) {
+        this.verified.set(k, v);
+        this.fromDisk.add(k);
+      }
     } catch {
       // none yet (or unreadable): every image is verified again
     }
@@ -96,6 +101,7 @@ export class Fetcher {
       let full = false;
       for (const img of policy.images) {
         if (this.verified.get(img.name) === fingerprint(img, policy) && (await this.stillCached(img))) continue;
+        this.fromDisk.delete(img.name);
         await this.fetch(img, policy).catch((err) => {
           full ||= isSealkitError(err, 'SEALKIT_DISK_FULL');
         }); // already reported as events
@@ -118,7 +124,11 @@ export class Fetcher {
     this.retry = { ms, timer: setTimeout(() => this.latest && void this.onPolicy(this.latest), ms).unref() };
   }
 
+  // Within a run the cache is re-hashed on use (here and by the importer);
+  // what a previous run verified is re-hashed once, before it is trusted.
   private async stillCached(img: ImagePolicy): Promise<boolean> {
+    if (!this.fromDisk.has(img.name)) return true;
+    this.fromDisk.delete(img.name);
     const hex = img.source.startsWith('oci://') ? await this.cache.getRef(img.sha256) : img.sha256;
     if (!hex) return false;
     try {
@@ -153,6 +163,7 @@ export class Fetcher {
       const id = `verified-${createHash('sha256').update(JSON.stringify([fingerprint(img, policy), result.archive.sha256])).digest('hex').slice(0, 32)}`;
       await this.o.events.publish(subjects.image.verified, result, { id, headers: { 'Sealkit-Image': img.name }, subject: img.name });
       this.verified.set(img.name, fingerprint(img, policy));
+      this.fullReported.delete(img.name);
       await this.saveVerified();
       log.info('image verified', { sha256: img.sha256, format: result.format, ms: Date.now() - started });
       return result;
@@ -160,7 +171,10 @@ export class Fetcher {
       const e = asSealkitError(err);
       if (this.verified.delete(img.name)) await this.saveVerified();
       const actual = e.data?.actual;
-      await this.reject(img, policy, e.code, e.message, typeof actual === 'string' ? actual.replace(/^sha256:/, '') : undefined, true);
+      // a full disk is reported once per image, not on every retry
+      const repeat = e.code === 'SEALKIT_DISK_FULL' && this.fullReported.has(img.name);
+      if (e.code === 'SEALKIT_DISK_FULL') this.fullReported.add(img.name);
+      if (!repeat) await this.reject(img, policy, e.code, e.message, typeof actual === 'string' ? actual.replace(/^sha256:/, '') : undefined, true);
       log.warn('image rejected', { code: e.code, reason: e.message });
       throw e;
     }
