@@ -67,8 +67,12 @@ test.after.always(async () => {
 
 let serial = 100; // above anything the rig's own setPolicy uses
 
+// Where each service's work starts: the fetcher's when the policy is in the
+// KV bucket, the importer's at image.verified, the ima's at image.imported.
+const TRIGGER: Record<Victim, string | null> = { fetcher: null, importer: 'image.verified', ima: 'image.imported' };
+
 // One image through the whole pipeline; with a victim, that service is
-// killed `delayMs` after the policy naming the image is in the KV bucket.
+// killed `delayMs` after its work on the image could start.
 async function runOnce(i: number, victim?: { name: Victim; delayMs: number }) {
   const img: BuiltImage = await buildImage({
     name: `sealkit/kill-${i}`,
@@ -86,7 +90,11 @@ async function runOnce(i: number, victim?: { name: Victim; delayMs: number }) {
   );
   const mine = (e: { type: string; data: any }) => (e.type === 'ima.labeled' ? e.data.image?.digest === img.sha256 : e.data?.name === img.name && e.data?.sha256 === img.sha256);
   let phase = 'none';
+  const at: Record<string, number> = {};
+  for (const type of ['image.verified', 'image.imported', 'ima.labeled']) void events.wait((e) => e.type === type && mine(e), 120_000).then(() => (at[type] = Date.now() - t0), () => {});
   if (victim) {
+    const trigger = TRIGGER[victim.name];
+    if (trigger) await events.wait((e) => e.type === trigger && mine(e), 120_000);
     // the kill point itself: a seeded delay, not a wait for anything
     await new Promise((r) => setTimeout(r, victim.delayMs));
     const done = events.events.filter(mine).map((e) => e.type);
@@ -100,11 +108,21 @@ async function runOnce(i: number, victim?: { name: Victim; delayMs: number }) {
   await events.wait((e) => e.type === 'ima.labeled' && mine(e), 120_000);
   const ms = Date.now() - t0;
   await quiet();
+  // what the restarted instance did again for this image (the duplicates the ids and journal must absorb)
+  const logs = victim ? svcs.get(victim.name)!.logs() : [];
+  const label = `${img.name}:${img.tag}`;
+  const redo = logs.filter((r) =>
+    victim?.name === 'fetcher' ? r.msg === 'image verified' && r.image === img.name
+    : victim?.name === 'importer' ? (r.msg === 'resuming an interrupted import' || r.msg === 'image.verified already handled; acknowledging it again' || r.msg === 'importing into containerd' || r.msg === 'already in containerd; not importing again') && r.image === label
+    : r.msg === 'labelled' && (r.image as { name?: string } | undefined)?.name === img.name,
+  ).map((r) => String(r.msg));
   const count = async (subject: string) => (await stored(rig.adminNc, subject)).filter(mine).length;
   return {
     img,
     ms,
+    at,
     phase,
+    redo,
     verified: await count('image.verified'),
     imported: await count('image.imported'),
     failed: await count('image.import_failed'),
@@ -133,15 +151,21 @@ test.serial(`kill -9 of fetcher, importer and ima at seeded random points loses 
   t.timeout(15 * 60_000); // bounds a hang; each run takes seconds
   const base = await runOnce(0);
   t.like(base, { verified: 1, imported: 1, failed: 0, labeled: 1 });
-  // kill points spread over the whole run, and a little past it
-  const span = Math.max(Math.round(base.ms * 1.2), 1000);
-  t.log(`seed ${seed}; an undisturbed run took ${base.ms} ms; kill points in [0, ${span}) ms`);
+  // each service's kill points spread over its own part of the run, and
+  // past it (between its publish and its ack)
+  const phase: Record<Victim, number> = {
+    fetcher: base.at['image.verified'],
+    importer: base.at['image.imported'] - base.at['image.verified'],
+    ima: base.at['ima.labeled'] - base.at['image.imported'],
+  };
+  const span = (v: Victim) => Math.max(Math.round(phase[v] * 1.5), 200);
+  t.log(`seed ${seed}; an undisturbed run took ${base.ms} ms (${JSON.stringify(base.at)}); kill points: fetcher [0, ${span('fetcher')}) ms after the policy, importer [0, ${span('importer')}) ms after image.verified, ima [0, ${span('ima')}) ms after image.imported`);
   let i = 1;
   for (const name of VICTIMS) {
     for (let k = 0; k < PER_SERVICE; k++, i++) {
-      const delayMs = Math.floor(rand() * span);
+      const delayMs = Math.floor(rand() * span(name));
       const r = await runOnce(i, { name, delayMs });
-      t.log(`#${i} kill -9 ${name} at ${delayMs} ms (done by then: ${r.phase}); completed in ${r.ms} ms; stored verified=${r.verified} imported=${r.imported} labeled=${r.labeled} import_failed=${r.failed}`);
+      t.log(`#${i} kill -9 ${name} at +${delayMs} ms (done by then: ${r.phase}); completed in ${r.ms} ms; the restarted ${name} did: ${r.redo.join(', ') || 'nothing for it'}; stored verified=${r.verified} imported=${r.imported} labeled=${r.labeled} import_failed=${r.failed}`);
       t.like(r, { verified: 1, imported: 1, failed: 0, labeled: 1 }, `#${i} ${name} at ${delayMs} ms`);
       const refs = await rig.ctrImages();
       t.true(refs.some((x) => x.ref === `docker.io/${r.img.name}:v1`), `#${i}: ${refs.map((x) => x.ref).join(' ')}`);
