@@ -123,6 +123,18 @@ class Watch {
   }
 }
 
+// The auditor has read (and put in its outbox or storm window) every record
+// up to `seq`: its cursor file says so.
+async function cursorAt(node: Node, seq: number, ms = 20_000): Promise<void> {
+  const file = join(node.state, 'auditor', 'cursor.json');
+  for (const deadline = Date.now() + ms; ; ) {
+    const cur = await readFile(file, 'utf8').then(JSON.parse, () => null);
+    if (cur && cur.seq >= seq) return;
+    if (Date.now() > deadline) throw new Error(`the auditor's cursor did not reach ${seq}: ${JSON.stringify(cur)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 const SHA = (c: string) => c.repeat(64);
 
 function denial(seq: number, name: string, opts: { cause?: string; comm?: string; ino?: number; prio?: number; hex?: boolean } = {}): string {
@@ -191,7 +203,6 @@ test('a kernel denial becomes audit.denial naming container, image and expected 
 
   // a manifest written while the auditor runs is picked up
   await writeManifest(join(node.state, 'ima', 'manifests'), { ...manifest, container: 'db', rootfs: `${rootfs}-db`, files: { x: SHA('d') } }, node.key);
-  await new Promise((r) => setTimeout(r, 300));
   await appendFile(node.kmsg, denial(6, `${rootfs}-db/x`));
   await w.until(() => w.of('audit.denial').length >= 4, 'the 4th denial');
   t.like(w.of('audit.denial')[3].data, { container: 'db', expectedSha256: SHA('d') });
@@ -232,9 +243,11 @@ test('restart: records written while the auditor is down arrive once, nothing tw
   await w.until(() => w.of('audit.denial').length >= 40, '40 denials');
   await appendFile(node.kmsg, denial(41, '/f/41'));
   await w.until(() => w.of('audit.denial').length >= 41, 'the 41st denial');
-  await new Promise((r) => setTimeout(r, 200)); // room for a duplicate to show up
+  // a duplicate of an earlier record would be published before a later one
+  await appendFile(node.kmsg, denial(42, '/f/42'));
+  await w.until(() => w.of('audit.denial').some((e) => e.data.kernel.seq === 42), 'the 42nd denial');
   const seqs = w.of('audit.denial').map((e) => e.data.kernel.seq);
-  t.deepEqual(seqs, Array.from({ length: 41 }, (_, i) => i + 1));
+  t.deepEqual(seqs, Array.from({ length: 42 }, (_, i) => i + 1));
   t.is(w.of('audit.lost').length, 0);
   w.close();
 });
@@ -382,8 +395,8 @@ test('repeats still counted when the auditor stops are reported after it starts 
   for (let i = 1; i <= 10; i++) text += denial(i, '/held/same', { ino: 3 });
   await appendFile(node.kmsg, text);
   await w.until(() => w.of('audit.denial').length >= 1, 'the first denial');
-  // the 9 repeats wait in the open window; stop, then start with a short window
-  await new Promise((r) => setTimeout(r, 200));
+  // the 9 repeats wait in the open window once all 10 are read; stop, then start with a short window
+  await cursorAt(node, 10);
   await stopAuditor(child);
   child = await startAuditor(node, { SEALKIT_AUDIT_WINDOW_MS: '200' });
   await appendFile(node.kmsg, denial(11, '/held/other'));
@@ -409,7 +422,9 @@ test('an auditd log file is followed from its byte offset across a restart', asy
   await appendFile(log, line(3, '/c') + line(4, '/d'));
   child = await startAuditor(node, { SEALKIT_AUDIT_LOG: log });
   await w.until(() => w.of('audit.denial').length >= 3, '3 denials');
-  await new Promise((r) => setTimeout(r, 200));
-  t.deepEqual(w.of('audit.denial').map((e) => e.data.file), ['/a b', '/c', '/d']);
+  // a duplicate of an earlier line would be published before a later one
+  await appendFile(log, line(5, '/e'));
+  await w.until(() => w.of('audit.denial').some((e) => e.data.file === '/e'), 'the line after');
+  t.deepEqual(w.of('audit.denial').map((e) => e.data.file), ['/a b', '/c', '/d', '/e']);
   w.close();
 });

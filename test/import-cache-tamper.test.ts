@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { buildImage, sha256, type BuiltImage } from './helpers/images.ts';
-import { startImportRig, outcomeOf, type ImportRig } from './helpers/importer.ts';
+import { startImportRig, outcomeOf, NS, type ImportRig } from './helpers/importer.ts';
+import { Containerd } from '../services/importer/ctr.ts';
 import { openArchive, recheck } from '../services/importer/archive.ts';
 import { isSealkitError } from '../services/lib/errors.ts';
 
@@ -91,4 +92,21 @@ test('a file written to between the re-check and the end of the read is not pass
   ok.stream.resume();
   await t.notThrowsAsync(ok.finished);
   t.is(ok.meta.index?.manifests?.[0]?.digest, img.manifestDigest);
+});
+
+// The cause of a flake seen under load: the archive side fails on its first
+// block, and when that happened before ctr's input was wired up, ctr waited
+// for input forever and the importer's one-at-a-time consumer with it. Here
+// the failure is made to come first, every time.
+test('a source that failed before ctr started still ends ctr\'s input, so the import fails instead of hanging', async (t) => {
+  t.timeout(60_000); // a hang is the failure; ctr itself answers in well under a second
+  const archive = { path: rig.cachePath(garbage), sha256: garbage.sha256, size: garbage.size, format: 'oci-archive' as const, compression: 'none' as const };
+  const checked = await recheck(archive, 'sealkit/garbage:v1');
+  t.teardown(() => checked.close());
+  const src = openArchive(checked);
+  const err = await t.throwsAsync(src.finished);
+  t.true(isSealkitError(err, 'SEALKIT_ARCHIVE_INVALID'), String(err));
+  const staging = 'sealkit-staging/early-failure';
+  await t.throwsAsync(new Containerd(rig.containerd.sock).importTar(NS, staging, src.stream));
+  t.false((await rig.ctrImages()).some((i) => i.ref.startsWith(staging)));
 });

@@ -51,7 +51,6 @@ test.serial('with containerd stopped the import waits, and completes when contai
 test.serial('an image verified while the importer is down is imported when it starts', async (t) => {
   await rig.importer!.stop();
   await rig.verified(whileDown);
-  await new Promise((r) => setTimeout(r, 300));
   t.is(rig.events.of('image.imported').filter((e) => e.data.name === whileDown.name).length, 0);
   await rig.startImporter();
   const ev = await outcomeOf(rig, whileDown, 'image.imported');

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { syncDir, writeFileAtomic } from '../lib/atomic.ts';
 import { sha256File, SHA256_HEX } from '../lib/digest.ts';
 import type { Sink } from './download.ts';
+import { diskFull, isDiskFull } from '../lib/errors.ts';
 
 // The quarantine and the content-addressed cache live side by side under
 // <state>/fetcher, on one filesystem, so that admitting a verified file is
@@ -52,7 +53,11 @@ export class Cache {
   /** A new quarantine file: bytes are written in 1 MiB blocks. */
   async quarantine(label: string): Promise<QuarantineFile> {
     const path = join(this.quarantineDir, `${label.replace(/[^A-Za-z0-9._-]/g, '_')}.${randomBytes(6).toString('hex')}.part`);
-    return new QuarantineFile(path, await open(path, 'wx', 0o600), this);
+    try {
+      return new QuarantineFile(path, await open(path, 'wx', 0o600), this);
+    } catch (err) {
+      throw isDiskFull(err) ? diskFull(this.quarantineDir, `creating a quarantine file for ${label}`, err) : err;
+    }
   }
 
   async admit(file: QuarantineFile, hex: string): Promise<string> {
@@ -119,7 +124,8 @@ export class QuarantineFile implements Sink {
       () => this.inFlight.delete(w),
       (err) => {
         this.inFlight.delete(w);
-        this.failure ??= err;
+        // the download loop passes SealkitErrors on as they are: name the disk, not the connection
+        this.failure ??= isDiskFull(err) ? diskFull(this.path, 'writing a download into quarantine (the part written is discarded)', err) : err;
       },
     );
     this.inFlight.add(w);
@@ -135,10 +141,15 @@ export class QuarantineFile implements Sink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.flush();
-    await this.drain();
-    await this.fh.sync();
-    await this.fh.close();
+    try {
+      await this.flush();
+      await this.drain();
+      await this.fh.sync();
+    } catch (err) {
+      throw isDiskFull(err) ? diskFull(this.path, 'writing a download into quarantine (the part written is discarded)', err) : err;
+    } finally {
+      await this.fh.close();
+    }
   }
 
   async discard(): Promise<void> {

@@ -1,8 +1,11 @@
 import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../lib/atomic.ts';
 import type { NatsConnection } from 'nats';
 import { archiveMediaType, detectCompression, openImage, type ArchiveFormat, type Compression, type OpenedImage } from '../lib/archive.ts';
 import { sha256Hex } from '../lib/digest.ts';
-import { asSealkitError, SealkitError } from '../lib/errors.ts';
+import { asSealkitError, diskFull, isDiskFull, isSealkitError, SealkitError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { EventPublisher } from '../lib/outbox.ts';
 import type { ImagePolicy, Policy } from '../lib/policy.ts';
@@ -58,24 +61,81 @@ export class Fetcher {
   private readonly verified = new Map<string, string>(); // name → fingerprint of what was verified
   private readonly inflight = new Map<string, Promise<VerifiedImage>>();
   private queue: Promise<void> = Promise.resolve();
+  private latest?: Policy;
+  private retry?: { timer: NodeJS.Timeout; ms: number };
+  private readonly fromDisk = new Set<string>(); // verified by a previous run, not yet re-hashed by this one
+  private readonly fullReported = new Set<string>(); // images whose disk-full rejection was published
 
   constructor(private readonly o: FetcherOptions) {
     this.cache = new Cache(o.dir);
   }
 
+  // What was verified and published survives a restart, so a restart does
+  // not publish image.verified again for images nothing changed about.
+  private get verifiedFile(): string {
+    return join(this.o.dir, 'verified.json');
+  }
+
   async init(): Promise<void> {
     await this.cache.init();
+    try {
+      for (const [k, v] of Object.entries(JSON.parse(await readFile(this.verifiedFile, 'utf8')) as Record<string, string>)) {
+        this.verified.set(k, v);
+        this.fromDisk.add(k);
+      }
+    } catch {
+      // none yet (or unreadable): every image is verified again
+    }
+  }
+
+  private async saveVerified(): Promise<void> {
+    await writeFileAtomic(this.verifiedFile, JSON.stringify(Object.fromEntries(this.verified))).catch((err) =>
+      this.o.log.warn('cannot record what was verified; after a restart those images are verified and announced again', { err: err as Error }),
+    );
   }
 
   /** On every policy change: fetch each image not yet verified under the same pin, keys and plugins. Serialized. */
   onPolicy(policy: Policy): Promise<void> {
+    this.latest = policy;
     this.queue = this.queue.then(async () => {
+      let full = false;
       for (const img of policy.images) {
-        if (this.verified.get(img.name) === fingerprint(img, policy)) continue;
-        await this.fetch(img, policy).catch(() => {}); // already reported as events
+        if (this.verified.get(img.name) === fingerprint(img, policy) && (await this.stillCached(img))) continue;
+        this.fromDisk.delete(img.name);
+        await this.fetch(img, policy).catch((err) => {
+          full ||= isSealkitError(err, 'SEALKIT_DISK_FULL');
+        }); // already reported as events
       }
+      this.retryWhenFull(full);
+      this.o.log.debug('policy images handled', { serial: policy.serial });
     });
     return this.queue;
+  }
+
+  // A full disk is not the image's fault: try again on our own, backing off,
+  // until space is back (a policy change or an image.fetch also retries).
+  private retryWhenFull(full: boolean): void {
+    clearTimeout(this.retry?.timer);
+    if (!full) {
+      this.retry = undefined;
+      return;
+    }
+    const ms = Math.min((this.retry?.ms ?? 500) * 2, 30_000);
+    this.retry = { ms, timer: setTimeout(() => this.latest && void this.onPolicy(this.latest), ms).unref() };
+  }
+
+  // Within a run the cache is re-hashed on use (here and by the importer);
+  // what a previous run verified is re-hashed once, before it is trusted.
+  private async stillCached(img: ImagePolicy): Promise<boolean> {
+    if (!this.fromDisk.has(img.name)) return true;
+    this.fromDisk.delete(img.name);
+    const hex = img.source.startsWith('oci://') ? await this.cache.getRef(img.sha256) : img.sha256;
+    if (!hex) return false;
+    try {
+      return (await this.cache.check(hex)).state === 'hit';
+    } catch {
+      return false;
+    }
   }
 
   /** Fetch and verify one image; publishes the outcome and throws the refusal. */
@@ -92,16 +152,29 @@ export class Fetcher {
     const log = this.o.log.child({ image: img.name });
     const started = Date.now();
     try {
-      const result = img.source.startsWith('oci://') ? await this.fromRegistry(img, policy) : await this.fromUrl(img, policy);
-      await this.o.events.publish(subjects.image.verified, result, { headers: { 'Sealkit-Image': img.name }, subject: img.name });
+      let result: VerifiedImage;
+      try {
+        result = img.source.startsWith('oci://') ? await this.fromRegistry(img, policy) : await this.fromUrl(img, policy);
+      } catch (err) {
+        throw isDiskFull(err) ? diskFull(this.o.dir, `fetching ${img.name}:${img.tag}`, err) : err;
+      }
+      // the same verification, repeated (after a crash, or by a concurrent
+      // request), carries the same id: the stream stores it once
+      const id = `verified-${createHash('sha256').update(JSON.stringify([fingerprint(img, policy), result.archive.sha256])).digest('hex').slice(0, 32)}`;
+      await this.o.events.publish(subjects.image.verified, result, { id, headers: { 'Sealkit-Image': img.name }, subject: img.name });
       this.verified.set(img.name, fingerprint(img, policy));
+      this.fullReported.delete(img.name);
+      await this.saveVerified();
       log.info('image verified', { sha256: img.sha256, format: result.format, ms: Date.now() - started });
       return result;
     } catch (err) {
       const e = asSealkitError(err);
-      this.verified.delete(img.name);
+      if (this.verified.delete(img.name)) await this.saveVerified();
       const actual = e.data?.actual;
-      await this.reject(img, policy, e.code, e.message, typeof actual === 'string' ? actual.replace(/^sha256:/, '') : undefined, true);
+      // a full disk is reported once per image, not on every retry
+      const repeat = e.code === 'SEALKIT_DISK_FULL' && this.fullReported.has(img.name);
+      if (e.code === 'SEALKIT_DISK_FULL') this.fullReported.add(img.name);
+      if (!repeat) await this.reject(img, policy, e.code, e.message, typeof actual === 'string' ? actual.replace(/^sha256:/, '') : undefined, true);
       log.warn('image rejected', { code: e.code, reason: e.message });
       throw e;
     }

@@ -1,13 +1,15 @@
 import { AckPolicy, DeliverPolicy, nanos, type JsMsg, type NatsConnection } from 'nats';
 import { streams, subjects } from '../lib/subjects.ts';
 import type { Logger } from '../lib/log.ts';
+import { envInt } from '../lib/config.ts';
 
 // image.imported through the durable pull consumer "ima": what is imported
 // while this service is down waits in the stream; a message is acked once it
 // is labelled or has definitively failed. One image at a time.
 
 export const DURABLE = 'ima';
-const ACK_WAIT_MS = 60_000;
+// how long a message held by a killed instance waits before redelivery
+const ACK_WAIT_MS = envInt('SEALKIT_IMA_ACK_WAIT_MS', 60_000);
 
 export async function ensureConsumer(nc: NatsConnection): Promise<void> {
   const jsm = await nc.jetstreamManager();

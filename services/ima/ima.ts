@@ -1,7 +1,7 @@
 import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createPublicKey } from 'node:crypto';
-import { SealkitError } from '../lib/errors.ts';
+import { SealkitError, diskFull, isDiskFull } from '../lib/errors.ts';
 import { sha256File, parseSha256 } from '../lib/digest.ts';
 import { subjects } from '../lib/subjects.ts';
 import { readManifest, writeManifest, manifestPath, type LabelManifest } from '../lib/manifest.ts';
@@ -91,7 +91,7 @@ export class Ima {
     await mkdir(this.manifests, { recursive: true });
     for (const f of (await readdir(this.manifests)).filter((n) => n.endsWith('.json') && !n.startsWith('.'))) {
       try {
-        this.track(await readManifest(join(this.manifests, f), this.pub));
+        await this.track(await readManifest(join(this.manifests, f), this.pub));
       } catch (err) {
         this.o.log.error('label manifest refused; that container is not appraised until it is relabelled', { file: f, err: err as Error });
       }
@@ -123,7 +123,17 @@ export class Ima {
   }
 
   // image.imported → a labelled rootfs, a signed manifest, ima.labeled.
-  async label(ev: ImportedImage, limits: Limits): Promise<Labeled | null> {
+  // `eventId` (of the image.imported event) makes ima.labeled's id, so a
+  // redelivered image.imported relabels but is stored as ima.labeled once.
+  async label(ev: ImportedImage, limits: Limits, eventId?: string): Promise<Labeled | null> {
+    try {
+      return await this.labelOnce(ev, limits, eventId);
+    } catch (err) {
+      throw isDiskFull(err) ? diskFull(this.o.store, `labelling ${ev.name}:${ev.tag} (the half-unpacked rootfs was removed; the previous one, if any, is untouched)`, err) : err;
+    }
+  }
+
+  private async labelOnce(ev: ImportedImage, limits: Limits, eventId?: string): Promise<Labeled | null> {
     if (this.mode === 'off') {
       this.o.log.info('ima.mode is off: not labelling', { image: `${ev.name}:${ev.tag}` });
       return null;
@@ -143,6 +153,8 @@ export class Ima {
     await mkdir(join(this.o.store, container), { recursive: true });
     const previous = this.containers.get(container);
     previous?.watcher?.close();
+    // what a run killed mid-unpack left: never committed, only taking space
+    for (const n of await readdir(join(this.o.store, container))) if (n.startsWith('.rootfs.unpack-')) await rm(join(this.o.store, container, n), { recursive: true, force: true });
     const staging = stagingPath(dest);
     let unpacked;
     try {
@@ -158,7 +170,7 @@ export class Ima {
       await commit(staging, dest);
     } catch (err) {
       await rm(staging, { recursive: true, force: true });
-      if (previous) this.track(previous.manifest);
+      if (previous) void this.track(previous.manifest);
       throw err;
     }
     const manifest: LabelManifest = {
@@ -172,9 +184,10 @@ export class Ima {
     };
     await writeManifest(this.manifests, manifest, this.o.manifestKey);
     for (const k of [...this.reported]) if (k.startsWith(`${container}|`)) this.reported.delete(k);
-    this.track(manifest);
+    // ima.labeled promises a watched rootfs: a write right after it is seen
+    await this.track(manifest);
     const labeled: Labeled = { image: manifest.image, container, rootfs: dest, files: Object.keys(unpacked.files).length, bytes: unpacked.bytes, ms: Date.now() - t0, policySerial: ev.policySerial };
-    await this.o.publish(subjects.ima.labeled, labeled, { headers: { 'Sealkit-Container': container, 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
+    await this.o.publish(subjects.ima.labeled, labeled, { id: eventId ? `${eventId}.labeled` : undefined, headers: { 'Sealkit-Container': container, 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
     this.o.log.info('labelled', { ...labeled });
     return labeled;
   }
@@ -222,7 +235,7 @@ export class Ima {
     return t;
   }
 
-  private track(m: LabelManifest): void {
+  private track(m: LabelManifest): Promise<void> {
     const prev = this.containers.get(m.container);
     prev?.watcher?.close();
     const w: Watched = { manifest: m, pending: new Set() };
@@ -237,6 +250,7 @@ export class Ima {
       },
       (err) => this.o.log.warn('cannot watch the rootfs; the schedule still appraises it', { container: m.container, err }),
     );
+    return w.watcher.ready;
   }
 
   private flush(w: Watched): void {

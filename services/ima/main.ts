@@ -65,8 +65,11 @@ await runService('ima', async ({ nc, events, log, state, node }) => {
   await ensureConsumer(nc).catch((err) => log.warn('cannot create the image.imported consumer yet; retrying in the loop', { err: err as Error }));
   const loop = consumeImported(nc, log, async (msg) => {
     let ev: ImportedImage;
+    let id: string | undefined;
     try {
-      ev = (decode<{ data: ImportedImage }>(msg.data, 'image.imported event')).data;
+      const cloud = decode<{ id?: unknown; data: ImportedImage }>(msg.data, 'image.imported event');
+      ev = cloud.data;
+      id = typeof cloud.id === 'string' ? cloud.id : undefined;
       if (!ev || typeof ev.name !== 'string' || typeof ev.tag !== 'string' || !ev.archive || typeof ev.archive.path !== 'string') throw new Error('missing name, tag or archive.path');
     } catch (err) {
       log.error('image.imported event is malformed; dropping it', { err: err as Error });
@@ -74,10 +77,16 @@ await runService('ima', async ({ nc, events, log, state, node }) => {
     }
     const policy = follower.policy;
     try {
-      await ima.label(ev, policy?.limits ?? defaultLimits);
+      await ima.label(ev, policy?.limits ?? defaultLimits, id);
     } catch (err) {
+      const e = asSealkitError(err);
+      if (e.code === 'SEALKIT_DISK_FULL') {
+        // not the image's fault: redelivered (after a pause) until space is back
+        log.error('labelling failed; retrying once space is back', { image: `${ev.name}:${ev.tag}`, code: e.code, err: e });
+        return false;
+      }
       // a definite refusal is logged and acked: redelivery would fail the same way
-      log.error('labelling failed', { image: `${ev.name}:${ev.tag}`, err: asSealkitError(err) });
+      log.error('labelling failed', { image: `${ev.name}:${ev.tag}`, err: e });
     }
     return true;
   });

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 // appear. Reports rootfs-relative paths; '' means "look at everything".
 
 export interface TreeWatch {
+  ready: Promise<void>; // every directory that existed at the start is watched
   close(): void;
 }
 
@@ -43,8 +44,9 @@ export function watchTree(root: string, onChange: (rel: string) => void, onError
   };
 
   // fs.watch on a non-directory throws ENOTDIR, which add() ignores
-  void add('').catch(onError);
+  const ready = add('').catch(onError);
   return {
+    ready,
     close() {
       closed = true;
       for (const w of watchers.values()) w.close();

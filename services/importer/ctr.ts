@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { SealkitError } from '../lib/errors.ts';
 
 // containerd through its own CLI, `ctr`: the importer needs import, list,
@@ -37,11 +38,11 @@ export class Containerd {
     child.stdout!.on('data', (d: Buffer) => (out += d));
     child.stderr!.on('data', (d: Buffer) => (err = (err + d).slice(-4000)));
     if (stdin && child.stdin) {
-      stdin.pipe(child.stdin);
-      // ctr gone: stop feeding it, so the reader side fails instead of hanging
-      child.stdin.on('error', () => stdin.destroy(new Error('ctr closed its input')));
-      // a failing source must end ctr's input, or ctr waits for more forever
-      stdin.once('error', () => child.stdin?.destroy());
+      // pipeline, not pipe + 'error' listeners: a source that already failed
+      // (a bad archive fails on its first block, which can be read before we
+      // get here) must still end ctr's input, or ctr waits for more forever.
+      // Either side failing destroys the other; the reading side reports why.
+      pipeline(stdin, child.stdin).catch(() => {});
     }
     const code = await new Promise<number | null>((resolve, reject) => {
       child.once('error', (e) => reject(new SealkitError('SEALKIT_CONFIG', `cannot run ${this.bin}: ${e.message}; install containerd's ctr or set SEALKIT_CTR`)));

@@ -11,6 +11,7 @@ export const codes = {
   SEALKIT_INTERNAL: 'an unexpected internal error',
   SEALKIT_CONFIG: 'configuration is missing or invalid',
   SEALKIT_STATE_LOCKED: 'the state directory is in use by another node',
+  SEALKIT_DISK_FULL: 'a filesystem the node writes to is full',
   // keys and signatures
   SEALKIT_KEY_INVALID: 'a key file or key is malformed',
   SEALKIT_SIGNATURE_MISSING: 'a signature is required but absent',
@@ -87,4 +88,25 @@ export function asSealkitError(err: unknown): SealkitError {
   if (err instanceof SealkitError) return err;
   const message = err instanceof Error ? err.message : String(err);
   return new SealkitError('SEALKIT_INTERNAL', message, undefined, { cause: err });
+}
+
+// ENOSPC / EDQUOT, raw or already wrapped (errno in data, or the cause).
+export function isDiskFull(err: unknown): boolean {
+  for (let e = err as { code?: unknown; data?: { errno?: unknown }; cause?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
+    if (e.code === 'SEALKIT_DISK_FULL' || e.code === 'ENOSPC' || e.code === 'EDQUOT') return true;
+    if (e.data?.errno === 'ENOSPC' || e.data?.errno === 'EDQUOT') return true;
+  }
+  return false;
+}
+
+// `what` says what was being written; the caller has already removed what
+// it half-wrote, and retries once space is back.
+export function diskFull(path: string, what: string, err?: unknown): SealkitError {
+  if (err instanceof SealkitError && err.code === 'SEALKIT_DISK_FULL') return err;
+  return new SealkitError(
+    'SEALKIT_DISK_FULL',
+    `no space left on the filesystem holding ${path} while ${what}; nothing half-written was kept — free space there (or give ${path} a larger disk), it is retried`,
+    { path },
+    { cause: err },
+  );
 }

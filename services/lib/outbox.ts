@@ -1,10 +1,11 @@
-import { mkdir, readdir, readFile, unlink, writeFile, rename } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink, writeFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NatsConnection, JetStreamClient } from 'nats';
 import { makeEvent, type CloudEvent } from './envelope.ts';
 import { encode, makeHeaders } from './bus.ts';
 import type { Logger } from './log.ts';
 import { subjects } from './subjects.ts';
+import { diskFull, isDiskFull } from './errors.ts';
 
 // Events go to disk first, then to JetStream with Nats-Msg-Id = event id. An
 // event leaves the outbox only when JetStream acknowledged it, so a lost bus
@@ -13,6 +14,7 @@ import { subjects } from './subjects.ts';
 
 interface Pending {
   file?: string;
+  unsaved?: boolean; // the disk refused it: held in memory, written again until it is on disk or acked
   subject: string;
   headers: Record<string, string>;
   event: CloudEvent<unknown>;
@@ -48,6 +50,7 @@ export class EventPublisher {
   private wake?: () => void;
   private idleWaiters: Array<() => void> = [];
   private warnedNoStream = false;
+  private lastSaveTry = 0;
 
   constructor(private readonly o: OutboxOptions) {
     this.js = o.nc.jetstream();
@@ -90,15 +93,46 @@ export class EventPublisher {
     }
     const p: Pending = { subject: type, headers, event, payload: encode(event) };
     if (this.o.dir) {
-      const name = `${String(++this.seq).padStart(16, '0')}.json`;
-      const tmp = join(this.o.dir, `.${name}.tmp`);
-      await writeFile(tmp, JSON.stringify({ subject: p.subject, headers, event }));
-      await rename(tmp, join(this.o.dir, name));
-      p.file = name;
+      p.file = `${String(++this.seq).padStart(16, '0')}.json`;
+      if (!(await this.save(p))) {
+        // a full disk must not stop the service or drop the event: it goes
+        // out from memory, and the write is retried while it is not acked
+        p.unsaved = true;
+        this.lastSaveTry = Date.now();
+      }
     }
     this.queue.push(p);
     this.kick();
     return event;
+  }
+
+  // Write one record (temp file, rename): false, logged, when the disk refuses.
+  private async save(p: Pending): Promise<boolean> {
+    const dir = this.o.dir!;
+    const tmp = join(dir, `.${p.file}.tmp`);
+    try {
+      await writeFile(tmp, JSON.stringify({ subject: p.subject, headers: p.headers, event: p.event }));
+      await rename(tmp, join(dir, p.file!));
+      if (p.unsaved) this.o.log.info('outbox: event written to disk after all', { type: p.subject, id: p.event.id });
+      p.unsaved = false;
+      return true;
+    } catch (err) {
+      await rm(tmp, { force: true }).catch(() => {});
+      if (!p.unsaved) {
+        const e = isDiskFull(err) ? diskFull(dir, `writing ${p.subject} to the outbox`, err) : err;
+        this.o.log.error('outbox: cannot write the event to disk; it is kept in memory until acknowledged, and a restart before that loses it', { type: p.subject, id: p.event.id, code: (e as { code?: string }).code, err: e as Error });
+      }
+      return false;
+    }
+  }
+
+  // While the bus does not acknowledge, the records the disk refused are
+  // tried again (at most once a second), so they survive a restart once
+  // space is back.
+  private async saveUnsaved(): Promise<void> {
+    if (!this.o.dir || Date.now() - this.lastSaveTry < 1000) return;
+    this.lastSaveTry = Date.now();
+    for (const p of this.queue) if (p.unsaved && !(await this.save(p))) return;
   }
 
   // Fire-and-forget for high-rate state that is not kept (progress, heartbeats).
@@ -158,6 +192,7 @@ export class EventPublisher {
         for (const w of this.idleWaiters.splice(0)) w();
         return;
       }
+      await this.saveUnsaved();
       const batch = this.queue.slice(0, this.o.window ?? 64);
       const results = await Promise.allSettled(
         batch.map((p) =>
@@ -181,7 +216,7 @@ export class EventPublisher {
         } else failure ??= r.reason;
       });
       if (done.size) {
-        await Promise.all([...done].map((p) => (p.file && this.o.dir ? unlink(join(this.o.dir, p.file)).catch(() => {}) : undefined)));
+        await Promise.all([...done].map((p) => (p.file && !p.unsaved && this.o.dir ? unlink(join(this.o.dir, p.file)).catch(() => {}) : undefined)));
         for (let i = this.queue.length - 1; i >= 0; i--) if (done.has(this.queue[i])) this.queue.splice(i, 1);
       }
       if (failure === undefined) {
