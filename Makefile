@@ -49,6 +49,14 @@ typecheck: npm
 test: deps build
 	node test/helpers/run-ava.mjs $(TESTS)
 
+# Fuzz every parser that reads hostile bytes (not part of make test): each
+# target replays test/fuzz/corpus/<target>, then runs generated inputs for
+# FUZZ_SECONDS; exits 1 with the inputs under build/fuzz when anything is found.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 25
+fuzz: npm
+	nice -n 10 $(NODE) test/fuzz/run.ts --seconds $(FUZZ_SECONDS) --jobs 2 --out build/fuzz $(FUZZ_TARGETS)
+
 bench: deps build
 	$(NODE) bench/run.ts $(if $(ROWS),--rows $(ROWS)) $(if $(MARKDOWN),--markdown)
 

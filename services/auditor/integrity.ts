@@ -67,6 +67,7 @@ export function parseAuditMessage(message: string): ParseResult {
   const { fields, truncated } = parseFields(body);
   if (Object.keys(fields).length === 0) return { kind: 'malformed', reason: `type=${type} record without fields` };
   const ms = Number(stamp[1]) * 1000 + Number(stamp[2]);
+  const when = new Date(ms); // invalid past year 275760: time is null then, not a RangeError
   const expectsRes = type !== 1805;
   return {
     kind: 'integrity',
@@ -74,7 +75,7 @@ export function parseAuditMessage(message: string): ParseResult {
       type,
       typeName: integrityTypes[type],
       auditId: `${stamp[1]}.${stamp[2]}:${stamp[3]}`,
-      time: Number.isFinite(ms) ? new Date(ms).toISOString() : null,
+      time: Number.isFinite(when.getTime()) ? when.toISOString() : null,
       fields,
       truncated: truncated || (expectsRes && fields.res === undefined),
     },

@@ -35,8 +35,9 @@ export function parseKmsgRecord(text: string): KmsgRecord | null {
     }
   }
   return {
-    facility: prio >> 3,
-    level: prio & 7,
+    // not >> and &: those cut to 32 bits, and a forged prio of 2^32+6 would read as the kernel
+    facility: Math.floor(prio / 8),
+    level: prio % 8,
     seq,
     usec,
     flags: head[3],

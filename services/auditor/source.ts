@@ -86,9 +86,13 @@ class KmsgDevice implements Source {
   }
 }
 
+// A kmsg record is at most ~8 KiB with its dictionary, an audit.log line ~9 KiB.
+const MAX_LINE = 64 * 1024;
+
 class FileFollower implements Source {
   private offset: number;
   private pending = Buffer.alloc(0);
+  private skipping = false; // inside a line longer than MAX_LINE
 
   private constructor(
     readonly path: string,
@@ -119,11 +123,22 @@ class FileFollower implements Source {
       this.pending = Buffer.concat([this.pending, chunk.subarray(0, bytesRead)]);
       let nl: number;
       while (records.length < max && (nl = this.pending.indexOf(0x0a)) !== -1) {
-        const line = this.pending.toString('utf8', 0, nl);
+        const line = this.pending.toString('utf8', 0, Math.min(nl, MAX_LINE));
+        const rest = this.skipping;
+        this.skipping = false;
         this.offset += nl + 1;
         this.pending = this.pending.subarray(nl + 1);
         // continuation lines carry the kmsg dictionary, which we do not need
-        if (line.length > 0 && !line.startsWith(' ')) records.push({ text: line, end: this.offset });
+        if (!rest && line.length > 0 && !line.startsWith(' ')) records.push({ text: line, end: this.offset });
+      }
+      if (records.length < max && this.pending.length > MAX_LINE && this.pending.indexOf(0x0a) === -1) {
+        // far longer than any kernel record: its start is the record, the rest
+        // up to its newline is dropped instead of held
+        const line = this.pending.toString('utf8', 0, MAX_LINE);
+        this.offset += this.pending.length;
+        this.pending = Buffer.alloc(0);
+        if (!this.skipping && !line.startsWith(' ')) records.push({ text: line, end: this.offset });
+        this.skipping = true;
       }
     }
     // what was read past the last record returned stays pending; re-read it next time
@@ -146,6 +161,7 @@ class FileFollower implements Source {
     this.identity = fileIdentity(await this.fh.stat());
     this.offset = 0;
     this.pending = Buffer.alloc(0);
+    this.skipping = false;
   }
 
   async close(): Promise<void> {

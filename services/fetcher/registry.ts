@@ -57,14 +57,22 @@ export async function fetchManifest(ref: OciRef, digest: string, rules: Rules): 
   if (`sha256:${got.sha256}` !== digest) {
     throw new SealkitError('SEALKIT_DIGEST_MISMATCH', `${rules.what}: manifest from ${url}: expected ${digest}, got sha256:${got.sha256}; it was discarded unread`, { expected: digest, actual: `sha256:${got.sha256}`, url });
   }
-  const bytes = sink.bytes();
+  return parseManifest(sink.bytes(), digest, got.contentType, rules.what);
+}
+
+/** Verified manifest bytes as JSON, with the lists the fetcher walks checked to be lists. */
+export function parseManifest(bytes: Buffer, digest: string, contentType: string | undefined, what: string): VerifiedManifest {
   let json: VerifiedManifest['json'];
   try {
     json = JSON.parse(bytes.toString('utf8')) as VerifiedManifest['json'];
   } catch {
-    throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${rules.what}: manifest ${digest} is not JSON`);
+    throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${what}: manifest ${digest} is not JSON`);
   }
-  const mediaType = json.mediaType ?? (got.contentType ?? '').split(';')[0] ?? '';
+  const isObject = (v: unknown) => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (!isObject(json) || (json.manifests !== undefined && !(Array.isArray(json.manifests) && json.manifests.every(isObject))) || (json.layers !== undefined && !Array.isArray(json.layers))) {
+    throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${what}: manifest ${digest} is not an image manifest or index (an object with "manifests" or "config" and "layers" lists)`);
+  }
+  const mediaType = typeof json.mediaType === 'string' ? json.mediaType : ((contentType ?? '').split(';')[0] ?? '');
   return { digest, bytes, mediaType, json };
 }
 

@@ -96,7 +96,11 @@ export function openArchive(c: CheckedArchive): ImportStream {
       decoded = pipeline(read, strip);
       break;
     case 'gzip':
-      decoded = pipeline(read, createGunzip(), strip);
+      decoded = pipeline(read, createGunzip(), strip).catch((err: NodeJS.ErrnoException) => {
+        // zlib's own errors (Z_DATA_ERROR, Z_BUF_ERROR…) say the bytes are bad
+        if (err instanceof SealkitError || !err.code?.startsWith('Z_')) throw err;
+        throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `gzip could not decompress ${a.path} for ${image}: ${err.message}`);
+      });
       break;
     case 'xz':
     case 'zstd': {

@@ -104,7 +104,7 @@ export class StripNames extends Transform {
     }
     const name = normalize(this.paxPath ?? this.longName ?? headerName(h));
     this.paxPath = this.paxSize = this.longName = undefined;
-    if ((type === '0' || type === '\0') && (name === 'index.json' || name === 'manifest.json') && size <= MAX_META) {
+    if ((type === '0' || type === '\0' || type === '7') && (name === 'index.json' || name === 'manifest.json') && size <= MAX_META) {
       this.held = []; // rewritten below with a plain ustar header
       this.header = Buffer.from(h);
       this.heldBody = [];
@@ -126,7 +126,13 @@ export class StripNames extends Transform {
       this.held.push(full);
       const rec = parsePax(body);
       if (rec.path !== undefined) this.paxPath = rec.path;
-      if (rec.size !== undefined) this.paxSize = Number(rec.size);
+      if (rec.size !== undefined) {
+        // decimal digits only: Number() reads "1e3" as 1000 and "-512" as negative,
+        // where tar readers disagree or loop
+        const n = /^\d+$/.test(rec.size) ? Number(rec.size) : NaN;
+        if (!Number.isSafeInteger(n)) throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what} has a tar extended header with a bad size "${rec.size.slice(0, 40)}"`);
+        this.paxSize = n;
+      }
       return;
     }
     if (m.what === 'longname') {
@@ -148,7 +154,12 @@ export class StripNames extends Transform {
     } catch {
       throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what}: ${name} is not JSON`);
     }
+    const isObject = (v: unknown) => v !== null && typeof v === 'object' && !Array.isArray(v);
+    const bad = (why: string) => new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what}: ${name} ${why}`);
     if (name === 'index.json') {
+      if (!isObject(doc)) throw bad('is not an object');
+      const list = (doc as { manifests?: unknown }).manifests;
+      if (list !== undefined && (!Array.isArray(list) || !list.every((m) => isObject(m) && ((m as { annotations?: unknown }).annotations === undefined || isObject((m as { annotations?: unknown }).annotations))))) throw bad('has manifests that are not a list of descriptors');
       const index = doc as ArchiveMeta['index'] & Record<string, unknown>;
       this.meta.index = structuredClone(index);
       for (const m of index?.manifests ?? []) {
@@ -159,7 +170,7 @@ export class StripNames extends Transform {
       }
       return Buffer.from(JSON.stringify(index));
     }
-    if (!Array.isArray(doc)) throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what}: manifest.json is not a list`);
+    if (!Array.isArray(doc) || !doc.every(isObject)) throw bad('is not a list of objects');
     this.meta.manifest = structuredClone(doc) as ArchiveMeta['manifest'];
     for (const m of doc as Array<Record<string, unknown>>) m.RepoTags = null;
     return Buffer.from(JSON.stringify(doc));

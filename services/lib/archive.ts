@@ -220,11 +220,17 @@ export class EntryGuard {
     }
     const size = h.size ?? 0;
     if (size < 0 || !Number.isSafeInteger(size)) this.unsafe(raw, `has an invalid size ${size}`);
+    const type = h.type ?? 'file';
+    // only regular files carry a body: tar-stream never ends a directory's
+    // body stream (a hang) and skips a link's, where Go's archive/tar (containerd,
+    // Docker) reads the next header there — an entry the guard would never see
+    if (size !== 0 && type !== 'file' && type !== 'contiguous-file') this.unsafe(raw, `is a ${type} entry with a ${size}-byte body; only regular files may have one`, { type, size });
+    if (name === '' && type !== 'directory') this.unsafe(raw, `is a ${type} entry that names the archive root itself`);
     this.budget.bytes += size;
     if (this.budget.bytes > this.limits.maxUnpackedBytes) {
       this.unsafe(raw, `brings the unpacked size past ${this.limits.maxUnpackedBytes} bytes (limits.maxUnpackedBytes); refusing a possible decompression bomb`, { limit: this.limits.maxUnpackedBytes });
     }
-    switch (h.type ?? 'file') {
+    switch (type) {
       case 'file':
       case 'contiguous-file':
         this.symlinks.delete(name);
@@ -322,7 +328,14 @@ export async function openImage(path: string, opts: ArchiveOptions): Promise<Ope
   const metered = meter(streamLimit(opts.limits), what);
   chain(stream, metered);
 
+  const named = new Set<string>();
   await walkTar(metered, guard, what, async (h, body) => {
+    if (h.type !== 'directory') {
+      // one entry per name: this pass would verify the last copy, the unpack
+      // pass and other readers may take the first
+      if (named.has(h.name)) throw new SealkitError('SEALKIT_ARCHIVE_UNSAFE', `${what}: entry "${h.name}" appears more than once; the image was refused`, { entry: h.name });
+      named.add(h.name);
+    }
     if (h.type === 'symlink') {
       links.set(h.name, posix.normalize(posix.join(posix.dirname(h.name), h.linkname ?? '')));
       return;

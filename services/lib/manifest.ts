@@ -45,8 +45,9 @@ export async function readManifest(path: string, key: PublicKey): Promise<LabelM
   } catch (err) {
     throw new SealkitError('SEALKIT_MANIFEST_CORRUPT', `label manifest ${path} is unreadable: ${(err as Error).message}; relabel the container`);
   }
-  const bytes = Buffer.from(JSON.stringify(signed.manifest), 'utf8');
-  if (signed.keyId !== key.id || !verifyDetached('sealkit-manifest-v1', bytes, signed.signature, key)) {
+  const ok = signed !== null && typeof signed === 'object' && signed.manifest !== null && typeof signed.manifest === 'object' && typeof signed.signature === 'string';
+  const bytes = ok ? Buffer.from(JSON.stringify(signed.manifest), 'utf8') : Buffer.alloc(0);
+  if (!ok || signed.keyId !== key.id || !verifyDetached('sealkit-manifest-v1', bytes, signed.signature, key)) {
     throw new SealkitError('SEALKIT_MANIFEST_CORRUPT', `label manifest ${path} does not carry a valid signature by the node key "${key.id}"; it was modified on disk — relabel the container`);
   }
   return signed.manifest;

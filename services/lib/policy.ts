@@ -111,12 +111,21 @@ function kind(v: unknown): string {
   return typeof v === 'object' ? 'a mapping' : `${typeof v} ${JSON.stringify(v)}`;
 }
 
+// Node.js timers hold at most 2^31-1 ms; a longer (or zero) delay fires after
+// 1 ms, which would turn a reverify interval into a busy loop.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export function parseDuration(v: unknown, path: string): number {
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v * 1000;
-  const s = str(v, path, /^\d+(ms|s|m|h)$/, 'use a number with ms, s, m or h, like "10m"');
-  const n = Number.parseInt(s, 10);
-  const unit = s.replace(/^\d+/, '');
-  return n * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as Record<string, number>)[unit];
+  let ms: number;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) ms = v * 1000;
+  else {
+    const s = str(v, path, /^\d+(ms|s|m|h)$/, 'use a number with ms, s, m or h, like "10m"');
+    const n = Number.parseInt(s, 10);
+    const unit = s.replace(/^\d+/, '');
+    ms = n * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as Record<string, number>)[unit];
+  }
+  if (!(ms >= 1 && ms <= MAX_TIMER_MS)) fail(path, `must be between 1ms and 596h, got ${JSON.stringify(v)}`);
+  return ms;
 }
 
 const NAME = /^[a-z0-9]+([._/-][a-z0-9]+)*$/;
