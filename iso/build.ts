@@ -2,17 +2,23 @@
 // and no registry, a kernel + initrd + iso-bios image in LinuxKit's rootfs
 // layout from the build host's Debian parts (see iso/README.md).
 //
-//   node --import tsx iso/build.ts [--out DIR] [--no-compile] [--level N]
+//   node --import tsx iso/build.ts [--out DIR] [--no-compile] [--level N] [--test-case NAME]
+//
+// A test case (test/cases/NAME/test.yml, a LinuxKit fragment) is merged in
+// front of linuxkit.yml, as `linuxkit build test.yml linuxkit.yml` would: a
+// separate image for a test, never the node's.
 //
 // Same inputs and SOURCE_DATE_EPOCH, same ISO bytes.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile, copyFile, chmod } from 'node:fs/promises';
-import { basename, join, relative, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, readlink, rm, writeFile, copyFile, chmod } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import AjvDraft04 from 'ajv-draft-04';
 import { stateDir } from '../services/lib/config.ts';
+import { SealkitError } from '../services/lib/errors.ts';
 import { ociSpec, mergeConfig, supportedKeys, type ImageConfig } from './oci.ts';
 import { resolveImage, type Recipe } from './parts.ts';
 import { moduleClosure } from './modules.ts';
@@ -31,6 +37,7 @@ export interface BuildOptions {
   compile?: boolean;
   level?: number; // zstd level of the initrd
   epoch?: number;
+  testCase?: string; // test/cases/<name>/test.yml in front of linuxkit.yml
   log?: (line: string) => void;
 }
 
@@ -100,23 +107,23 @@ export function kernelVersion(): string {
   return versions[versions.length - 1];
 }
 
-// tsc emits even when it reports errors. Errors in services/ stop the build;
-// errors only in tests (someone else's work in progress) do not.
-function compile(repo: string, log: (line: string) => void): void {
+// tsc emits even when it reports errors; the build does not go on with code
+// that does not typecheck, wherever the error is (services, iso, tests).
+export function compile(repo: string, log: (line: string) => void): void {
+  const tsc = join(repo, 'node_modules', '.bin', 'tsc');
   try {
-    execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: repo, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    execFileSync(tsc, ['-p', 'tsconfig.json'], { cwd: repo, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
-    const text = String((err as { stdout?: string }).stdout ?? '');
-    const files = [...text.matchAll(/^(\S+?)\(\d+,\d+\): error/gm)].map((m) => m[1]);
-    if (files.length === 0 || files.some((f) => f.startsWith('services/'))) {
-      throw new Error(`tsc failed:\n${text}`);
-    }
-    log(`iso: tsc reported errors outside services/ (ignored for the image): ${[...new Set(files)].join(', ')}`);
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    const text = String(e.stdout ?? '') + String(e.stderr ?? '') || e.message;
+    const files = [...new Set([...text.matchAll(/^(\S+?)\(\d+,\d+\): error/gm)].map((m) => m[1]))];
+    log(`iso: tsc failed${files.length ? ` in ${files.join(', ')}` : ''}`);
+    throw new SealkitError('SEALKIT_CONFIG', `tsc -p tsconfig.json failed in ${repo}; fix the type errors and build again:\n${text}`, { files });
   }
 }
 
 // Whether the image in `out` is older than anything it is built from.
-export function isStale(out: string, repo = repoRoot, state = stateDir()): boolean {
+export function isStale(out: string, repo = repoRoot, state = stateDir(), testCase?: string): boolean {
   const iso = join(out, 'sealkit.iso');
   if (!existsSync(iso)) return true;
   const built = statSync(iso).mtimeMs;
@@ -126,13 +133,12 @@ export function isStale(out: string, repo = repoRoot, state = stateDir()): boole
     if (s.isDirectory()) return readdirSync(p).some((e) => e !== 'node_modules' && newer(join(p, e)));
     return s.mtimeMs > built;
   };
-  return [
-    'linuxkit.yml', 'package.json', 'package-lock.json', 'tsconfig.json', 'iso', 'pkg', 'services',
-  ].some((p) => newer(join(repo, p))) || newer(join(state, 'iso')) || newer(join(state, 'trust.yaml')) || newer(join(state, 'bus', 'creds'));
+  const sources = ['linuxkit.yml', 'package.json', 'package-lock.json', 'tsconfig.json', 'iso', 'pkg', 'services'];
+  if (testCase) sources.push(join('test', 'cases', testCase), join('test', 'pkg'));
+  return sources.some((p) => newer(join(repo, p))) || newer(join(state, 'iso')) || newer(join(state, 'trust.yaml')) || newer(join(state, 'bus', 'creds'));
 }
 
 async function treeDigest(dir: string): Promise<string> {
-  const { createHash } = await import('node:crypto');
   const h = createHash('sha256');
   await walkTree(dir, async (p, kind) => {
     const rel = relative(dir, p);
@@ -163,169 +169,307 @@ async function copyTree(from: string, to: string, skip: (rel: string) => boolean
     const d = join(to, rel);
     if (kind === 'dir') await mkdir(d, { recursive: true });
     else if (kind === 'link') {
-      const { readlink } = await import('node:fs/promises');
       await putSymlink(to, rel, await readlink(p));
     } else await putFile(to, p, rel);
   });
 }
 
+// What every step of the build shares: where things come from and go, how
+// to log, and the inputs recorded so far for the manifest.
+interface Ctx {
+  repo: string;
+  out: string;
+  state: string;
+  epoch: number;
+  level: number;
+  stage: string; // the node's root filesystem, archived into the initrd
+  templates: string; // trees hard-linked into each container rootfs
+  manifestPath: string;
+  testCase?: string;
+  pkgRoots: string[]; // where sealkit/* images are looked up (pkg/*/build.yml)
+  inputs: Map<string, Input>;
+  skipped: string[];
+  log: (line: string) => void;
+  step: (what: string) => void;
+  record: (path: string, role: string) => Promise<void>;
+}
+
+interface Bases {
+  busybox: string;
+  node: string;
+  npm: NpmPackage[];
+}
+
+interface NpmPackage {
+  path: string;
+  version?: string;
+  integrity?: string;
+  tree: string;
+}
+
+interface Kernel {
+  version: string;
+  vmlinuz: string;
+}
+
+// linuxkit.yml in, kernel + initrd + ISO out, one named step after another.
 export async function build(o: BuildOptions = {}): Promise<BuildResult> {
   const t0 = Date.now();
+  const ctx = context(o, t0);
+  const yml = await readSystem(ctx);
+  if (o.compile ?? process.env.SEALKIT_ISO_NO_COMPILE !== '1') compileCode(ctx);
+  await resetOut(ctx);
+  const bases = await prepareBases(ctx);
+  const kernel = await addKernel(ctx, yml);
+  await addInit(ctx, yml, bases);
+  const services = await addBundles(ctx, yml, bases);
+  await writeInittab(ctx, services);
+  await recordFiles(ctx, yml);
+  await writeManifest(ctx, yml, kernel, services, bases.npm);
+  await addFiles(ctx, yml);
+  const art = await archive(ctx, kernel, yml.kernel.cmdline ?? '');
+  const seconds = (Date.now() - t0) / 1000;
+  ctx.log(`iso: ${art.iso} ${(art.bytes / 1e6).toFixed(1)} MB sha256 ${art.sha256} in ${seconds.toFixed(1)}s`);
+  return { ...art, manifest: ctx.manifestPath, seconds, skipped: ctx.skipped };
+}
+
+function context(o: BuildOptions, t0: number): Ctx {
   const repo = o.repo ?? repoRoot;
   const out = resolve(o.out ?? process.env.SEALKIT_ISO_OUT ?? join(repo, 'build', 'iso'));
   const state = resolve(o.state ?? stateDir());
-  const epoch = o.epoch ?? sourceDateEpoch(repo);
-  const level = o.level ?? Number(process.env.SEALKIT_ISO_ZSTD_LEVEL ?? 9);
-  const log = o.log ?? ((l: string) => console.log(l));
-  const step = (what: string) => log(`iso: ${what} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  const logLine = o.log ?? ((l: string) => console.log(l));
   const inputs = new Map<string, Input>();
-  const skipped: string[] = [];
-
   // input paths as the manifest shows them: stable across machines and out dirs
   const display = (p: string) =>
     p.startsWith(state + '/') ? `state/${relative(state, p)}` : p.startsWith(repo + '/') ? relative(repo, p) : p;
-  const record = async (p: string, role: string) => {
-    const key = display(p);
-    if (!inputs.has(key)) inputs.set(key, { path: key, sha256: await sha256File(p), role });
+  return {
+    repo,
+    out,
+    state,
+    epoch: o.epoch ?? sourceDateEpoch(repo),
+    level: o.level ?? Number(process.env.SEALKIT_ISO_ZSTD_LEVEL ?? 9),
+    stage: join(out, 'rootfs'),
+    templates: join(out, 'templates'),
+    manifestPath: join(out, 'build-manifest.json'),
+    testCase: o.testCase,
+    // a test case's images come from test/pkg, which the node's never do
+    pkgRoots: o.testCase ? ['pkg', join('test', 'pkg')] : ['pkg'],
+    inputs,
+    skipped: [],
+    log: logLine,
+    step: (what) => logLine(`iso: ${what} (${((Date.now() - t0) / 1000).toFixed(1)}s)`),
+    record: async (p, role) => {
+      const key = display(p);
+      if (!inputs.has(key)) inputs.set(key, { path: key, sha256: await sha256File(p), role });
+    },
   };
+}
 
-  // 1. the YAML, validated as LinuxKit would
-  const ymlPath = join(repo, 'linuxkit.yml');
-  const yml = YAML.parse(await readFile(ymlPath, 'utf8')) as LinuxkitYml;
-  const schema = JSON.parse(await readFile(join(repo, 'iso', 'linuxkit', 'schema.json'), 'utf8'));
+// linuxkit.yml (and the test case in front of it), validated as LinuxKit
+// would, refusing what this build cannot do
+async function readSystem(ctx: Ctx): Promise<LinuxkitYml> {
+  const schema = JSON.parse(await readFile(join(ctx.repo, 'iso', 'linuxkit', 'schema.json'), 'utf8'));
   const validate = new Ajv({ allErrors: true, strict: false }).compile(schema);
-  if (!validate(yml)) throw new Error(`linuxkit.yml does not validate: ${JSON.stringify(validate.errors)}`);
+  const read = async (path: string, name: string) => {
+    const doc = YAML.parse(await readFile(path, 'utf8')) as LinuxkitYml;
+    if (!validate(doc)) throw new Error(`${name} does not validate: ${JSON.stringify(validate.errors)}`);
+    return doc;
+  };
+  const ymlPath = join(ctx.repo, 'linuxkit.yml');
+  let yml = await read(ymlPath, 'linuxkit.yml');
+  await ctx.record(ymlPath, 'linuxkit.yml');
+  if (ctx.testCase) {
+    const path = testCasePath(ctx.repo, ctx.testCase);
+    const name = relative(ctx.repo, path);
+    yml = appendConfig(withSources(await read(path, name), relative(ctx.repo, dirname(path))), yml);
+    await ctx.record(path, 'test-case');
+  }
   for (const k of ['onshutdown', 'volumes'] as const) {
     if (yml[k]?.length) throw new Error(`linuxkit.yml: "${k}" is not supported by the offline build`);
   }
-  await record(ymlPath, 'linuxkit.yml');
+  return yml;
+}
 
-  // 2. the code
-  if (o.compile ?? process.env.SEALKIT_ISO_NO_COMPILE !== '1') {
-    step('compiling with tsc');
-    compile(repo, log);
+export function testCases(repo = repoRoot): string[] {
+  const dir = join(repo, 'test', 'cases');
+  return existsSync(dir) ? readdirSync(dir).filter((d) => existsSync(join(dir, d, 'test.yml'))).sort() : [];
+}
+
+function testCasePath(repo: string, name: string): string {
+  const path = join(repo, 'test', 'cases', name, 'test.yml');
+  if (!/^[a-z0-9][a-z0-9-]*$/.test(name) || !existsSync(path)) {
+    throw new SealkitError('SEALKIT_CONFIG', `test case "${name}": ${relative(repo, path)} does not exist; the test cases are: ${testCases(repo).join(', ') || 'none'}`, { testCase: name });
   }
-  const dist = join(repo, 'dist', 'services');
-  if (!existsSync(dist)) throw new Error(`${dist} is missing; run "npx tsc -p tsconfig.json"`);
+  return path;
+}
 
-  await rm(out, { recursive: true, force: true });
-  await mkdir(out, { recursive: true });
-  const stage = join(out, 'rootfs');
-  const cache = join(out, 'templates');
+// "./x" in a test case is the case's own file (LinuxKit runs a case's build
+// in its directory); the rest of the build reads sources from the repo root
+function withSources(doc: LinuxkitYml, dir: string): LinuxkitYml {
+  const files = doc.files?.map((f) => (f.source?.startsWith('./') ? { ...f, source: join(dir, f.source) } : f));
+  return files ? { ...doc, files } : doc;
+}
 
-  // 3. templates shared by the container rootfs (hard-linked into each)
-  step('preparing the busybox and node bases');
-  const skeleton = async (root: string) => {
-    for (const d of ['/proc', '/sys', '/dev', '/etc', '/run', '/var', '/root']) await ensureDir(root, d);
-    await ensureDir(root, '/tmp', 0o1777);
-    await putText(root, '/etc/passwd', 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n');
-    await putText(root, '/etc/group', 'root:x:0:\nnogroup:x:65534:\n');
+// LinuxKit's AppendConfig: the later file's kernel wins where it sets one,
+// the lists are concatenated in order
+function appendConfig(a: LinuxkitYml, b: LinuxkitYml): LinuxkitYml {
+  const list = <T>(x?: T[], y?: T[]) => (x || y ? [...(x ?? []), ...(y ?? [])] : undefined);
+  return {
+    ...a,
+    ...b,
+    kernel: { ...a.kernel, ...b.kernel },
+    init: list(a.init, b.init),
+    onboot: list(a.onboot, b.onboot),
+    onshutdown: list(a.onshutdown, b.onshutdown),
+    services: list(a.services, b.services),
+    files: list(a.files, b.files),
+    volumes: list(a.volumes, b.volumes),
   };
-  const busyboxBase = join(cache, 'busybox');
-  await skeleton(busyboxBase);
-  for (const f of await putBusybox(busyboxBase)) await record(f, 'binary');
+}
 
-  const nodeBase = join(cache, 'node');
-  await skeleton(nodeBase);
-  await putBusybox(nodeBase);
+function compileCode(ctx: Ctx): void {
+  ctx.step('compiling with tsc');
+  compile(ctx.repo, ctx.log);
+}
+
+async function resetOut(ctx: Ctx): Promise<void> {
+  const dist = join(ctx.repo, 'dist', 'services');
+  if (!existsSync(dist)) throw new Error(`${dist} is missing; run "npx tsc -p tsconfig.json"`);
+  await rm(ctx.out, { recursive: true, force: true });
+  await mkdir(ctx.out, { recursive: true });
+}
+
+async function skeleton(root: string): Promise<void> {
+  for (const d of ['/proc', '/sys', '/dev', '/etc', '/run', '/var', '/root']) await ensureDir(root, d);
+  await ensureDir(root, '/tmp', 0o1777);
+  await putText(root, '/etc/passwd', 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n');
+  await putText(root, '/etc/group', 'root:x:0:\nnogroup:x:65534:\n');
+}
+
+// the busybox and node trees shared by the container rootfs (hard-linked into each)
+async function prepareBases(ctx: Ctx): Promise<Bases> {
+  ctx.step('preparing the busybox and node bases');
+  const { repo } = ctx;
+  const busybox = join(ctx.templates, 'busybox');
+  await skeleton(busybox);
+  for (const f of await putBusybox(busybox)) await ctx.record(f, 'binary');
+
+  const node = join(ctx.templates, 'node');
+  await skeleton(node);
+  await putBusybox(node);
   const nodeBin = execFileSync('sh', ['-c', 'command -v node'], { encoding: 'utf8' }).trim();
-  for (const f of await putBinary(nodeBase, nodeBin, '/usr/local/bin/node')) await record(f, 'binary');
-  const app = at(nodeBase, '/opt/sealkit');
+  for (const f of await putBinary(node, nodeBin, '/usr/local/bin/node')) await ctx.record(f, 'binary');
+  const app = at(node, '/opt/sealkit');
+  const dist = join(repo, 'dist', 'services');
   await copyTree(dist, join(app, 'dist', 'services'), (rel) => rel.endsWith('.map') || rel.endsWith('.d.ts'));
   await putFile(app, join(repo, 'package.json'), 'package.json', 0o644);
-  await record(join(repo, 'package.json'), 'package.json');
-  await record(join(repo, 'package-lock.json'), 'package-lock.json');
+  await ctx.record(join(repo, 'package.json'), 'package.json');
+  await ctx.record(join(repo, 'package-lock.json'), 'package-lock.json');
   await walkTree(dist, async (p, kind) => {
-    if (kind === 'file' && !p.endsWith('.map')) await record(p, 'dist');
+    if (kind === 'file' && !p.endsWith('.map')) await ctx.record(p, 'dist');
   });
   const lock = JSON.parse(await readFile(join(repo, 'package-lock.json'), 'utf8')) as { packages?: Record<string, { version?: string; integrity?: string }> };
-  const npm: Array<{ path: string; version?: string; integrity?: string; tree: string }> = [];
+  const npm: NpmPackage[] = [];
   for (const pkgDir of productionPackages(repo)) {
     const rel = relative(repo, pkgDir);
     await copyTree(pkgDir, join(app, rel), (r) => r === 'node_modules' || r.startsWith('node_modules/'));
     npm.push({ path: rel, version: lock.packages?.[rel]?.version, integrity: lock.packages?.[rel]?.integrity, tree: await treeDigest(join(app, rel)) });
   }
-  await putText(nodeBase, '/usr/local/bin/sealkit', '#!/bin/sh\nexec node /opt/sealkit/dist/services/cli/main.js "$@"\n', 0o755);
+  await putText(node, '/usr/local/bin/sealkit', '#!/bin/sh\nexec node /opt/sealkit/dist/services/cli/main.js "$@"\n', 0o755);
+  return { busybox, node, npm };
+}
 
-  const makeRootfs = async (root: string, r: Recipe) => {
-    if (r.base === 'node') await linkTree(nodeBase, root);
-    else if (r.base === 'busybox') await linkTree(busyboxBase, root);
-    else await skeleton(root);
-    for (const b of r.binaries) {
-      const [src, dst] = b.split(':');
-      for (const f of await putBinary(root, src, dst ?? src)) await record(f, 'binary');
-    }
-    for (const f of r.files) {
-      const src = join(r.dir, f.source);
-      await putFile(root, src, f.path, f.mode ? parseInt(f.mode, 8) : undefined);
-      await record(src, 'part');
-    }
-  };
-
-  // 4. kernel and modules
-  step('kernel and modules');
-  const kver = kernelVersion();
-  const kernelRecipe = await resolveImage(repo, yml.kernel.image);
-  const vmlinuz = `/boot/vmlinuz-${kver}`;
-  await record(vmlinuz, 'kernel');
-  const moduleDir = `/lib/modules/${kver}`;
-  const modules = await moduleClosure(moduleDir, kernelRecipe.modules);
-  for (const m of modules) {
-    await putFile(stage, join(moduleDir, m), join(moduleDir, m), 0o644);
-    await record(join(moduleDir, m), 'module');
+// one image's rootfs: its base, then the host binaries and files its offline.yml names
+async function makeRootfs(ctx: Ctx, bases: Bases, root: string, r: Recipe): Promise<void> {
+  if (r.base === 'node') await linkTree(bases.node, root);
+  else if (r.base === 'busybox') await linkTree(bases.busybox, root);
+  else await skeleton(root);
+  for (const b of r.binaries) {
+    const [src, dst] = b.split(':');
+    for (const f of await putBinary(root, src, dst ?? src)) await ctx.record(f, 'binary');
   }
-  await putText(stage, '/etc/sealkit/modules.load', modules.join('\n') + '\n');
+  for (const f of r.files) {
+    const src = join(r.dir, f.source);
+    await putFile(root, src, f.path, f.mode ? parseInt(f.mode, 8) : undefined);
+    await ctx.record(src, 'part');
+  }
+}
 
-  // 5. init images: straight into the host root
-  step('init');
+async function addKernel(ctx: Ctx, yml: LinuxkitYml): Promise<Kernel> {
+  ctx.step('kernel and modules');
+  const version = kernelVersion();
+  const recipe = await resolveImage(ctx.repo, yml.kernel.image, ctx.pkgRoots);
+  const vmlinuz = `/boot/vmlinuz-${version}`;
+  await ctx.record(vmlinuz, 'kernel');
+  const moduleDir = `/lib/modules/${version}`;
+  const modules = await moduleClosure(moduleDir, recipe.modules);
+  for (const m of modules) {
+    await putFile(ctx.stage, join(moduleDir, m), join(moduleDir, m), 0o644);
+    await ctx.record(join(moduleDir, m), 'module');
+  }
+  await putText(ctx.stage, '/etc/sealkit/modules.load', modules.join('\n') + '\n');
+  return { version, vmlinuz };
+}
+
+// init images: straight into the host root
+async function addInit(ctx: Ctx, yml: LinuxkitYml, bases: Bases): Promise<void> {
+  ctx.step('init');
+  const { stage } = ctx;
   for (const ref of yml.init ?? []) {
-    const r = await resolveImage(repo, ref);
-    await makeRootfs(stage, r);
-    await record(join(r.dir, 'offline.yml'), 'part');
+    const r = await resolveImage(ctx.repo, ref, ctx.pkgRoots);
+    await makeRootfs(ctx, bases, stage, r);
+    await ctx.record(join(r.dir, 'offline.yml'), 'part');
   }
   await skeleton(stage);
   for (const d of ['/var/lib', '/var/log', '/mnt', '/newroot', '/containers/onboot', '/containers/services']) await ensureDir(stage, d);
   await putText(stage, '/etc/resolv.conf', '');
   await putText(stage, '/etc/hostname', 'sealkit\n');
+}
 
-  // 6. onboot and services: one OCI bundle each
-  const bundle = async (kind: 'onboot' | 'service', entry: ImageConfig, dir: string) => {
-    for (const k of Object.keys(entry)) {
-      if (!supportedKeys.has(k)) throw new Error(`linuxkit.yml ${kind} ${entry.name}: key "${k}" is not supported by the offline build`);
-    }
-    const r = await resolveImage(repo, entry.image);
-    const c = mergeConfig(r.defaults.config, entry);
-    const spec = ociSpec(c, r.defaults, kind);
-    const args = (spec.process as { args: string[] }).args;
-    const main = args.find((a) => a.startsWith('/opt/sealkit/dist/services/'));
-    if (kind === 'service' && main && !existsSync(join(repo, main.replace('/opt/sealkit/', '')))) {
-      skipped.push(`${entry.name}: ${main} is not built`);
-      log(`iso: service ${entry.name} left out: ${relative(repo, join(repo, main.replace('/opt/sealkit/', '')))} does not exist yet`);
-      return;
-    }
-    await makeRootfs(join(dir, 'rootfs'), r);
-    await record(join(r.dir, 'offline.yml'), 'part');
-    if (existsSync(join(r.dir, 'Dockerfile'))) await record(join(r.dir, 'Dockerfile'), 'part');
-    await putText(dir, 'config.json', JSON.stringify(spec, null, 2) + '\n');
-    // host paths a bundle needs before it can start (LinuxKit: runtime.mkdir;
-    // bind sources under /run appear at boot, the service waits for them)
-    const mkdirs = c.runtime?.mkdir ?? [];
-    for (const m of mkdirs) await ensureDir(stage, m);
-    const waits = (c.binds ?? []).map((b) => b.split(':')[0]).filter((s) => s.startsWith('/run/'));
-    if (waits.length) await putText(dir, 'wait', waits.join('\n') + '\n');
-  };
-  step('onboot and service bundles');
+// onboot and services: one OCI bundle each; returns the services built
+async function addBundles(ctx: Ctx, yml: LinuxkitYml, bases: Bases): Promise<string[]> {
+  ctx.step('onboot and service bundles');
   for (const [i, entry] of (yml.onboot ?? []).entries()) {
-    await bundle('onboot', entry, at(stage, `/containers/onboot/${String(i).padStart(3, '0')}-${entry.name}`));
+    await addBundle(ctx, bases, 'onboot', entry, at(ctx.stage, `/containers/onboot/${String(i).padStart(3, '0')}-${entry.name}`));
   }
   const services: string[] = [];
   for (const entry of yml.services ?? []) {
-    const dir = at(stage, `/containers/services/${entry.name}`);
-    await bundle('service', entry, dir);
+    const dir = at(ctx.stage, `/containers/services/${entry.name}`);
+    await addBundle(ctx, bases, 'service', entry, dir);
     if (existsSync(dir)) services.push(entry.name);
   }
+  return services;
+}
+
+async function addBundle(ctx: Ctx, bases: Bases, kind: 'onboot' | 'service', entry: ImageConfig, dir: string): Promise<void> {
+  const { repo } = ctx;
+  for (const k of Object.keys(entry)) {
+    if (!supportedKeys.has(k)) throw new Error(`linuxkit.yml ${kind} ${entry.name}: key "${k}" is not supported by the offline build`);
+  }
+  const r = await resolveImage(repo, entry.image, ctx.pkgRoots);
+  const c = mergeConfig(r.defaults.config, entry);
+  const spec = ociSpec(c, r.defaults, kind);
+  const args = (spec.process as { args: string[] }).args;
+  const main = args.find((a) => a.startsWith('/opt/sealkit/dist/services/'));
+  if (kind === 'service' && main && !existsSync(join(repo, main.replace('/opt/sealkit/', '')))) {
+    ctx.skipped.push(`${entry.name}: ${main} is not built`);
+    ctx.log(`iso: service ${entry.name} left out: ${relative(repo, join(repo, main.replace('/opt/sealkit/', '')))} does not exist yet`);
+    return;
+  }
+  await makeRootfs(ctx, bases, join(dir, 'rootfs'), r);
+  await ctx.record(join(r.dir, 'offline.yml'), 'part');
+  if (existsSync(join(r.dir, 'Dockerfile'))) await ctx.record(join(r.dir, 'Dockerfile'), 'part');
+  await putText(dir, 'config.json', JSON.stringify(spec, null, 2) + '\n');
+  // host paths a bundle needs before it can start (LinuxKit: runtime.mkdir;
+  // bind sources under /run appear at boot, the service waits for them)
+  for (const m of c.runtime?.mkdir ?? []) await ensureDir(ctx.stage, m);
+  const waits = (c.binds ?? []).map((b) => b.split(':')[0]).filter((s) => s.startsWith('/run/'));
+  if (waits.length) await putText(dir, 'wait', waits.join('\n') + '\n');
+}
+
+async function writeInittab(ctx: Ctx, services: string[]): Promise<void> {
   await putText(
-    stage,
+    ctx.stage,
     '/etc/inittab',
     [
       '# generated by iso/build.ts from linuxkit.yml',
@@ -339,47 +483,55 @@ export async function build(o: BuildOptions = {}): Promise<BuildResult> {
       '',
     ].join('\n'),
   );
+}
 
-  // 7. files:, after recording every input so the manifest can be one of them
-  step('files');
-  const sourcePath = (s: string) => {
-    if (s.startsWith('state/')) return join(state, s.slice('state/'.length));
-    if (s.startsWith('build/iso/')) return join(out, s.slice('build/iso/'.length));
-    if (s.startsWith('~/')) return join(process.env.HOME ?? '/root', s.slice(2));
-    return resolve(repo, s);
-  };
-  const manifestPath = join(out, 'build-manifest.json');
+// where a files: source is read from on the build host
+function sourcePath(ctx: Ctx, s: string): string {
+  if (s.startsWith('state/')) return join(ctx.state, s.slice('state/'.length));
+  if (s.startsWith('build/iso/')) return join(ctx.out, s.slice('build/iso/'.length));
+  if (s.startsWith('~/')) return join(process.env.HOME ?? '/root', s.slice(2));
+  return resolve(ctx.repo, s);
+}
+
+// files: are inputs too, recorded before the manifest (which is one of them) is written
+async function recordFiles(ctx: Ctx, yml: LinuxkitYml): Promise<void> {
+  ctx.step('files');
   for (const f of yml.files ?? []) {
-    if (f.source && sourcePath(f.source) !== manifestPath) {
-      const src = sourcePath(f.source);
-      if (existsSync(src)) await record(src, 'file');
+    if (f.source && sourcePath(ctx, f.source) !== ctx.manifestPath) {
+      const src = sourcePath(ctx, f.source);
+      if (existsSync(src)) await ctx.record(src, 'file');
       else if (!f.optional) {
         throw new Error(`linuxkit.yml file ${f.path}: ${src} is missing${f.source.startsWith('state/') ? '; run "make keys" (node --import tsx iso/keys.ts) first' : ''}`);
       }
     } else if (f.contents !== undefined) {
-      const { createHash } = await import('node:crypto');
-      inputs.set(`linuxkit.yml:${f.path}`, { path: `linuxkit.yml:${f.path}`, sha256: createHash('sha256').update(f.contents).digest('hex'), role: 'file' });
+      ctx.inputs.set(`linuxkit.yml:${f.path}`, { path: `linuxkit.yml:${f.path}`, sha256: createHash('sha256').update(f.contents).digest('hex'), role: 'file' });
     }
   }
-  for (const f of isoInputs) await record(f, 'bootloader');
-  const cmdline = yml.kernel.cmdline ?? '';
+  for (const f of isoInputs) await ctx.record(f, 'bootloader');
+}
+
+async function writeManifest(ctx: Ctx, yml: LinuxkitYml, kernel: Kernel, services: string[], npm: NpmPackage[]): Promise<void> {
   const manifest = {
     schema: 'sealkit/build-manifest/v1',
     builder: 'iso/build.ts (offline, Debian parts)',
-    sourceDateEpoch: epoch,
-    kernel: { image: yml.kernel.image, version: kver, cmdline },
-    initrd: { compression: `zstd -${level}`, format: 'newc' },
+    ...(ctx.testCase ? { testCase: ctx.testCase } : {}),
+    sourceDateEpoch: ctx.epoch,
+    kernel: { image: yml.kernel.image, version: kernel.version, cmdline: yml.kernel.cmdline ?? '' },
+    initrd: { compression: `zstd -${ctx.level}`, format: 'newc' },
     images: {
       init: yml.init ?? [],
       onboot: (yml.onboot ?? []).map((e) => ({ name: e.name, image: e.image })),
       services: (yml.services ?? []).filter((e) => services.includes(e.name)).map((e) => ({ name: e.name, image: e.image })),
     },
-    skipped,
+    skipped: ctx.skipped,
     npm,
-    inputs: [...inputs.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)),
+    inputs: [...ctx.inputs.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)),
   };
-  await writeFile(manifestPath, JSON.stringify(manifest, null, 2) + '\n');
+  await writeFile(ctx.manifestPath, JSON.stringify(manifest, null, 2) + '\n');
+}
 
+async function addFiles(ctx: Ctx, yml: LinuxkitYml): Promise<void> {
+  const { stage } = ctx;
   for (const f of yml.files ?? []) {
     if (f.metadata) throw new Error(`linuxkit.yml file ${f.path}: "metadata" is not supported by the offline build`);
     if ((f.uid !== undefined && Number(f.uid) !== 0) || (f.gid !== undefined && Number(f.gid) !== 0)) {
@@ -390,34 +542,34 @@ export async function build(o: BuildOptions = {}): Promise<BuildResult> {
     else if (f.symlink) await putSymlink(stage, f.path, f.symlink);
     else if (f.contents !== undefined) await putText(stage, f.path, f.contents, mode ?? 0o600);
     else if (f.source) {
-      const src = sourcePath(f.source);
+      const src = sourcePath(ctx, f.source);
       if (existsSync(src)) await putFile(stage, src, f.path, mode ?? 0o600);
     }
   }
+}
 
-  // 8. archive: links for identical files, fixed times, sorted cpio, ISO
-  step('deduplicating');
+// links for identical files, fixed times, sorted cpio, then the ISO
+async function archive(ctx: Ctx, kernel: Kernel, cmdline: string): Promise<Omit<BuildResult, 'manifest' | 'seconds' | 'skipped'>> {
+  const { out, stage } = ctx;
+  ctx.step('deduplicating');
   const d = await dedupe(stage);
-  log(`iso: ${d.linked} identical files hard-linked (${(d.savedBytes / 1e6).toFixed(1)} MB saved)`);
-  await rm(cache, { recursive: true, force: true });
-  await normalize(stage, epoch);
-  step(`initrd (zstd -${level})`);
+  ctx.log(`iso: ${d.linked} identical files hard-linked (${(d.savedBytes / 1e6).toFixed(1)} MB saved)`);
+  await rm(ctx.templates, { recursive: true, force: true });
+  await normalize(stage, ctx.epoch);
+  ctx.step(`initrd (zstd -${ctx.level})`);
   const initrdPath = join(out, 'initrd.img');
-  await initrd(stage, initrdPath, level);
+  await initrd(stage, initrdPath, ctx.level);
   const kernelPath = join(out, 'kernel');
-  await copyFile(vmlinuz, kernelPath);
+  await copyFile(kernel.vmlinuz, kernelPath);
   await chmod(kernelPath, 0o644);
   await writeFile(join(out, 'cmdline'), cmdline + '\n');
-  step('iso');
+  ctx.step('iso');
   const iso = join(out, 'sealkit.iso');
-  await isoBios({ kernel: kernelPath, initrd: initrdPath, cmdline, out: iso, work: out, epoch });
+  await isoBios({ kernel: kernelPath, initrd: initrdPath, cmdline, out: iso, work: out, epoch: ctx.epoch });
   await rm(join(out, 'iso-root'), { recursive: true, force: true });
   const sha256 = await sha256File(iso);
   await writeFile(`${iso}.sha256`, `${sha256}  ${basename(iso)}\n`);
-  const bytes = statSync(iso).size;
-  const seconds = (Date.now() - t0) / 1000;
-  log(`iso: ${iso} ${(bytes / 1e6).toFixed(1)} MB sha256 ${sha256} in ${seconds.toFixed(1)}s`);
-  return { iso, kernel: kernelPath, initrd: initrdPath, cmdline, manifest: manifestPath, sha256, bytes, seconds, skipped };
+  return { iso, kernel: kernelPath, initrd: initrdPath, cmdline, sha256, bytes: statSync(iso).size };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
@@ -431,6 +583,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       out: opt('--out'),
       compile: args.includes('--no-compile') ? false : undefined,
       level: opt('--level') ? Number(opt('--level')) : undefined,
+      testCase: opt('--test-case'),
     });
   } catch (err) {
     console.error(`iso: ${(err as Error).message}`);

@@ -36,15 +36,17 @@ export function imageRepo(ref: string): { org: string; name: string; tag: string
   return { org, name, tag };
 }
 
-async function packageDirs(repo: string): Promise<Map<string, string>> {
+async function packageDirs(repo: string, roots: string[]): Promise<Map<string, string>> {
   const dirs = new Map<string, string>();
-  const pkg = join(repo, 'pkg');
-  if (!existsSync(pkg)) return dirs;
-  for (const d of readdirSync(pkg).sort()) {
-    const f = join(pkg, d, 'build.yml');
-    if (!existsSync(f)) continue;
-    const b = YAML.parse(await readFile(f, 'utf8')) as { org?: string; image?: string };
-    if (b?.image) dirs.set(`${b.org ?? 'linuxkit'}/${b.image}`, join(pkg, d));
+  for (const root of roots) {
+    const pkg = join(repo, root);
+    if (!existsSync(pkg)) continue;
+    for (const d of readdirSync(pkg).sort()) {
+      const f = join(pkg, d, 'build.yml');
+      if (!existsSync(f)) continue;
+      const b = YAML.parse(await readFile(f, 'utf8')) as { org?: string; image?: string };
+      if (b?.image) dirs.set(`${b.org ?? 'linuxkit'}/${b.image}`, join(pkg, d));
+    }
   }
   return dirs;
 }
@@ -93,15 +95,16 @@ export function dockerfileDefaults(text: string, where: string): ImageDefaults {
   return d;
 }
 
-export async function resolveImage(repo: string, ref: string): Promise<Recipe> {
+// pkgRoots: the folders whose */build.yml name the project's images
+export async function resolveImage(repo: string, ref: string, pkgRoots = ['pkg']): Promise<Recipe> {
   const { org, name } = imageRepo(ref);
   let dir: string | undefined;
   let defaults: ImageDefaults = {};
   if (org === 'linuxkit') {
     dir = join(repo, 'iso', 'parts', name);
   } else {
-    dir = (await packageDirs(repo)).get(`${org}/${name}`);
-    if (!dir) throw new Error(`image ${ref}: no pkg/*/build.yml has org "${org}" and image "${name}"`);
+    dir = (await packageDirs(repo, pkgRoots)).get(`${org}/${name}`);
+    if (!dir) throw new Error(`image ${ref}: no ${pkgRoots.map((r) => `${r}/*/build.yml`).join(' or ')} has org "${org}" and image "${name}"`);
     const dockerfile = join(dir, 'Dockerfile');
     if (existsSync(dockerfile)) defaults = dockerfileDefaults(await readFile(dockerfile, 'utf8'), dockerfile);
   }

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
-import { bootVm, ensureIso, testStateDir, type Vm } from './helpers/qemu.ts';
+import { bootVm, ensureTestCaseIso, testStateDir, type Vm } from './helpers/qemu.ts';
 import { startHttp, type TestServer } from './helpers/http.ts';
 import { buildImage, sha256 } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
@@ -15,16 +15,16 @@ import { SealkitError } from '../services/lib/errors.ts';
 // the guest as http://10.0.2.100/. From the host, an operator pushes a signed
 // policy naming an image served by the host; inside the VM the node fetches
 // and verifies it, imports it into its containerd, unpacks and labels the
-// container rootfs on the IMA-appraised store. The guest step
-// iso/parts/init/e2e-selftest (sealkit.selftest=e2e) then forges a label and
-// adds an unlabelled file in that rootfs; the kernel refuses both, and the
-// auditor's audit.denial events reach the host subscriber.
+// container rootfs on the IMA-appraised store. The test case
+// test/cases/e2e-denials (a service in the test image only) then forges a
+// label and adds an unlabelled file in that rootfs; the kernel refuses both,
+// and the auditor's audit.denial events reach the host subscriber.
 
 const minutes = (n: number) => n * 60_000;
 
 test('in QEMU: a signed policy pushed from the host is fetched, imported, labelled and enforced by the kernel, and denials reach the host', async (t) => {
   t.timeout(minutes(30));
-  const iso = await ensureIso((l) => t.log(l));
+  const iso = await ensureTestCaseIso('e2e-denials', (l) => t.log(l));
   t.log(`ISO ${(iso.bytes / 1e6).toFixed(1)} MB, ${iso.reused ? 'reused' : `built in ${iso.seconds.toFixed(0)} s`}`);
 
   // the image and its signature by a release key the policy names
@@ -46,7 +46,7 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
   const vm: Vm = await bootVm({
     kernel: iso.kernel,
     initrd: iso.initrd,
-    append: `${iso.cmdline} sealkit.selftest=e2e`,
+    append: iso.cmdline,
     httpPort: Number(new URL(http.origin).port),
   });
   let anon: NatsConnection | undefined;
@@ -125,7 +125,7 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
       t.is(d.data.policySerial, 1);
     }
     t.is(forged.data.expectedSha256, sha256(image.files['bin/app']), 'the denial says what the file should hash to');
-    const said = vm.console().split(/\r?\n/).filter((l) => l.includes('E2E-SELFTEST')).map((l) => l.slice(l.indexOf('E2E-SELFTEST') + 13));
+    const said = vm.console().split(/\r?\n/).filter((l) => l.includes('E2E-DENIALS')).map((l) => l.slice(l.indexOf('E2E-DENIALS') + 12));
     t.log(said.join('\n'));
     t.true(said.includes('read untouched allowed'), 'an untouched file of the labelled rootfs opens');
     t.true(said.some((l) => /^read forged denied: .*Permission denied/.test(l)), 'the forged file is refused with EACCES');
@@ -140,7 +140,7 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
     const settled = await vm.settled(minutes(3)).catch(() => null);
     if (settled) t.log(`guest 60 s after the bus: memory used ${settled.usedMiB} of ${settled.totalMiB} MiB; running: ${settled.running.join(' ')}`);
   } catch (err) {
-    const guest = vm.console().split(/\r?\n/).filter((l) => /E2E-SELFTEST|sealkit: .*(stopped|restarting)|^  \| /.test(l));
+    const guest = vm.console().split(/\r?\n/).filter((l) => /E2E-DENIALS|sealkit: .*(stopped|restarting)|^  \| /.test(l));
     t.log(`guest console:\n${guest.slice(-60).join('\n')}`);
     if (events) t.log(`heartbeats: ${events.of('node.heartbeat').map((e) => names(e).join(',')).slice(-3).join(' | ')}`);
     throw err;

@@ -1,24 +1,24 @@
 import test from 'ava';
-import { bootVm, ensureIso } from './helpers/qemu.ts';
+import { bootVm, ensureTestCaseIso } from './helpers/qemu.ts';
 
 // Kernel IMA appraisal really enforces in the node's kernel: with
 // ima_appraise=enforce and one policy written at boot, a file whose
 // security.ima does not match its content cannot be opened (EACCES) and the
-// kernel logs type=1800 cause="invalid-hash". The guest side is
-// iso/parts/init/ima-selftest, run when the command line asks for it.
+// kernel logs type=1800 cause="invalid-hash". The guest side is the test
+// case test/cases/ima-kernel (its own image: the node's never has it).
 
 test('IMA appraisal refuses a tampered file on the container store and through overlayfs', async (t) => {
   t.timeout(20 * 60_000);
-  const iso = await ensureIso((l) => t.log(l));
-  const vm = await bootVm({ kernel: iso.kernel, initrd: iso.initrd, append: `${iso.cmdline} sealkit.selftest=ima` });
+  const iso = await ensureTestCaseIso('ima-kernel', (l) => t.log(l));
+  const vm = await bootVm({ kernel: iso.kernel, initrd: iso.initrd, append: iso.cmdline });
   let out = '';
   try {
-    await vm.waitFor(/IMA-SELFTEST (done|skip)/, 8 * 60_000);
+    await vm.waitFor(/IMA-KERNEL (done|skip)/, 8 * 60_000);
     out = vm.console();
   } finally {
     await vm.powerOff();
   }
-  const lines = out.split(/\r?\n/).filter((l) => l.includes('IMA-SELFTEST')).map((l) => l.slice(l.indexOf('IMA-SELFTEST') + 13));
+  const lines = out.split(/\r?\n/).filter((l) => l.includes('IMA-KERNEL')).map((l) => l.slice(l.indexOf('IMA-KERNEL') + 11));
   t.log(lines.join('\n'));
   const has = (s: string) => t.true(lines.some((l) => l.startsWith(s)), `expected "${s}"`);
 

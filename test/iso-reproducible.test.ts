@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from '../iso/build.ts';
-import { ensureIso, testStateDir } from './helpers/qemu.ts';
+import { buildLocked, ensureIso, testStateDir } from './helpers/qemu.ts';
 
 // Same inputs, same bytes: a second build of the ISO from the same tree,
 // state and SOURCE_DATE_EPOCH, into another directory, is identical.
@@ -15,7 +15,8 @@ test('building the ISO twice from the same inputs gives the same bytes', async (
   const { sourceDateEpoch } = JSON.parse(await readFile(first.manifest, 'utf8')) as { sourceDateEpoch: number };
   const out = await mkdtemp(join(tmpdir(), 'sealkit-iso-'));
   try {
-    const second = await build({ out, state: testStateDir, epoch: sourceDateEpoch, compile: false, log: () => {} });
+    // locked: another test's build would rewrite dist/ while this one copies it
+    const second = await buildLocked(() => build({ out, state: testStateDir, epoch: sourceDateEpoch, compile: false, log: () => {} }));
     t.log(`second build: ${second.seconds.toFixed(1)} s, ${(second.bytes / 1e6).toFixed(1)} MB`);
     t.is(second.sha256, first.sha256);
     t.is(second.bytes, first.bytes);

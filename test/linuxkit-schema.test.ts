@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import AjvDraft04 from 'ajv-draft-04';
+import { testCases } from '../iso/build.ts';
 
 // a CommonJS module: under NodeNext its class is the default export's .default
 const Ajv = AjvDraft04.default;
@@ -59,4 +60,14 @@ test('every sealkit service runs as its own service with its own bus credentials
   t.true((doc.onboot as Array<{ name: string }>).some((o) => o.name === 'bus-init'));
   t.true((doc.onboot as Array<{ name: string }>).some((o) => o.name === 'ima-policy'));
   t.notRegex(doc.kernel.cmdline, /ima_policy=/, 'the one policy write per boot belongs to the onboot step');
+});
+
+test('every test case (test/cases/*/test.yml) validates against the LinuxKit schema', async (t) => {
+  const validate = await validator();
+  const cases = testCases(root);
+  t.true(cases.length >= 2, `test cases: ${cases.join(', ')}`);
+  for (const name of cases) {
+    const doc = YAML.parse(await readFile(join(root, 'test', 'cases', name, 'test.yml'), 'utf8'));
+    t.true(validate(doc), `${name}: ${JSON.stringify(validate.errors, null, 2)}`);
+  }
 });

@@ -31,3 +31,27 @@ export async function ensureIso(log: (line: string) => void = () => {}): Promise
     return { ...result, reused: false };
   });
 }
+
+// One build at a time, whichever image (ensureIso's lock): every build runs
+// tsc into dist/, which another build may be copying into its image.
+export function buildLocked<T>(fn: () => Promise<T>): Promise<T> {
+  return locked(`${testIsoDir}.lock`, fn);
+}
+
+// The node image with a test case (test/cases/<name>) merged in front of
+// linuxkit.yml, under build/test-iso-<name>: the node's own image never
+// carries test steps.
+export async function ensureTestCaseIso(name: string, log: (line: string) => void = () => {}): Promise<TestIso> {
+  await mkdir(join(repoRoot, 'build'), { recursive: true });
+  const out = join(repoRoot, 'build', `test-iso-${name}`);
+  return buildLocked(async () => {
+    await ensureNodeKeys(testStateDir);
+    const resultFile = join(out, 'result.json');
+    if (!isStale(out, repoRoot, testStateDir, name) && existsSync(resultFile)) {
+      return { ...(JSON.parse(await readFile(resultFile, 'utf8')) as BuildResult), reused: true };
+    }
+    const result = await build({ out, state: testStateDir, testCase: name, log });
+    await writeFile(resultFile, JSON.stringify(result, null, 2) + '\n');
+    return { ...result, reused: false };
+  });
+}

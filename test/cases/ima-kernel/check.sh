@@ -1,10 +1,11 @@
 #!/bin/sh
-# IMA appraisal self test, run at boot when the kernel command line has
-# sealkit.selftest=ima (test boots only: it uses up the boot's one policy
-# write). Every result line starts with "IMA-SELFTEST"; test/iso-ima.test.ts
-# reads them.
+# IMA appraisal in the node's kernel, the first onboot step of the
+# ima-kernel test case (test.yml; test/iso-ima.test.ts reads the result
+# lines, each starting with "IMA-KERNEL"). It makes the boot's one policy
+# write, so it never runs on a production node.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-out() { echo "IMA-SELFTEST $*"; }
+exec > /dev/console 2>&1
+out() { echo "IMA-KERNEL $*"; }
 sec=/sys/kernel/security/ima
 d=/run/imatest
 if [ ! -e "$sec/policy" ]; then
