@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startImportRig, stored, NS, type ImportRig } from './helpers/importer.ts';
@@ -172,4 +172,21 @@ test.serial(`kill -9 of fetcher, importer and ima at seeded random points loses 
       t.false(refs.some((x) => x.ref.startsWith('sealkit-staging/')), `#${i}: staging left`);
     }
   }
+});
+
+test.serial('the same image.imported delivered again leaves the labelled rootfs in place and stores ima.labeled once', async (t) => {
+  const r = await runOnce(99);
+  t.like(r, { verified: 1, imported: 1, labeled: 1 });
+  const labeled = (await stored(rig.adminNc, 'ima.labeled')).find((e) => e.data.image.digest === r.img.sha256)!;
+  const before = await stat(labeled.data.rootfs);
+  // what JetStream redelivers after an ack was lost: the same event, here under a new message id so the stream keeps it
+  const imported = (await stored(rig.adminNc, 'image.imported')).find((e) => e.data.sha256 === r.img.sha256)!;
+  const importerNc = await rig.nats.connectAs('importer');
+  t.teardown(() => importerNc.close());
+  await importerNc.jetstream().publish('image.imported', Buffer.from(JSON.stringify(imported)), { msgID: `again-${imported.id}` });
+  await svcs.get('ima')!.waitForLog((x) => x.msg === 'already labelled from this image and intact; not unpacking again' && (x.image as { digest?: string })?.digest === r.img.sha256, 60_000);
+  await quiet();
+  const after = await stat(labeled.data.rootfs);
+  t.is(after.ino, before.ino, 'the rootfs was not replaced');
+  t.is((await stored(rig.adminNc, 'ima.labeled')).filter((e) => e.data.image.digest === r.img.sha256).length, 1);
 });

@@ -15,7 +15,7 @@ import { StripNames } from '../services/importer/names.ts';
 import { EntryGuard, openImage, walkTar } from '../services/lib/archive.ts';
 import { readManifest } from '../services/lib/manifest.ts';
 import { parsePolicyYaml } from '../services/lib/policy.ts';
-import { generateKey } from '../services/lib/sign.ts';
+import { generateKey, readSecretKey } from '../services/lib/sign.ts';
 import { makeTar, sha256 } from './helpers/images.ts';
 import { corpusDir, runOne, describe } from './fuzz/harness.ts';
 import { targets } from './fuzz/targets.ts';
@@ -100,6 +100,21 @@ test('policy: durations a Node.js timer cannot hold, or zero, are refused (they 
   }
   t.is(parsePolicyYaml(policy('ima: {reverify: 596h}')).ima.reverifyMs, 596 * 3_600_000);
   t.is(parsePolicyYaml(policy('limits: {stallTimeout: 2147483647ms}')).limits.stallTimeoutMs, 2 ** 31 - 1);
+});
+
+test('policy: collections nested past 64 levels are refused before YAML parsing (130k "[" took 80 s)', (t) => {
+  const head = 'apiVersion: sealkit/v1\nkind: NodePolicy\nserial: 1\nimages: ';
+  for (const [what, text] of [
+    ['flow sequences', `${head}${'['.repeat(125_000)}${']'.repeat(125_000)}\n`],
+    ['flow mappings', `${head}${'{a: '.repeat(50_000)}1${'}'.repeat(50_000)}\n`],
+    ['compact block sequences', `${head}\n${'- '.repeat(120_000)}x\n`],
+    ['65 levels', `${head}${'['.repeat(65)}${']'.repeat(65)}\n`],
+  ]) {
+    const err = t.throws(() => parsePolicyYaml(text));
+    t.is(code(err), 'SEALKIT_POLICY_YAML', what);
+  }
+  const ok = parsePolicyYaml(`${head}[]\nverifiers: [{subject: verify.image.cosign}]\nlimits: {maxArchiveEntries: 10}\n`);
+  t.is(ok.verifiers[0].subject, 'verify.image.cosign', 'ordinary flow collections still parse');
 });
 
 // ---------- the tar guard ----------
@@ -229,6 +244,15 @@ test('label manifest: null, or a manifest or signature of the wrong type, is SEA
     await writeFile(path, body);
     const err = await t.throwsAsync(readManifest(path, { id: key.id, ed25519: key.ed25519 }));
     t.is(code(err), 'SEALKIT_MANIFEST_CORRUPT', body);
+  }
+});
+
+test('secret key file: JSON null or a non-object is SEALKIT_KEY_INVALID, not a TypeError', async (t) => {
+  const path = join(dir, 'admin.key');
+  for (const body of ['null', '1', '"x"', '[]']) {
+    await writeFile(path, body);
+    const err = await t.throwsAsync(readSecretKey(path));
+    t.is(code(err), 'SEALKIT_KEY_INVALID', body);
   }
 });
 

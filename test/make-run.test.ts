@@ -1,9 +1,11 @@
 import test from 'ava';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import { repoRoot } from '../services/lib/config.ts';
+import { pingAll } from '../services/lib/bus.ts';
 import { generateKey, signImage } from '../services/lib/sign.ts';
 import { busAnswers, freePort } from './helpers/qemu.ts';
 import { buildImage } from './helpers/images.ts';
@@ -69,11 +71,14 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
   await writeFile(join(state, 'images', 'make-run.tar.gz.sig'), JSON.stringify(sig));
 
   anon = await connect({ servers: `127.0.0.1:${port}`, name: 'make-run-test' });
-  events = new EventLog(anon, ['image.*', 'ima.*', 'policy.applied', 'node.heartbeat']);
+  events = new EventLog(anon, ['image.*', 'ima.*', 'policy.applied']);
   await anon.flush();
-  // the policy service answers pushes once it is up; the others follow the policy when they come up
-  const names = (e: { data: Record<string, unknown> }) => (e.data.services as Array<{ service: string }>).map((x) => x.service);
-  await events.wait((e) => e.type === 'node.heartbeat' && names(e).includes('policy'), minutes(5));
+  // a push needs the policy service up; the others follow the policy whenever they come up
+  const until = Date.now() + minutes(10);
+  for (let up: string[] = []; !up.includes('policy'); ) {
+    if (Date.now() > until) throw new Error(`the policy service did not answer a ping in 10 minutes; answering: ${up.join(', ') || 'none'}`);
+    up = (await pingAll(anon, 2000)).map((r) => r.service);
+  }
 
   const policy = join(state, 'policy.yaml');
   await writeFile(
@@ -112,7 +117,12 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
   t.is(signed.code, 0, signed.output);
   const t0 = Date.now();
   const pushed = await sh(push!);
-  t.is(pushed.code, 0, pushed.output);
+  // policy.applied is the node's acknowledgement. The CLI waits 10 s for the
+  // reply, which a VM starved by a loaded host can miss after applying it.
+  if (pushed.code !== 0 && /\[SEALKIT_TIMEOUT\]/.test(pushed.output)) t.log(`push: ${pushed.output.trim()} (waiting for policy.applied)`);
+  else t.is(pushed.code, 0, pushed.output);
+  const applied = await events.wait((e) => e.type === 'policy.applied' && e.data.serial === 1, minutes(5));
+  t.is(applied.data.sha256, createHash('sha256').update(await readFile(policy)).digest('hex'), 'the pushed bytes are in force');
 
   const ofImage = (type: string) => (e: { type: string; data: Record<string, any> }) =>
     e.type === type && (e.data.name === 'sealkit/make-run' || e.data.image?.name === 'sealkit/make-run');

@@ -1,4 +1,4 @@
-import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createPublicKey } from 'node:crypto';
 import { SealkitError, diskFull, isDiskFull } from '../lib/errors.ts';
@@ -150,6 +150,8 @@ export class Ima {
     }
     const container = containerName(ev.name, ev.tag);
     const dest = join(this.o.store, container, 'rootfs');
+    const again = await this.alreadyLabelled(ev, digest, container, dest, eventId, t0);
+    if (again) return again;
     await mkdir(join(this.o.store, container), { recursive: true });
     const previous = this.containers.get(container);
     previous?.watcher?.close();
@@ -189,6 +191,23 @@ export class Ima {
     const labeled: Labeled = { image: manifest.image, container, rootfs: dest, files: Object.keys(unpacked.files).length, bytes: unpacked.bytes, ms: Date.now() - t0, policySerial: ev.policySerial };
     await this.o.publish(subjects.ima.labeled, labeled, { id: eventId ? `${eventId}.labeled` : undefined, headers: { 'Sealkit-Container': container, 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
     this.o.log.info('labelled', { ...labeled });
+    return labeled;
+  }
+
+  // The same image.imported again (a redelivery after a crash between
+  // publish and ack): a rootfs labelled from it that still appraises clean
+  // stays in place, under whatever runs from it; ima.labeled is published
+  // again with the same id, which the stream stores once.
+  private async alreadyLabelled(ev: ImportedImage, digest: string, container: string, dest: string, eventId: string | undefined, t0: number): Promise<Labeled | null> {
+    const m = this.containers.get(container)?.manifest;
+    if (!m || m.image.digest !== digest || m.policySerial !== ev.policySerial || m.rootfs !== dest) return null;
+    const signer = this.o.policy()?.ima.signatures ? createPublicKey((await this.o.signingKey()).key) : undefined;
+    if ((await appraise(m, this.o.pool, { signer })).length) return null; // relabelled from the archive
+    let bytes = 0;
+    for (const f of Object.keys(m.files)) bytes += (await lstat(join(dest, f))).size;
+    const labeled: Labeled = { image: m.image, container, rootfs: dest, files: Object.keys(m.files).length, bytes, ms: Date.now() - t0, policySerial: ev.policySerial };
+    await this.o.publish(subjects.ima.labeled, labeled, { id: eventId ? `${eventId}.labeled` : undefined, headers: { 'Sealkit-Container': container, 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
+    this.o.log.info('already labelled from this image and intact; not unpacking again', { ...labeled });
     return labeled;
   }
 

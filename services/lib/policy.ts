@@ -266,12 +266,35 @@ export function validatePolicy(doc: unknown): Policy {
   return { apiVersion: 'sealkit/v1', kind: 'NodePolicy', serial, keys, images, verifiers, ima, limits };
 }
 
-// Parse with bounds: size, one document, few aliases, no duplicate keys.
+// The YAML parser and composer recurse per level: 130k nested "[" in 256 KiB
+// took 80 s to refuse. Counted over the raw text, quotes and comments
+// included, so nothing can hide a level; no field of a policy holds brackets
+// beyond a URL's, and a policy needs about six levels.
+export const MAX_POLICY_DEPTH = 64;
+
+function nestingDepth(text: string): number {
+  let max = 0;
+  let flow = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x5b || c === 0x7b) max = Math.max(max, ++flow);
+    else if ((c === 0x5d || c === 0x7d) && flow > 0) flow--;
+  }
+  // compact block collections on one line: "- - - - x", "? - ? x"
+  for (const m of text.matchAll(/^[ \t]*(?:[-?:][ \t]+)+/gm)) max = Math.max(max, (m[0].match(/[-?:][ \t]/g) ?? []).length);
+  return max;
+}
+
+// Parse with bounds: size, nesting, one document, few aliases, no duplicate keys.
 export function parsePolicyYaml(bytes: Uint8Array | string): Policy {
   const text = typeof bytes === 'string' ? bytes : Buffer.from(bytes).toString('utf8');
   const size = Buffer.byteLength(text);
   if (size > MAX_POLICY_BYTES) {
     throw new SealkitError('SEALKIT_POLICY_TOO_LARGE', `policy is ${size} bytes; the limit is ${MAX_POLICY_BYTES}`, { size });
+  }
+  const depth = nestingDepth(text);
+  if (depth > MAX_POLICY_DEPTH) {
+    throw new SealkitError('SEALKIT_POLICY_YAML', `policy nests ${depth} levels deep; the limit is ${MAX_POLICY_DEPTH}`, { depth });
   }
   const docs = YAML.parseAllDocuments(text, { uniqueKeys: true, prettyErrors: true });
   const list = Array.isArray(docs) ? docs : [docs];

@@ -50,8 +50,8 @@ export async function readSecretKey(path: string): Promise<SecretKeyFile> {
   } catch {
     throw new SealkitError('SEALKIT_KEY_INVALID', `key file ${path} is not JSON; create one with "sealkit keygen"`);
   }
-  const k = parsed as Partial<SecretKeyFile>;
-  if (typeof k.id !== 'string' || typeof k.secret !== 'string' || typeof k.ed25519 !== 'string') {
+  const k = parsed as Partial<SecretKeyFile> | null;
+  if (!k || typeof k.id !== 'string' || typeof k.secret !== 'string' || typeof k.ed25519 !== 'string') {
     throw new SealkitError('SEALKIT_KEY_INVALID', `key file ${path} lacks id, ed25519 or secret; create one with "sealkit keygen"`);
   }
   const secret = unb64(k.secret, `secret key in ${path}`);
