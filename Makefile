@@ -71,7 +71,7 @@ iso: deps keys
 run: deps
 	$(NODE) iso/run.ts
 
-dev: deps keys
+dev: deps keys build
 	$(NODE) services/cli/dev.ts
 
 clean:

@@ -17,40 +17,28 @@ export interface TestIso extends BuildResult {
   reused: boolean;
 }
 
-export async function ensureIso(log: (line: string) => void = () => {}): Promise<TestIso> {
-  // one build at a time in this checkout (test files run in parallel
-  // workers, and make run and make iso build too): they all compile into dist/
-  return withIsoBuildLock(async () => {
-    await ensureNodeKeys(testStateDir);
-    const resultFile = join(testIsoDir, 'result.json');
-    if (!isStale(testIsoDir, repoRoot, testStateDir) && existsSync(resultFile)) {
-      return { ...(JSON.parse(await readFile(resultFile, 'utf8')) as BuildResult), reused: true };
-    }
-    const result = await build({ out: testIsoDir, state: testStateDir, log });
-    await writeFile(resultFile, JSON.stringify(result, null, 2) + '\n');
-    return { ...result, reused: false };
-  });
-}
-
-// One build at a time, whichever image (ensureIso's lock): every build runs
-// tsc into dist/, which another build may be copying into its image.
-export function buildLocked<T>(fn: () => Promise<T>): Promise<T> {
-  return locked(`${testIsoDir}.lock`, fn);
+export function ensureIso(log: (line: string) => void = () => {}): Promise<TestIso> {
+  return ensureBuilt(testIsoDir, undefined, log);
 }
 
 // The node image with a test case (test/cases/<name>) merged in front of
 // linuxkit.yml, under build/test-iso-<name>: the node's own image never
 // carries test steps.
-export async function ensureTestCaseIso(name: string, log: (line: string) => void = () => {}): Promise<TestIso> {
-  await mkdir(join(repoRoot, 'build'), { recursive: true });
-  const out = join(repoRoot, 'build', `test-iso-${name}`);
-  return buildLocked(async () => {
+export function ensureTestCaseIso(name: string, log: (line: string) => void = () => {}): Promise<TestIso> {
+  return ensureBuilt(join(repoRoot, 'build', `test-iso-${name}`), name, log);
+}
+
+// One build at a time in this checkout, whichever image (test files run in
+// parallel workers, and make run and make iso build too): every build runs
+// tsc into dist/, which another build may be copying into its image.
+function ensureBuilt(out: string, testCase: string | undefined, log: (line: string) => void): Promise<TestIso> {
+  return withIsoBuildLock(async () => {
     await ensureNodeKeys(testStateDir);
     const resultFile = join(out, 'result.json');
-    if (!isStale(out, repoRoot, testStateDir, name) && existsSync(resultFile)) {
+    if (!isStale(out, repoRoot, testStateDir, testCase) && existsSync(resultFile)) {
       return { ...(JSON.parse(await readFile(resultFile, 'utf8')) as BuildResult), reused: true };
     }
-    const result = await build({ out, state: testStateDir, testCase: name, log });
+    const result = await build({ out, state: testStateDir, testCase, log });
     await writeFile(resultFile, JSON.stringify(result, null, 2) + '\n');
     return { ...result, reused: false };
   });
