@@ -60,14 +60,12 @@ function startAuditor(node: Node, env: Record<string, string> = {}): Promise<Chi
   });
   children.add(child);
   let out = '';
+  // started, or exited: how long a start takes on a loaded machine is not
+  // what this file tests (the test's own timeout bounds a hang)
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`auditor did not start: ${out}`)), 20_000);
     child.stdout!.on('data', (d) => {
       out += d;
-      if (out.includes('"msg":"started"')) {
-        clearTimeout(t);
-        resolve(child);
-      }
+      if (out.includes('"msg":"started"')) resolve(child);
     });
     child.stderr!.on('data', (d) => (out += d));
     child.on('exit', (code) => {
