@@ -5,7 +5,7 @@ import { repoRoot } from '../services/lib/config.ts';
 import { readmeCommands } from './helpers/readme.ts';
 
 // Every command the README shows is run, exactly as written, by some test
-// (through readmeCommand, runReadme or spawnReadme, which fail when the README changes the
+// (through readmeCommand, runReadme, spawnReadme or a wrapper whose name ends in Readme, which fail when the README changes the
 // command) or, for `make test` itself, by .ci/run.
 
 function testSources(dir = join(repoRoot, 'test')): string[] {
@@ -18,11 +18,11 @@ function testSources(dir = join(repoRoot, 'test')): string[] {
   return out;
 }
 
-// The literal first arguments of readmeCommand, runReadme and spawnReadme.
+// The literal first arguments of readmeCommand(...) and of any *Readme(...) call.
 export function namedCommands(sources: string[]): Set<string> {
   const named = new Set<string>();
   for (const src of sources) {
-    for (const m of src.matchAll(/\b(?:readmeCommand|runReadme|spawnReadme)\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|`((?:[^`\\$]|\\.)*)`)/g)) {
+    for (const m of src.matchAll(/\b(?:readmeCommand|\w*Readme)\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|`((?:[^`\\$]|\\.)*)`)/g)) {
       const lit = m[1] ?? m[2] ?? m[3];
       named.add(lit.replace(/\\(.)/g, '$1'));
     }

@@ -1,9 +1,12 @@
-import { join, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 // Where a process keeps its state and finds its bus. Everything can be set
 // by environment; the defaults make `make dev` work from a checkout.
-export const repoRoot = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+// <root>/services/lib in a checkout, <root>/dist/services/lib compiled.
+const above = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+export const repoRoot = basename(above) === 'dist' && existsSync(join(dirname(above), 'package.json')) ? dirname(above) : above;
 
 export function stateDir(): string {
   return resolve(process.env.SEALKIT_STATE ?? join(repoRoot, 'state'));

@@ -4,7 +4,7 @@ import { replayStream } from '../../lib/streams.ts';
 import { streams, subjects } from '../../lib/subjects.ts';
 import { SealkitError } from '../../lib/errors.ts';
 import { prettyEvent } from '../format.ts';
-import { busUsage, connect, one, type Command } from './common.ts';
+import { busUsage, connect, one, server, type Command } from './common.ts';
 
 // The subjects events are published on. A '>' subscription by the admin
 // user would also receive JetStream API traffic and every event again as
@@ -78,6 +78,9 @@ ${busUsage}`,
       };
       const live = subs.map((s) => nc.subscribe(s, { callback: (err, m) => !err && onLive(m) }));
       await nc.flush();
+      // like "nats sub": say when the subscription is in place (stderr, so
+      // --json output stays events only)
+      process.stderr.write(`watching ${subject} on ${server(o)}${o.replay ? ', after what the streams kept' : ''}; Ctrl-C stops\n`);
       if (o.replay) {
         await replay(nc, subject, (ev) => print(ev), () => stopping);
         for (const ev of held ?? []) print(ev);
