@@ -1,7 +1,7 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
-import { bootVm, ensureTestCaseIso, testStateDir, type Vm } from './helpers/qemu.ts';
+import { bootVm, ensureTestCaseIso, testStateDir, untilAnswering, type Vm } from './helpers/qemu.ts';
 import { startHttp, type TestServer } from './helpers/http.ts';
 import { buildImage, sha256 } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
@@ -67,8 +67,8 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
 
     // the policy service answers: the others follow the policy from the KV
     // bucket whenever they come up
-    const beat = await events.wait((e) => e.type === 'node.heartbeat' && names(e).includes('policy'), minutes(5));
-    t.log(`heartbeat ${((Date.now() - vm.startedAt) / 1000).toFixed(1)} s after QEMU started: ${names(beat).join(', ')}`);
+    const up = await untilAnswering(anon, 'policy', minutes(10));
+    t.log(`policy answers ${((Date.now() - vm.startedAt) / 1000).toFixed(1)} s after QEMU started (with ${up.join(', ')})`);
 
     const yaml = policyYaml({
       serial: 1,

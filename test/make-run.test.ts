@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import { repoRoot } from '../services/lib/config.ts';
-import { pingAll } from '../services/lib/bus.ts';
 import { generateKey, signImage } from '../services/lib/sign.ts';
-import { busAnswers, freePort } from './helpers/qemu.ts';
+import { busAnswers, freePort, untilAnswering } from './helpers/qemu.ts';
+import { spawnReadme } from './helpers/readme.ts';
 import { buildImage } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
 import { policyYaml } from './helpers/policy.ts';
@@ -41,7 +41,7 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
     await rm(state, { recursive: true, force: true });
   });
 
-  const run = spawnMake('run', { SEALKIT_STATE: state, SEALKIT_BUS_PORT: String(port) });
+  const run = spawnReadme('make run', { cwd: repoRoot, env: { SEALKIT_STATE: state, SEALKIT_BUS_PORT: String(port) } });
   shells.push(run);
   // the build may first wait for another test file's (one build at a time)
   qemuPid = Number((await run.waitFor(/booting in QEMU \(pid (\d+)\)/, minutes(20)))[1]);
@@ -74,11 +74,7 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
   events = new EventLog(anon, ['image.*', 'ima.*', 'policy.applied']);
   await anon.flush();
   // a push needs the policy service up; the others follow the policy whenever they come up
-  const until = Date.now() + minutes(10);
-  for (let up: string[] = []; !up.includes('policy'); ) {
-    if (Date.now() > until) throw new Error(`the policy service did not answer a ping in 10 minutes; answering: ${up.join(', ') || 'none'}`);
-    up = (await pingAll(anon, 2000)).map((r) => r.service);
-  }
+  await untilAnswering(anon, 'policy', minutes(10));
 
   const policy = join(state, 'policy.yaml');
   await writeFile(

@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { NatsConnection } from 'nats';
+import { pingAll } from '../../services/lib/bus.ts';
 import { build, isStale, repoRoot, type BuildResult } from '../../iso/build.ts';
 import { ensureNodeKeys } from '../../iso/keys.ts';
 import { withIsoBuildLock } from '../../iso/run.ts';
@@ -42,4 +44,15 @@ function ensureBuilt(out: string, testCase: string | undefined, log: (line: stri
     await writeFile(resultFile, JSON.stringify(result, null, 2) + '\n');
     return { ...result, reused: false };
   });
+}
+
+// A booted node is usable once a service answers sealkit.ping; heartbeats
+// are minutes apart in a starved guest, so they are not the signal.
+export async function untilAnswering(nc: NatsConnection, service: string, timeoutMs: number): Promise<string[]> {
+  const until = Date.now() + timeoutMs;
+  for (let up: string[] = []; ; ) {
+    up = (await pingAll(nc, 2000).catch(() => [])).map((r) => r.service);
+    if (up.includes(service)) return up;
+    if (Date.now() > until) throw new Error(`${service} did not answer sealkit.ping within ${timeoutMs / 1000} s; answering: ${up.join(', ') || 'none'}`);
+  }
 }
