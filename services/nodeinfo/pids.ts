@@ -7,25 +7,47 @@ import type { PingReply } from '../lib/bus.ts';
 // namespace and finds the process whose NSpid ends with the pid the service
 // reported, in the pid namespace (or, when the kernel will not show that to
 // an unprivileged reader, the cgroup) the service reported.
-export async function hostPid(reply: Pick<PingReply, 'pid' | 'pidNs' | 'cgroup'>, proc = '/proc'): Promise<number | null> {
-  const own = await readlink(`${proc}/self/ns/pid`).catch(() => null);
-  if (!reply.pidNs || (own && reply.pidNs === own)) return reply.pid;
-  const found: number[] = [];
+
+interface Proc {
+  nspid: number[]; // host view first
+  pidNs: string | null; // null: not readable (the target holds capabilities this process lacks)
+  cgroup: string | null;
+}
+
+type Reply = Pick<PingReply, 'pid' | 'pidNs' | 'cgroup'>;
+
+// Every process in a pid namespace below this one: read once per question.
+async function nestedProcs(proc: string): Promise<Proc[]> {
+  const out: Proc[] = [];
   for (const entry of await readdir(proc).catch(() => [] as string[])) {
     if (!/^\d+$/.test(entry)) continue;
     const status = await readFile(`${proc}/${entry}/status`, 'utf8').catch(() => '');
-    const ns = /^NSpid:\s+(.+)$/m.exec(status)?.[1].trim().split(/\s+/).map(Number);
-    if (!ns || ns.length < 2 || ns[ns.length - 1] !== reply.pid) continue;
+    const nspid = /^NSpid:\s+(.+)$/m.exec(status)?.[1].trim().split(/\s+/).map(Number);
+    if (!nspid || nspid.length < 2) continue;
     const pidNs = await readlink(`${proc}/${entry}/ns/pid`).catch(() => null);
-    if (pidNs !== null) {
-      if (pidNs === reply.pidNs) found.push(ns[0]);
-      continue;
-    }
-    const cgroup = await readFile(`${proc}/${entry}/cgroup`, 'utf8').catch(() => null);
-    if (cgroup !== null && reply.cgroup && cgroup.trim() === reply.cgroup) found.push(ns[0]);
+    const cgroup = pidNs === null ? await readFile(`${proc}/${entry}/cgroup`, 'utf8').then((c) => c.trim(), () => null) : null;
+    out.push({ nspid, pidNs, cgroup });
   }
-  // the thread group leader is listed once; more than one match is not an answer
+  return out;
+}
+
+function match(reply: Reply, procs: Proc[]): number | null {
+  const found = procs
+    .filter((p) => p.nspid[p.nspid.length - 1] === reply.pid && (p.pidNs !== null ? p.pidNs === reply.pidNs : !!reply.cgroup && p.cgroup === reply.cgroup))
+    .map((p) => p.nspid[0]);
+  // more than one match is not an answer
   return found.length === 1 ? found[0] : null;
+}
+
+export async function hostPid(reply: Reply, proc = '/proc'): Promise<number | null> {
+  return (await hostPids([reply], proc))[0];
+}
+
+export async function hostPids(replies: Reply[], proc = '/proc'): Promise<Array<number | null>> {
+  const own = await readlink(`${proc}/self/ns/pid`).catch(() => null);
+  const same = (r: Reply) => !r.pidNs || (own !== null && r.pidNs === own);
+  const procs = replies.every(same) ? [] : await nestedProcs(proc);
+  return replies.map((r) => (same(r) ? r.pid : match(r, procs)));
 }
 
 export interface ServiceView {
@@ -36,12 +58,8 @@ export interface ServiceView {
 }
 
 export async function serviceViews(alive: PingReply[]): Promise<ServiceView[]> {
-  return Promise.all(
-    alive.map(async (a) => {
-      const host = await hostPid(a);
-      return { service: a.service, pid: host ?? a.pid, hostPid: host !== null, uptimeSec: a.uptimeSec };
-    }),
-  );
+  const host = await hostPids(alive);
+  return alive.map((a, i) => ({ service: a.service, pid: host[i] ?? a.pid, hostPid: host[i] !== null, uptimeSec: a.uptimeSec }));
 }
 
 // The ping replies a node.info.get request names, checked: anyone may ask.
