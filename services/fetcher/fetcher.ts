@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import type { NatsConnection } from 'nats';
@@ -138,17 +138,19 @@ export class Fetcher {
     }
   }
 
-  /** Fetch and verify one image; publishes the outcome and throws the refusal. */
-  fetch(img: ImagePolicy, policy: Policy): Promise<VerifiedImage> {
+  /** Fetch and verify one image; publishes the outcome and throws the refusal.
+   *  `requested`: an image.fetch asked for it, so it is a new verification that
+   *  the importer and ima follow again, not a repeat for the stream to absorb. */
+  fetch(img: ImagePolicy, policy: Policy, requested = false): Promise<VerifiedImage> {
     const key = fingerprint(img, policy);
     const running = this.inflight.get(key);
     if (running) return running;
-    const p = this.run(img, policy).finally(() => this.inflight.delete(key));
+    const p = this.run(img, policy, requested ? randomUUID() : undefined).finally(() => this.inflight.delete(key));
     this.inflight.set(key, p);
     return p;
   }
 
-  private async run(img: ImagePolicy, policy: Policy): Promise<VerifiedImage> {
+  private async run(img: ImagePolicy, policy: Policy, request?: string): Promise<VerifiedImage> {
     const log = this.o.log.child({ image: img.name });
     const started = Date.now();
     try {
@@ -160,7 +162,7 @@ export class Fetcher {
       }
       // the same verification, repeated (after a crash, or by a concurrent
       // request), carries the same id: the stream stores it once
-      const id = `verified-${createHash('sha256').update(JSON.stringify([fingerprint(img, policy), result.archive.sha256])).digest('hex').slice(0, 32)}`;
+      const id = `verified-${createHash('sha256').update(JSON.stringify([fingerprint(img, policy), result.archive.sha256, request ?? null])).digest('hex').slice(0, 32)}`;
       await this.o.events.publish(subjects.image.verified, result, { id, headers: { 'Sealkit-Image': img.name }, subject: img.name });
       this.verified.set(img.name, fingerprint(img, policy));
       this.fullReported.delete(img.name);

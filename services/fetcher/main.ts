@@ -29,7 +29,7 @@ await runService('fetcher', async ({ nc, events, log, state }) => {
       if (!img) {
         throw new SealkitError('SEALKIT_IMAGE_UNKNOWN', `image "${req.name}" is not in policy serial ${policy.serial}; known: ${policy.images.map((i) => i.name).join(', ') || 'none'}`);
       }
-      return { ok: true, image: await fetcher.fetch(img, policy) };
+      return { ok: true, image: await fetcher.fetch(img, policy, true) };
     },
     { log },
   );

@@ -85,8 +85,12 @@ await runService('ima', async ({ nc, events, log, state, node }) => {
         log.error('labelling failed; retrying once space is back', { image: `${ev.name}:${ev.tag}`, code: e.code, err: e });
         return false;
       }
-      // a definite refusal is logged and acked: redelivery would fail the same way
+      // a definite refusal is reported and acked: redelivery would fail the
+      // same way. The id follows image.imported's, so a redelivery before the
+      // ack is stored once.
       log.error('labelling failed', { image: `${ev.name}:${ev.tag}`, err: e });
+      const failed = { image: { name: ev.name, tag: ev.tag, digest: ev.sha256 }, code: e.code, reason: e.message, policySerial: ev.policySerial };
+      await events.publish(subjects.ima.labelFailed, failed, { id: id ? `${id}.label_failed` : undefined, headers: { 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
     }
     return true;
   });

@@ -63,7 +63,7 @@ export const permissions: Record<string, Permissions> = {
     subscribe: [...common.subscribe, S.image.verified],
   },
   ima: {
-    publish: [...common.publish, S.ima.labeled, S.ima.enforcing, S.audit.tamper, ...readPolicyKv, ...consumeEvents],
+    publish: [...common.publish, S.ima.labeled, S.ima.labelFailed, S.ima.enforcing, S.audit.tamper, ...readPolicyKv, ...consumeEvents],
     subscribe: [...common.subscribe, S.image.imported, S.ima.verify, S.ima.status],
   },
   auditor: {

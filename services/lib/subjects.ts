@@ -26,6 +26,7 @@ export const subjects = {
   },
   ima: {
     labeled: 'ima.labeled',
+    labelFailed: 'ima.label_failed',
     enforcing: 'ima.enforcing',
     verify: 'ima.verify', // request
     status: 'ima.status', // request
@@ -54,6 +55,7 @@ export const streams = {
       subjects.image.imported,
       subjects.image.importFailed,
       subjects.ima.labeled,
+      subjects.ima.labelFailed,
       subjects.ima.enforcing,
       subjects.node.info,
     ],

@@ -133,7 +133,7 @@ class Follow {
           for (const w of [...this.waiters]) w();
         },
       });
-    this.subs = [subjects.image.progress, subjects.image.imported, subjects.image.importFailed, subjects.ima.labeled].map(keep);
+    this.subs = [subjects.image.progress, subjects.image.imported, subjects.image.importFailed, subjects.ima.labeled, subjects.ima.labelFailed].map(keep);
   }
 
   private progress(d: { name: string; bytes: number; total: number | null; rate: number }): void {
@@ -194,7 +194,14 @@ class Follow {
 
   labeled(sha: string, ms: number, total: number): Promise<Labeled> {
     return this.until(
-      (ev) => (ev.type === subjects.ima.labeled && ev.data?.image?.name === this.name && ev.data?.image?.digest === sha ? (ev.data as Labeled) : undefined),
+      (ev) => {
+        const mine = ev.data?.image?.name === this.name && ev.data?.image?.digest === sha;
+        if (mine && ev.type === subjects.ima.labelFailed) {
+          const f = ev.data as { code: ErrorCode; reason: string };
+          throw new SealkitError(f.code in CODES ? f.code : 'SEALKIT_INTERNAL', `labelling ${this.name} failed: ${f.reason}`, { code: f.code });
+        }
+        return mine && ev.type === subjects.ima.labeled ? (ev.data as Labeled) : undefined;
+      },
       ms,
       `ima.labeled of ${this.name} sha256:${sha.slice(0, 12)}…`,
       total,
