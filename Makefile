@@ -38,8 +38,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+# under the ISO build lock: an ISO build copies dist/ into the image
 build: npm
-	npx tsc -p tsconfig.json
+	@mkdir -p build
+	flock build/iso-build.lock npx tsc -p tsconfig.json
 
 typecheck: npm
 	npx tsc -p tsconfig.json --noEmit
