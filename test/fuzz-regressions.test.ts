@@ -174,6 +174,17 @@ test('openImage: an entry that appears twice is refused (verified was the last c
   await t.notThrowsAsync(openImage(path, { limits: LIMITS }), 'the same image without the second copy opens');
 });
 
+test('openImage: a docker-archive manifest.json holding null is SEALKIT_ARCHIVE_INVALID, not a TypeError', async (t) => {
+  const path = join(dir, 'docker.tar');
+  for (const body of ['[null]', '[1]', '["x"]']) {
+    await writeFile(path, await makeTar([{ name: 'manifest.json', content: body }]));
+    for (const ref of [undefined, { name: 'a/b', tag: 'v1' }]) {
+      const err = await t.throwsAsync(openImage(path, { limits: LIMITS, ref }));
+      t.is(code(err), 'SEALKIT_ARCHIVE_INVALID', body);
+    }
+  }
+});
+
 // ---------- the importer's read ----------
 
 test('importer: an archive that is not valid gzip fails with SEALKIT_ARCHIVE_INVALID, not a zlib error', async (t) => {

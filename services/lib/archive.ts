@@ -550,7 +550,7 @@ function openDocker(what: string, opts: ArchiveOptions, find: Finder, json: Json
   } catch (err) {
     throw invalid(what, `has a manifest.json that is not valid JSON: ${(err as Error).message}`);
   }
-  if (!Array.isArray(list) || list.length === 0) throw invalid(what, 'has a manifest.json that is not a non-empty list');
+  if (!Array.isArray(list) || list.length === 0 || !list.every((i) => i !== null && typeof i === 'object')) throw invalid(what, 'has a manifest.json that is not a non-empty list of objects');
   type Item = { Config?: unknown; Layers?: unknown; RepoTags?: unknown };
   const items = list as Item[];
   const ref = opts.ref ? `${opts.ref.name}:${opts.ref.tag}` : undefined;

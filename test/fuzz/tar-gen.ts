@@ -43,7 +43,7 @@ function header(e: { name: string; type: string; linkname: string; size: string 
   field(h, 108, 8, octal(0, 8));
   field(h, 116, 8, octal(0, 8));
   if (typeof e.size === 'number') field(h, 124, 12, octal(Math.max(0, Math.min(e.size, 8 ** 11 - 1)), 12));
-  else if (typeof e.size !== 'string') throw new Error(`size field ${typeof e.size} ${String(e.size)}`);
+  else if (typeof e.size !== 'string') throw new Error(`size field ${typeof e.size} ${JSON.stringify(e).slice(0, 500)}`);
   else if (e.size.startsWith('b256:')) {
     // base-256: high bit set, big-endian; "b256:-1" is all ones (negative)
     const v = e.size.slice(5);
@@ -143,7 +143,7 @@ export const rawEntry: fc.Arbitrary<RawEntry> = fc
     badChecksum: fc.constantFrom(false, false, false, false, false, false, false, false, false, true),
     ustar: fc.constantFrom(true, true, true, false),
   })
-  .map((e) => ({ ...e, content: e.type === '0' || e.type === '\0' ? e.content : Buffer.alloc(0) }));
+  .map((e) => Object.freeze({ ...e, content: e.type === '0' || e.type === '\0' ? e.content : Buffer.alloc(0) }) as RawEntry);
 
 /** Entries that make sense together: dirs, files, symlinks and links that refer to each other, plus hostile ones. */
 export const entryList = fc.array(rawEntry, { minLength: 0, maxLength: 12 });

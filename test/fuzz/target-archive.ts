@@ -50,13 +50,14 @@ const tweak = fc.record({
 function applyTweak(doc: unknown, t: Tweak): unknown {
   const root = structuredClone(doc) as Record<string, unknown>;
   let o: Record<string, unknown> = root;
+  // own properties only: a path through "__proto__" polluted Object.prototype (of the harness)
   for (const k of t.path.slice(0, -1)) {
-    if (o[k] === null || typeof o[k] !== 'object') return root;
+    if (!Object.hasOwn(o, k) || o[k] === null || typeof o[k] !== 'object') return root;
     o = o[k] as Record<string, unknown>;
   }
   const last = t.path[t.path.length - 1];
   if (last === '__proto__') return root;
-  o[last] = t.value;
+  o[last] = structuredClone(t.value); // the constants are shared across inputs: never hand one out to be mutated
   return root;
 }
 
@@ -130,7 +131,7 @@ const outerHostile = fc.oneof(
     { name: 'index.json', type: '1', linkname: 'oci-layout', content: Buffer.alloc(0) },
     { name: 'blobs', type: '2', linkname: '.', content: Buffer.alloc(0) },
     { name: 'oci-layout', type: '0', linkname: '', content: Buffer.from('{}') },
-  ),
+  ).map((e) => Object.freeze({ ...e }) as RawEntry),
 );
 const spec: fc.Arbitrary<Spec> = fc.record({
   format: fc.constantFrom('oci', 'docker'),
