@@ -10,7 +10,7 @@
 //
 // Same inputs and SOURCE_DATE_EPOCH, same ISO bytes.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readlink, rm, writeFile, copyFile, chmod } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
@@ -109,16 +109,43 @@ export function kernelVersion(): string {
 
 // tsc emits even when it reports errors; the build does not go on with code
 // that does not typecheck, wherever the error is (services, iso, tests).
+// tsc truncates and rewrites every output, so it writes into a directory of
+// its own and only changed files move into dist/, each by rename: a CLI or
+// service running from dist/ meanwhile never reads a half-written module.
 export function compile(repo: string, log: (line: string) => void): void {
   const tsc = join(repo, 'node_modules', '.bin', 'tsc');
+  mkdirSync(join(repo, 'build'), { recursive: true });
+  const fresh = mkdtempSync(join(repo, 'build', '.tsc-'));
   try {
-    execFileSync(tsc, ['-p', 'tsconfig.json'], { cwd: repo, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string; message: string };
-    const text = String(e.stdout ?? '') + String(e.stderr ?? '') || e.message;
-    const files = [...new Set([...text.matchAll(/^(\S+?)\(\d+,\d+\): error/gm)].map((m) => m[1]))];
-    log(`iso: tsc failed${files.length ? ` in ${files.join(', ')}` : ''}`);
-    throw new SealkitError('SEALKIT_CONFIG', `tsc -p tsconfig.json failed in ${repo}; fix the type errors and build again:\n${text}`, { files });
+    try {
+      execFileSync(tsc, ['-p', 'tsconfig.json', '--outDir', fresh], { cwd: repo, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string; message: string };
+      const text = String(e.stdout ?? '') + String(e.stderr ?? '') || e.message;
+      const files = [...new Set([...text.matchAll(/^(\S+?)\(\d+,\d+\): error/gm)].map((m) => m[1]))];
+      log(`iso: tsc failed${files.length ? ` in ${files.join(', ')}` : ''}`);
+      throw new SealkitError('SEALKIT_CONFIG', `tsc -p tsconfig.json failed in ${repo}; fix the type errors and build again:\n${text}`, { files });
+    }
+    syncChanged(fresh, join(repo, 'dist'));
+  } finally {
+    rmSync(fresh, { recursive: true, force: true });
+  }
+}
+
+function syncChanged(from: string, to: string): void {
+  for (const e of readdirSync(from, { withFileTypes: true })) {
+    const src = join(from, e.name);
+    const dst = join(to, e.name);
+    if (e.isDirectory()) {
+      mkdirSync(dst, { recursive: true });
+      syncChanged(src, dst);
+      continue;
+    }
+    const next = readFileSync(src);
+    if (existsSync(dst) && readFileSync(dst).equals(next)) continue;
+    const tmp = `${dst}.${process.pid}.tmp`;
+    writeFileSync(tmp, next);
+    renameSync(tmp, dst);
   }
 }
 

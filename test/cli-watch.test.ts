@@ -80,7 +80,7 @@ test.serial("watch '>' --json as admin prints only CloudEvents, one per line, ea
   for (const e of log.events.filter((x) => x.type !== 'node.heartbeat')) {
     t.is(ids.filter((i) => i === e.id).length, 1, `${e.type} ${e.id} printed once`);
   }
-  t.is(watch.stderr(), '');
+  t.regex(watch.stderr(), /^watching > on nats:\/\/\S+; Ctrl-C stops\n$/, 'stderr says only that the subscription is in place');
   log.close();
 });
 
@@ -105,7 +105,7 @@ test.serial("watch '>' as an anonymous client gets the events it may read and ke
   await watch.waitFor((o) => o.includes(`"serial":${p.serial},`));
   t.is(watch.proc.exitCode, null, 'still running');
   t.is(await watch.interrupt(), 0);
-  t.is(watch.stderr(), '');
+  t.regex(watch.stderr(), /^watching > on nats:\/\/\S+; Ctrl-C stops\n$/, 'stderr says only that the subscription is in place');
 });
 
 test.serial("watch '>' without --json prints one readable line per event and nothing else", async (t) => {

@@ -6,7 +6,7 @@ import { connectBus, pingAll, type NatsConnection } from '../services/lib/bus.ts
 import { serviceNames } from '../services/lib/subjects.ts';
 import { repoRoot } from '../services/lib/config.ts';
 import { freePort } from './helpers/qemu.ts';
-import { cmdline, killAll, pidsWithEnv, printedCommands, running, spawnGroup, spawnMake, type Shell } from './helpers/make.ts';
+import { cmdline, killAll, pidsWithEnv, printedCommands, runPrinted, running, spawnGroup, spawnMake, type Shell } from './helpers/make.ts';
 import { policyYaml } from './helpers/policy.ts';
 
 // `make dev` as a developer runs it: every service answers on the bus; a
@@ -82,12 +82,7 @@ test('make dev restarts what dies, refuses a second node on its state, and Ctrl-
   t.log(commands.join('\n'));
   const policy = join(state, 'policy.yaml');
   await writeFile(policy, policyYaml({ serial: 1, images: [], ima: { mode: 'log', reverify: '10m' } }));
-  const sh = async (command: string) => {
-    const s = spawnGroup('sh', ['-c', command.replace(/\bpolicy\.yaml\b/g, policy)], { cwd: repoRoot });
-    shells.push(s);
-    const r = await s.exited;
-    return { ...r, output: s.output() };
-  };
+  const sh = (command: string) => runPrinted(command, policy, shells);
   const sign = commands.find((c) => c.includes(' policy sign '));
   const push = commands.find((c) => c.includes(' policy push '));
   const replay = commands.find((c) => c.endsWith(" watch '>' --replay"));

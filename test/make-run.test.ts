@@ -11,7 +11,7 @@ import { spawnReadme } from './helpers/readme.ts';
 import { buildImage } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
 import { policyYaml } from './helpers/policy.ts';
-import { cmdline, killAll, pidsWithEnv, printedCommands, running, spawnGroup, spawnMake, type Shell } from './helpers/make.ts';
+import { cmdline, killAll, pidsWithEnv, printedCommands, runPrinted, running, spawnGroup, type Shell } from './helpers/make.ts';
 
 // `make run` as a user runs it, on a fresh state directory and bus port: it
 // builds the ISO for that state (its admin key and bus credentials are baked
@@ -99,12 +99,7 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
   // as the banner says, from the directory make ran in (policy.yaml is the user's file)
   const commands = printedCommands(run.output());
   t.log(commands.join('\n'));
-  const sh = async (command: string) => {
-    const s = spawnGroup('sh', ['-c', command.replace(/\bpolicy\.yaml\b/g, policy)], { cwd: repoRoot });
-    shells.push(s);
-    const r = await s.exited;
-    return { ...r, output: s.output() };
-  };
+  const sh = (command: string) => runPrinted(command, policy, shells);
   const sign = commands.find((c) => c.includes(' policy sign '));
   const push = commands.find((c) => c.includes(' policy push '));
   t.truthy(sign && push, 'the banner shows how to sign and push a policy');

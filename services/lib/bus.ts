@@ -149,11 +149,12 @@ export interface PingReply {
   version: string;
 }
 
-// Ask every service who is alive; gathers the replies for `waitMs`.
-export async function pingAll(nc: NatsConnection, waitMs = 500): Promise<PingReply[]> {
+// Ask every service who is alive; gathers the replies for `waitMs`, or
+// until `expect` replies came.
+export async function pingAll(nc: NatsConnection, waitMs = 500, expect?: number): Promise<PingReply[]> {
   const out: PingReply[] = [];
   try {
-    const it = await nc.requestMany(subjects.ping, encode({}), { maxWait: waitMs, strategy: RequestStrategy.Timer });
+    const it = await nc.requestMany(subjects.ping, encode({}), expect ? { maxWait: waitMs, strategy: RequestStrategy.Count, maxMessages: expect } : { maxWait: waitMs, strategy: RequestStrategy.Timer });
     for await (const m of it) {
       if (m.data.length === 0) break;
       try {

@@ -118,6 +118,16 @@ export function killAll(pids: number[]): void {
   }
 }
 
+// Runs a command a banner printed, as printed, from the repo root, with the
+// user's policy.yaml standing at `policy`; the shell joins `shells` so that
+// teardown can kill it.
+export async function runPrinted(command: string, policy: string, shells: Shell[]): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+  const s = spawnGroup('sh', ['-c', command.replace(/\bpolicy\.yaml\b/g, policy)], { cwd: repoRoot });
+  shells.push(s);
+  const r = await s.exited;
+  return { ...r, output: s.output() };
+}
+
 // The commands a "make dev" or "make run" banner tells the user to type.
 export function printedCommands(output: string): string[] {
   return output

@@ -1,5 +1,5 @@
-import { NatsError, ErrorCode as NatsErrorCode, RequestStrategy, type NatsConnection } from 'nats';
-import { decode, encode, request, type PingReply } from '../../lib/bus.ts';
+import type { NatsConnection } from 'nats';
+import { pingAll, request, type PingReply } from '../../lib/bus.ts';
 import { asSealkitError, type WireError } from '../../lib/errors.ts';
 import { serviceNames, subjects } from '../../lib/subjects.ts';
 import { busUsage, connect, none, seconds, timeoutMs, waiting, type Command } from './common.ts';
@@ -75,20 +75,4 @@ ${busUsage}`,
 };
 
 // Every service answers sealkit.ping; stop as soon as all expected did.
-async function ping(nc: NatsConnection, ms: number): Promise<PingReply[]> {
-  const out: PingReply[] = [];
-  try {
-    const it = await nc.requestMany(subjects.ping, encode({}), { maxWait: ms, strategy: RequestStrategy.Count, maxMessages: serviceNames.length });
-    for await (const m of it) {
-      if (m.data.length === 0) break;
-      try {
-        out.push(decode<PingReply>(m.data));
-      } catch {
-        // a malformed reply is not a service
-      }
-    }
-  } catch (err) {
-    if (!(err instanceof NatsError && err.code === NatsErrorCode.NoResponders)) throw err;
-  }
-  return out.sort((a, b) => a.service.localeCompare(b.service));
-}
+const ping = (nc: NatsConnection, ms: number) => pingAll(nc, ms, serviceNames.length);
