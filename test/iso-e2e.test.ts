@@ -96,9 +96,17 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
 
     // signed by the bootstrap admin key: applied
     const t0 = Date.now();
-    const applied = await pushPolicy(admin, yaml, adminKey);
-    t.is(applied.serial, 1);
-    await events.wait('policy.applied', 30_000);
+    // policy.applied, for exactly these bytes, is the node's acknowledgement;
+    // the request's reply can miss its 10 s deadline in a guest starved while
+    // its other services start, after the policy is applied
+    const reply = await pushPolicy(admin, yaml, adminKey).catch((err: SealkitError) => {
+      if (err.code !== 'SEALKIT_TIMEOUT') throw err;
+      t.log(`signed push: no reply within 10 s (${err.message}); waiting for policy.applied`);
+      return undefined;
+    });
+    if (reply) t.is(reply.serial, 1);
+    const applied = await events.wait((e) => e.type === 'policy.applied' && e.data.serial === 1, minutes(5));
+    t.is(applied.data.sha256, sha256(Buffer.from(yaml)), 'the pushed bytes are in force');
 
     const fail = (type: string) => events!.wait(type, minutes(10)).then((e) => Promise.reject(new Error(`${type}: ${JSON.stringify(e.data)}`)));
     const verified = await Promise.race([events.wait('image.verified', minutes(5)), fail('image.rejected'), fail('audit.rejected')]);
