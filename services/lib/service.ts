@@ -38,13 +38,15 @@ export async function runService(name: ServiceName, start: (ctx: ServiceContext)
   // which pid namespace `pid` is in (pid 1 in an OCI bundle): nodeinfo maps it to the host's pid
   const pidNs = await readlink('/proc/self/ns/pid').catch(() => undefined);
   const cgroup = await readFile('/proc/self/cgroup', 'utf8').then((c) => c.trim(), () => undefined);
+  const running = (await start({ name, node, log, nc, events, state, root })) ?? {};
+  // a ping is answered only once the service's own subscriptions are in
+  // place: an answer means its requests (policy.push, image.fetch …) are too
   const ping = nc.subscribe(subjects.ping, {
     callback: (_err, msg) => {
       const reply: PingReply = { service: name, node, pid: process.pid, pidNs, cgroup, uptimeSec: Math.round((Date.now() - started) / 1000), version: VERSION };
       msg.respond(encode(reply));
     },
   });
-  const running = (await start({ name, node, log, nc, events, state, root })) ?? {};
   // the server has every subscription once a flush returns: "started" means
   // requests to this service are answered from now on
   await nc.flush();
