@@ -2,7 +2,7 @@ import test from 'ava';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { forEachLayerEntry, openImage } from '../services/lib/archive.ts';
+import { forEachLayerEntry, openImage } from '../services/lib/archive/index.ts';
 import { compress, makeTar, sha256, buildImage, type TarEntry } from './helpers/images.ts';
 import { startHttp, type TestServer } from './helpers/http.ts';
 import { startFetcherRig, type FetcherRig } from './helpers/fetcher.ts';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { writeFile } from 'node:fs/promises';
-import { openImage } from '../services/lib/archive.ts';
+import { openImage } from '../services/lib/archive/index.ts';
 import { buildImage } from './helpers/images.ts';
 import { startRegistry, type Registry } from './helpers/registry.ts';
 import { startFetcherRig, type FetcherRig } from './helpers/fetcher.ts';

@@ -3,7 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import type { NatsConnection } from 'nats';
-import { archiveMediaType, detectCompression, openImage, type ArchiveFormat, type Compression, type OpenedImage } from '../lib/archive.ts';
+import { archiveMediaType, detectCompression, openImage, type ArchiveFormat, type Compression, type OpenedImage } from '../lib/archive/index.ts';
 import { sha256Hex } from '../lib/digest.ts';
 import { asSealkitError, diskFull, isDiskFull, isSealkitError, SealkitError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';

@@ -4,7 +4,7 @@ import { lstat, mkdir, open, readdir, rename, rm, symlink, link, chmod, lchown }
 import { basename, dirname, join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { SealkitError } from '../lib/errors.ts';
-import { forEachLayerEntry, openImage, type ArchiveOptions, type SafeHeader } from '../lib/archive.ts';
+import { forEachLayerEntry, openImage, type ArchiveOptions, type SafeHeader } from '../lib/archive/index.ts';
 
 // Unpack a verified image archive into a rootfs: layers in order, OCI
 // whiteouts applied, every regular file's SHA-256 computed from the tar

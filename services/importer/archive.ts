@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
-import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import { SealkitError } from '../lib/errors.ts';
 import { short } from '../lib/digest.ts';
+import { decompress, type ArchiveFormat, type Compression } from '../lib/archive/index.ts';
 import { StripNames, type ArchiveMeta } from './names.ts';
+
+export type { ArchiveFormat, Compression };
 
 // The cached archive is trusted only as far as its digest: it is opened once,
 // re-hashed right before import through that descriptor, and read for the
@@ -15,9 +16,6 @@ import { StripNames, type ArchiveMeta } from './names.ts';
 // changes its size or ctime, compared after every read, so a changed file is
 // never promoted. (Hashing a second time during the import would cost a full
 // SHA-256 pass on the node's CPU for nothing the fingerprint misses.)
-
-export type Compression = 'none' | 'gzip' | 'xz' | 'zstd';
-export type ArchiveFormat = 'docker-archive' | 'oci-archive';
 
 export interface CachedArchive {
   path: string;
@@ -90,32 +88,7 @@ export function openArchive(c: CheckedArchive): ImportStream {
   const { archive: a, image } = c;
   const strip = new StripNames(`archive ${a.path}`);
   const read = c.fh.createReadStream({ start: 0, autoClose: false, highWaterMark: 1 << 20 });
-  let decoded: Promise<void>;
-  switch (a.compression) {
-    case 'none':
-      decoded = pipeline(read, strip);
-      break;
-    case 'gzip':
-      decoded = pipeline(read, createGunzip(), strip).catch((err: NodeJS.ErrnoException) => {
-        // zlib's own errors (Z_DATA_ERROR, Z_BUF_ERROR…) say the bytes are bad
-        if (err instanceof SealkitError || !err.code?.startsWith('Z_')) throw err;
-        throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `gzip could not decompress ${a.path} for ${image}: ${err.message}`);
-      });
-      break;
-    case 'xz':
-    case 'zstd': {
-      const child = spawn(a.compression, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d).slice(-2000)));
-      const exited = new Promise<void>((resolve, reject) => {
-        child.once('error', (err) => reject(new SealkitError('SEALKIT_CONFIG', `cannot run ${a.compression} to decompress ${a.path}: ${err.message}; install it on the node`)));
-        child.once('close', (code) => (code === 0 ? resolve() : reject(new SealkitError('SEALKIT_ARCHIVE_INVALID', `${a.compression} could not decompress ${a.path} for ${image}: ${stderr.trim() || `exit ${code}`}`))));
-      });
-      decoded = Promise.all([pipeline(read, child.stdin), pipeline(child.stdout, strip), exited]).then(() => {});
-      decoded.catch(() => child.kill('SIGKILL'));
-      break;
-    }
-  }
+  const decoded = pipeline(decompress(read, a.compression, `cached archive ${a.path} for ${image}`), strip);
   const finished = decoded.then(async () => {
     if (stampOf(await c.fh.stat({ bigint: true })) !== c.stamp) throw changed(a, image);
   });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
-import { forEachLayerEntry, openImage, type ArchiveOptions } from '../../services/lib/archive.ts';
+import { forEachLayerEntry, openImage, type ArchiveOptions } from '../../services/lib/archive/index.ts';
 import { buildImage, compress, type Compression } from '../helpers/images.ts';
 import { check, mutated, type Target } from './harness.ts';
 import { entryList, rawEntry, tarBytes, type RawEntry } from './tar-gen.ts';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
-import { EntryGuard, walkTar, type ArchiveLimits } from '../../services/lib/archive.ts';
+import { EntryGuard, walkTar, type ArchiveLimits } from '../../services/lib/archive/tar-guard.ts';
 import { check, mutated, type Target } from './harness.ts';
 import { entryList, tarBytes } from './tar-gen.ts';
 import { TreeModel } from './tree.ts';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import tar from 'tar-stream';
-import { sniffCompression } from '../../services/lib/archive.ts';
+import { sniffCompression } from '../../services/lib/archive/compression.ts';
 import { openArchive, recheck } from '../../services/importer/archive.ts';
 import { StripNames } from '../../services/importer/names.ts';
 import { SealkitError } from '../../services/lib/errors.ts';

@@ -1,5 +1,5 @@
 import { posix } from 'node:path';
-import type { SafeHeader } from '../../services/lib/archive.ts';
+import type { SafeHeader } from '../../services/lib/archive/tar-guard.ts';
 import { check } from './harness.ts';
 
 // The oracle for the tar guard: replays the admitted entries of one tar on
