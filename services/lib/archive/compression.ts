@@ -74,7 +74,7 @@ function gunzip(src: Readable, what: string): Readable {
   z.on('error', (e) => out.destroy(new SealkitError('SEALKIT_ARCHIVE_INVALID', `${what} is not valid gzip data: ${e.message}`)));
   out.on('close', () => {
     z.destroy();
-    src.destroy();
+    stopReading(src);
   });
   src.pipe(z).pipe(out);
   return out;
@@ -100,7 +100,14 @@ function child(src: Readable, how: 'xz' | 'zstd', what: string): Readable {
   // a decompressor child must never be left waiting for a reader that left
   out.on('close', () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    src.destroy();
+    stopReading(src);
   });
   return out;
+}
+
+// When the reader left early, the source is torn down too. A source read to
+// its end is left alone: destroying it would close a FileHandle it reads
+// from, which the importer still needs to stat after the read.
+function stopReading(src: Readable): void {
+  if (!src.readableEnded) src.destroy();
 }
