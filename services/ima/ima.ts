@@ -23,9 +23,10 @@ import { watchTree, type TreeWatch } from './watch.ts';
 // manifest for it, and appraise it in userspace — on request, on the policy's
 // schedule and within moments of a change on disk.
 
-// image.imported, less where the runtimes hold the image: labelling
-// unpacks the verified archive, not what a runtime made of it.
-export type LabelInput = Omit<ImportedImage, 'targets' | 'skipped'>;
+// What labelling reads of image.imported: the verified archive (its format
+// is read from its bytes), not where the runtimes hold the image.
+export type LabelInput = Pick<ImportedImage, 'name' | 'tag' | 'sha256' | 'policySerial'> &
+  Partial<Pick<ImportedImage, 'source' | 'manifestDigest'>> & { archive: Pick<ImportedImage['archive'], 'path' | 'sha256'> & Partial<ImportedImage['archive']> };
 
 export interface ImaOptions {
   imaDir: string; // <state>/ima

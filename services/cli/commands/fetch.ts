@@ -15,7 +15,6 @@ import { busUsage, connect, one, seconds, timeoutMs, waiting, type Command } fro
 // Events are matched by the image they are about (name and sha256), never
 // by type alone: another image can be on its way at the same time.
 
-
 export const fetch: Command = {
   name: 'fetch',
   summary: 'fetch, verify, import and label a policy image now, following it to the end',
