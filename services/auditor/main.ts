@@ -21,12 +21,14 @@ await runService('auditor', async ({ nc, events, log, state, root }) => {
   // the manifests on disk are what counts (signed, re-read): an ima.labeled
   // that is not well formed is still a hint to look
   nc.subscribe(contract.ima.labeled.subject, {
-    callback: (_err, msg) => {
-      try {
-        const ev = checkEvent(contract.ima.labeled, parseEvent(msg.data));
-        log.debug('ima.labeled: reloading the label manifests', { container: ev.data.container });
-      } catch (err) {
-        log.warn('ima.labeled is malformed; reloading the label manifests anyway', { err: err as Error });
+    callback: (err, msg) => {
+      if (!err) {
+        try {
+          const ev = checkEvent(contract.ima.labeled, parseEvent(msg.data));
+          log.debug('ima.labeled: reloading the label manifests', { container: ev.data.container });
+        } catch (e) {
+          log.warn('ima.labeled is malformed; reloading the label manifests anyway', { err: e as Error });
+        }
       }
       void manifests.reload();
     },
