@@ -2,7 +2,8 @@ import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Containerd } from '../services/importer/ctr.ts';
 import { DockerTarget } from '../services/importer/docker.ts';
-import { Importer, type VerifiedImage } from '../services/importer/importer.ts';
+import { Importer } from '../services/importer/importer.ts';
+import type { VerifiedImage } from '../services/lib/contract.ts';
 import { silentLogger } from '../services/lib/log.ts';
 import { validatePolicy, type Policy } from '../services/lib/policy.ts';
 import { startContainerd } from '../test/helpers/containerd.ts';
@@ -52,6 +53,8 @@ export async function imports(ctx: BenchContext): Promise<Row[]> {
     format: 'docker-archive',
     compression: 'none',
     archive: { path: archive, sha256: img.sha256, size: img.size },
+    signedBy: [],
+    verifiers: [],
   });
   const expectImported = async (p: Policy) => {
     const out = await importer.importImage(event(p), p);

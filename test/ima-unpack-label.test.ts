@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImage, makeTar, sha256 } from './helpers/images.ts';
-import { Ima, type ImportedImage } from '../services/ima/ima.ts';
+import { Ima, type LabelInput } from '../services/ima/ima.ts';
 import { HashPool } from '../services/ima/hashpool.ts';
 import { loadOrCreateManifestKey, readManifestPublicKey } from '../services/ima/keys.ts';
 import { loadOrCreateSigningKey } from '../services/ima/digsig.ts';
@@ -63,7 +63,7 @@ async function imageOnDisk(format: 'oci' | 'docker', compression: 'none' | 'gzip
   });
   const archive = join(dir, `archive-${format}-${compression}-${++archives}`);
   writeFileSync(archive, img.archive);
-  const ev: ImportedImage = {
+  const ev: LabelInput = {
     name: img.name,
     tag: img.tag,
     sha256: img.sha256,

@@ -108,6 +108,14 @@ test.serial('an event pointing outside the fetcher cache is refused', async (t) 
   t.is(failed.data.code, 'SEALKIT_BAD_REQUEST');
 });
 
+test.serial('a malformed image.verified is refused on image.import_failed naming the field, not imported', async (t) => {
+  const ev = await rig.verified(oci, { archive: { path: rig.cachePath(oci), sha256: 'not-a-digest', size: oci.size } });
+  const failed = await rig.events.wait((e) => e.type === 'image.import_failed' && e.id === `${ev.id}.import_failed.none`);
+  t.is(failed.data.code, 'SEALKIT_BAD_REQUEST');
+  t.regex(failed.data.reason, /image\.verified .*data\.archive\.sha256/);
+  t.is(failed.data.name, oci.name);
+});
+
 test.serial('an event that hands over another archive than the pinned one is refused', async (t) => {
   const ev = await rig.verified(oci, { archive: { path: rig.cachePath(unlisted), sha256: unlisted.sha256, size: unlisted.size } });
   const failed = await rig.events.wait((e) => e.type === 'image.import_failed' && e.id === `${ev.id}.import_failed.none`);

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { subjects } from '../lib/subjects.ts';
+import type { DenialData, LostData, SpoofData } from '../lib/contract.ts';
 import type { Logger } from '../lib/log.ts';
 import type { PublishOptions } from '../lib/outbox.ts';
 import { KERNEL_FACILITY, parseKmsgRecord } from './kmsg.ts';
@@ -7,55 +8,13 @@ import { denialFacts, isDenial, parseAuditMessage, type IntegrityRecord } from '
 import { Storm, type Output } from './storm.ts';
 import { readCursor, writeCursor, type Cursor } from './cursor.ts';
 import type { Source } from './source.ts';
-import type { FileOwner, ManifestIndex, MatchKind } from './manifests.ts';
+import type { FileOwner, ManifestIndex } from './manifests.ts';
 
 // The auditor's core: read what the source has, keep kernel integrity
 // failures, tie each to its container and image, let the storm control
 // collapse and cap them, publish, and only then move the cursor.
 
 export type Format = 'kmsg' | 'audit-log';
-
-export interface DenialData {
-  file: string | null;
-  cause: string | null;
-  op: string | null;
-  type: number;
-  process: { pid: number | null; comm: string | null; uid: number | null };
-  dev: string | null;
-  ino: number | null;
-  mntNs: number | null;
-  errno: number | null;
-  container: string | null;
-  image: { name: string; tag: string; digest: string } | null;
-  expectedSha256: string | null;
-  policySerial: number | null;
-  match: MatchKind | null;
-  kernel: { seq: number | null; usec: number | null; auditId: string | null; time: string | null };
-  truncated: boolean;
-  raw: string;
-  repeats?: number;
-  window?: { from: string; to: string };
-}
-
-export type LostReason = 'rate-limit' | 'ring-overflow' | 'parse' | 'kernel-ratelimit';
-
-export interface LostData {
-  service: 'auditor';
-  reason: LostReason;
-  dropped: number;
-  since: string;
-  until?: string;
-  fromSeq?: number;
-  toSeq?: number;
-  sample?: string;
-}
-
-export interface SpoofData {
-  count: number;
-  firstSeq: number;
-  lastSeq: number;
-  samples: string[];
-}
 
 export interface Publisher {
   publish<T>(type: string, data: T, opts?: PublishOptions): Promise<unknown>;

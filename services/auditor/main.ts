@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { runService } from '../lib/service.ts';
 import { envInt } from '../lib/config.ts';
-import { subjects } from '../lib/subjects.ts';
+import { checkEvent, contract } from '../lib/contract.ts';
+import { parseEvent } from '../lib/envelope.ts';
 import { Auditor, type Format } from './auditor.ts';
 import { ManifestIndex } from './manifests.ts';
 import { openSource } from './source.ts';
@@ -17,7 +18,21 @@ await runService('auditor', async ({ nc, events, log, state, root }) => {
   const saved = await readCursor(cursorFile);
   const source = await openSource(path, saved && saved.path === path ? { identity: saved.identity, offset: saved.offset } : undefined);
   const manifests = new ManifestIndex(join(root, 'ima', 'manifests'), join(root, 'ima', 'manifest-key.pub'), log.child({ concern: 'manifests' }));
-  nc.subscribe(subjects.ima.labeled, { callback: () => void manifests.reload() });
+  // the manifests on disk are what counts (signed, re-read): an ima.labeled
+  // that is not well formed is still a hint to look
+  nc.subscribe(contract.ima.labeled.subject, {
+    callback: (err, msg) => {
+      if (!err) {
+        try {
+          const ev = checkEvent(contract.ima.labeled, parseEvent(msg.data));
+          log.debug('ima.labeled: reloading the label manifests', { container: ev.data.container });
+        } catch (e) {
+          log.warn('ima.labeled is malformed; reloading the label manifests anyway', { err: e as Error });
+        }
+      }
+      void manifests.reload();
+    },
+  });
   const auditor = new Auditor({
     source,
     format,

@@ -3,51 +3,24 @@ import { createHash, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import type { NatsConnection } from 'nats';
-import { archiveMediaType, detectCompression, openImage, type ArchiveFormat, type Compression, type OpenedImage } from '../lib/archive/index.ts';
+import { archiveMediaType, detectCompression, openImage, type Compression, type OpenedImage } from '../lib/archive/index.ts';
 import { sha256Hex } from '../lib/digest.ts';
 import { asSealkitError, diskFull, isDiskFull, isSealkitError, SealkitError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { EventPublisher } from '../lib/outbox.ts';
 import type { ImagePolicy, Policy } from '../lib/policy.ts';
 import { subjects } from '../lib/subjects.ts';
+import type { RejectedImage, VerifiedImage } from '../lib/contract.ts';
 import { Cache } from './cache.ts';
 import { download, memorySink, type Rules } from './download.ts';
 import { assembleOci, checkDescriptor, fetchBlob, fetchManifest, parseOciSource, pickPlatform, type Descriptor, type OciRef, type VerifiedManifest } from './registry.ts';
 import { checkImageSignatures, MAX_SIGNATURE_FILE, parseSignatureFile, signatureUrl, type Statement } from './signatures.ts';
-import { askVerifiers, type VerifierDecision } from './verifiers.ts';
+import { askVerifiers } from './verifiers.ts';
 
 // The fetcher's core: for one image of the policy, get the bytes into
 // quarantine while hashing, verify digest, signatures and plugins, admit them
 // to the cache, and only then let the archive parser near them. Every refusal
 // becomes image.rejected + audit.rejected; success is image.verified.
-
-/** data of `image.verified` — the contract the importer and ima consume. */
-export interface VerifiedImage {
-  name: string;
-  tag: string;
-  source: string;
-  sha256: string; // pinned digest: the archive (URL sources) or the registry manifest (oci://)
-  size: number; // bytes of what sha256 covers
-  policySerial: number;
-  manifestDigest: string | null; // sha256:… of the OCI manifest inside the archive; null for a plain docker-archive
-  format: ArchiveFormat;
-  compression: Compression;
-  archive: { path: string; sha256: string; size: number }; // the file in the cache to import
-  signedBy: string[];
-  verifiers: Array<{ subject: string; decision: VerifierDecision['decision'] }>;
-}
-
-/** data of `image.rejected` and `audit.rejected`. */
-export interface RejectedImage {
-  name: string;
-  tag: string;
-  source: string;
-  expectedSha256: string;
-  actualSha256?: string;
-  code: string;
-  reason: string;
-  policySerial: number;
-}
 
 export interface FetcherOptions {
   dir: string; // <state>/fetcher

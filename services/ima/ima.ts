@@ -4,6 +4,7 @@ import { createPublicKey } from 'node:crypto';
 import { SealkitError, diskFull, isDiskFull } from '../lib/errors.ts';
 import { sha256File, parseSha256 } from '../lib/digest.ts';
 import { subjects } from '../lib/subjects.ts';
+import type { ImportedImage, Labeled, Tamper } from '../lib/contract.ts';
 import { readManifest, writeManifest, manifestPath, type LabelManifest } from '../lib/manifest.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Policy, Limits } from '../lib/policy.ts';
@@ -22,32 +23,10 @@ import { watchTree, type TreeWatch } from './watch.ts';
 // manifest for it, and appraise it in userspace — on request, on the policy's
 // schedule and within moments of a change on disk.
 
-export interface ImportedImage {
-  name: string;
-  tag: string;
-  sha256: string;
-  source?: string;
-  manifestDigest?: string | null;
-  policySerial: number;
-  archive: { path: string; sha256: string; format?: string; compression?: string };
-}
-
-export interface Labeled {
-  image: { name: string; tag: string; digest: string };
-  container: string;
-  rootfs: string;
-  files: number;
-  bytes: number;
-  ms: number;
-  policySerial: number;
-}
-
-export interface Tamper extends Finding {
-  container: string;
-  image: { name: string; tag: string; digest: string };
-  policySerial: number;
-  action: 'reported' | 'blocked' | 'relabeled';
-}
+// What labelling reads of image.imported: the verified archive (its format
+// is read from its bytes), not where the runtimes hold the image.
+export type LabelInput = Pick<ImportedImage, 'name' | 'tag' | 'sha256' | 'policySerial'> &
+  Partial<Pick<ImportedImage, 'source' | 'manifestDigest'>> & { archive: Pick<ImportedImage['archive'], 'path' | 'sha256'> & Partial<ImportedImage['archive']> };
 
 export interface ImaOptions {
   imaDir: string; // <state>/ima
@@ -125,7 +104,7 @@ export class Ima {
   // image.imported → a labelled rootfs, a signed manifest, ima.labeled.
   // `eventId` (of the image.imported event) makes ima.labeled's id, so a
   // redelivered image.imported relabels but is stored as ima.labeled once.
-  async label(ev: ImportedImage, limits: Limits, eventId?: string): Promise<Labeled | null> {
+  async label(ev: LabelInput, limits: Limits, eventId?: string): Promise<Labeled | null> {
     try {
       return await this.labelOnce(ev, limits, eventId);
     } catch (err) {
@@ -133,7 +112,7 @@ export class Ima {
     }
   }
 
-  private async labelOnce(ev: ImportedImage, limits: Limits, eventId?: string): Promise<Labeled | null> {
+  private async labelOnce(ev: LabelInput, limits: Limits, eventId?: string): Promise<Labeled | null> {
     if (this.mode === 'off') {
       this.o.log.info('ima.mode is off: not labelling', { image: `${ev.name}:${ev.tag}` });
       return null;
@@ -198,7 +177,7 @@ export class Ima {
   // publish and ack): a rootfs labelled from it that still appraises clean
   // stays in place, under whatever runs from it; ima.labeled is published
   // again with the same id, which the stream stores once.
-  private async alreadyLabelled(ev: ImportedImage, digest: string, container: string, dest: string, eventId: string | undefined, t0: number): Promise<Labeled | null> {
+  private async alreadyLabelled(ev: LabelInput, digest: string, container: string, dest: string, eventId: string | undefined, t0: number): Promise<Labeled | null> {
     const m = this.containers.get(container)?.manifest;
     if (!m || m.image.digest !== digest || m.policySerial !== ev.policySerial || m.rootfs !== dest) return null;
     const signer = this.o.policy()?.ima.signatures ? createPublicKey((await this.o.signingKey()).key) : undefined;

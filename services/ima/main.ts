@@ -7,7 +7,9 @@ import { trustPath } from '../lib/config.ts';
 import { defaultLimits } from '../lib/policy.ts';
 import { subjects } from '../lib/subjects.ts';
 import { SealkitError, asSealkitError } from '../lib/errors.ts';
-import { Ima, type ImportedImage } from './ima.ts';
+import { checkEvent, contract, type ImportedImage, type LabelFailed } from '../lib/contract.ts';
+import { parseEvent } from '../lib/envelope.ts';
+import { Ima } from './ima.ts';
 import { HashPool } from './hashpool.ts';
 import { loadOrCreateManifestKey } from './keys.ts';
 import { loadOrCreateSigningKey, type SigningKey } from './digsig.ts';
@@ -67,10 +69,9 @@ await runService('ima', async ({ nc, events, log, state, node }) => {
     let ev: ImportedImage;
     let id: string | undefined;
     try {
-      const cloud = decode<{ id?: unknown; data: ImportedImage }>(msg.data, 'image.imported event');
+      const cloud = checkEvent(contract.image.imported, parseEvent(msg.data));
       ev = cloud.data;
-      id = typeof cloud.id === 'string' ? cloud.id : undefined;
-      if (!ev || typeof ev.name !== 'string' || typeof ev.tag !== 'string' || !ev.archive || typeof ev.archive.path !== 'string') throw new Error('missing name, tag or archive.path');
+      id = cloud.id;
     } catch (err) {
       log.error('image.imported event is malformed; dropping it', { err: err as Error });
       return true;
@@ -89,7 +90,7 @@ await runService('ima', async ({ nc, events, log, state, node }) => {
       // same way. The id follows image.imported's, so a redelivery before the
       // ack is stored once.
       log.error('labelling failed', { image: `${ev.name}:${ev.tag}`, err: e });
-      const failed = { image: { name: ev.name, tag: ev.tag, digest: ev.sha256 }, code: e.code, reason: e.message, policySerial: ev.policySerial };
+      const failed: LabelFailed = { image: { name: ev.name, tag: ev.tag, digest: ev.sha256 }, code: e.code, reason: e.message, policySerial: ev.policySerial };
       await events.publish(subjects.ima.labelFailed, failed, { id: id ? `${id}.label_failed` : undefined, headers: { 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
     }
     return true;

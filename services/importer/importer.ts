@@ -1,9 +1,10 @@
 import { resolve, join } from 'node:path';
 import { SealkitError, asSealkitError, type ErrorCode } from '../lib/errors.ts';
-import { SHA256_HEX, short } from '../lib/digest.ts';
+import { short } from '../lib/digest.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Policy, ImagePolicy } from '../lib/policy.ts';
-import { openArchive, recheck, type ArchiveFormat, type CachedArchive, type CheckedArchive, type Compression } from './archive.ts';
+import type { ImportedImage, ImportFailure, Runtime, Target, VerifiedImage } from '../lib/contract.ts';
+import { openArchive, recheck, type CachedArchive, type CheckedArchive } from './archive.ts';
 import type { Containerd, CtrImage } from './ctr.ts';
 import { DockerTarget } from './docker.ts';
 import type { ArchiveMeta } from './names.ts';
@@ -12,49 +13,6 @@ import type { ArchiveMeta } from './names.ts';
 // re-check the cached archive, import it under a staging name, check what
 // the runtime reports against what was verified, and only then move the
 // final name onto it. No bus here; main.ts wires it.
-
-// image.verified data, as the fetcher publishes it
-export interface VerifiedImage {
-  name: string;
-  tag: string;
-  source: string;
-  sha256: string;
-  size: number;
-  policySerial: number;
-  manifestDigest: string | null;
-  format: ArchiveFormat;
-  compression: Compression;
-  archive: { path: string; sha256: string; size: number };
-  signedBy?: string[];
-  verifiers?: unknown[];
-}
-
-export type Target = { runtime: 'containerd'; namespace: string; ref: string; digest: string } | { runtime: 'docker'; ref: string; id: string };
-
-// image.imported data (the ima service consumes it)
-export interface ImportedImage {
-  name: string;
-  tag: string;
-  sha256: string;
-  source: string;
-  manifestDigest: string | null;
-  policySerial: number;
-  archive: { path: string; sha256: string; format: ArchiveFormat; compression: Compression };
-  targets: Target[];
-  skipped?: boolean;
-}
-
-export type Runtime = 'containerd' | 'docker';
-
-// image.import_failed data
-export interface ImportFailure {
-  name: string;
-  tag: string;
-  sha256: string;
-  code: ErrorCode;
-  reason: string;
-  runtime: Runtime | 'none';
-}
 
 export interface Outcome {
   imported?: ImportedImage; // at least one runtime holds the image
@@ -88,7 +46,6 @@ export class Importer {
     });
     let img: ImagePolicy;
     try {
-      checkShape(ev);
       img = this.allowed(ev, policy);
       this.checkPath(ev);
     } catch (err) {
@@ -310,18 +267,4 @@ export class Importer {
 
 function isCode(err: unknown, code: ErrorCode): boolean {
   return err instanceof SealkitError && err.code === code;
-}
-
-function checkShape(ev: VerifiedImage): void {
-  const bad = (what: string) => new SealkitError('SEALKIT_BAD_REQUEST', `image.verified event is malformed: ${what}`);
-  if (!ev || typeof ev !== 'object') throw bad('data is not an object');
-  if (typeof ev.name !== 'string' || typeof ev.tag !== 'string' || typeof ev.source !== 'string') throw bad('name, tag and source must be strings');
-  if (!SHA256_HEX.test(ev.sha256 ?? '')) throw bad(`sha256 "${ev.sha256}" is not 64 hex characters`);
-  // a docker-archive carries no manifest blob, so the fetcher sends null
-  const needsManifest = ev.format === 'oci-archive' || ev.manifestDigest !== null;
-  if (needsManifest && !/^sha256:[0-9a-f]{64}$/.test(ev.manifestDigest ?? '')) throw bad(`manifestDigest "${ev.manifestDigest}" is not sha256:<64 hex>`);
-  if (ev.format !== 'docker-archive' && ev.format !== 'oci-archive') throw bad(`format "${ev.format}" is not docker-archive or oci-archive`);
-  if (!['none', 'gzip', 'xz', 'zstd'].includes(ev.compression)) throw bad(`compression "${ev.compression}" is not none, gzip, xz or zstd`);
-  const a = ev.archive;
-  if (!a || typeof a.path !== 'string' || !SHA256_HEX.test(a.sha256 ?? '') || !Number.isSafeInteger(a.size)) throw bad('archive must have path, sha256 and size');
 }

@@ -2,7 +2,7 @@ import { readdir, readFile, rm, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { writeFileAtomic } from '../lib/atomic.ts';
-import type { VerifiedImage } from './importer.ts';
+import type { VerifiedImage } from '../lib/contract.ts';
 
 // One file per image.verified event being handled. `importing` survives a
 // crash, so the next start resumes the import at once (the un-acked message

@@ -3,13 +3,14 @@ import { runService, type ServiceContext } from '../lib/service.ts';
 import { parseEvent } from '../lib/envelope.ts';
 import { asSealkitError } from '../lib/errors.ts';
 import { subjects } from '../lib/subjects.ts';
+import { checkData, contract, type VerifiedImage } from '../lib/contract.ts';
 import { PolicyFollower } from '../lib/policy-follow.ts';
 import { readTrust } from '../lib/sign.ts';
 import { trustPath } from '../lib/config.ts';
 import type { Policy } from '../lib/policy.ts';
 import { Containerd } from './ctr.ts';
 import { DockerTarget } from './docker.ts';
-import { Importer, type Outcome, type VerifiedImage } from './importer.ts';
+import { Importer, type Outcome } from './importer.ts';
 import { Journal } from './journal.ts';
 import { consume, ensureConsumer, sleep, type ConsumeLoop } from './consume.ts';
 
@@ -127,7 +128,19 @@ async function start(ctx: ServiceContext) {
         log.error('dropping a message on image.verified that is not a CloudEvent', { seq: msg.seq, err: err as Error });
         return true;
       }
-      return handle(ev.id, ev.data as unknown as VerifiedImage, () => stopping || isStopping());
+      let image: VerifiedImage;
+      try {
+        image = checkData(contract.image.verified, ev.data);
+      } catch (err) {
+        // refused as any image the importer will not import: on image.import_failed
+        const e = asSealkitError(err);
+        const d = (ev.data ?? {}) as Record<string, unknown>;
+        const str = (v: unknown) => (typeof v === 'string' ? v : '');
+        log.error('image.verified is malformed; not importing', { eventId: ev.id, err: e });
+        await publish(ev.id, { failures: [{ name: str(d.name), tag: str(d.tag), sha256: str(d.sha256), code: e.code, reason: e.message, runtime: 'none' }] });
+        return true;
+      }
+      return handle(ev.id, image, () => stopping || isStopping());
     });
   })().catch((err) => {
     // a local fault (journal on a full disk…): stop cleanly, the supervisor restarts us

@@ -13,7 +13,7 @@ import { SealkitError, asSealkitError, type WireError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { readCreds } from './natsconf.ts';
 import { credsPath, natsUrl } from './config.ts';
-import { subjects } from './subjects.ts';
+import { checkReply, contract, type PingReply } from './contract.ts';
 
 export type { NatsConnection, Msg, MsgHdrs };
 
@@ -139,26 +139,16 @@ export function busError(err: unknown, subject: string): SealkitError {
   return asSealkitError(err);
 }
 
-export interface PingReply {
-  service: string;
-  node: string;
-  pid: number; // in the service's own pid namespace
-  pidNs?: string; // that namespace, as /proc/self/ns/pid names it: nodeinfo maps pid to the host's view
-  cgroup?: string; // /proc/self/cgroup, for the same mapping
-  uptimeSec: number;
-  version: string;
-}
-
 // Ask every service who is alive; gathers the replies for `waitMs`, or
 // until `expect` replies came.
 export async function pingAll(nc: NatsConnection, waitMs = 500, expect?: number): Promise<PingReply[]> {
   const out: PingReply[] = [];
   try {
-    const it = await nc.requestMany(subjects.ping, encode({}), expect ? { maxWait: waitMs, strategy: RequestStrategy.Count, maxMessages: expect } : { maxWait: waitMs, strategy: RequestStrategy.Timer });
+    const it = await nc.requestMany(contract.ping.subject, encode({}), expect ? { maxWait: waitMs, strategy: RequestStrategy.Count, maxMessages: expect } : { maxWait: waitMs, strategy: RequestStrategy.Timer });
     for await (const m of it) {
       if (m.data.length === 0) break;
       try {
-        out.push(decode<PingReply>(m.data));
+        out.push(checkReply(contract.ping, decode(m.data)));
       } catch {
         // a malformed ping reply is not a service
       }

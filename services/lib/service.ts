@@ -1,11 +1,12 @@
 import { join } from 'node:path';
 import { mkdir, readFile, readlink } from 'node:fs/promises';
-import { connectBus, encode, type NatsConnection, type PingReply } from './bus.ts';
+import { connectBus, encode, type NatsConnection } from './bus.ts';
 import { createLogger, type Logger } from './log.ts';
 import { EventPublisher } from './outbox.ts';
 import { nodeName } from './envelope.ts';
 import { stateDir } from './config.ts';
 import { subjects, type ServiceName } from './subjects.ts';
+import type { PingReply } from './contract.ts';
 
 export interface ServiceContext {
   name: ServiceName;

@@ -1,5 +1,5 @@
 import { readFile, readdir, readlink } from 'node:fs/promises';
-import type { PingReply } from '../lib/bus.ts';
+import type { PingReply } from '../lib/contract.ts';
 
 // A service on the ISO runs as an OCI bundle in its own pid namespace, where
 // it is pid 1. Its pid as the host sees it is what an operator can act on

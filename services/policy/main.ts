@@ -6,12 +6,10 @@ import { asSealkitError, SealkitError } from '../lib/errors.ts';
 import { readTrust } from '../lib/sign.ts';
 import { trustPath } from '../lib/config.ts';
 import { policyBucket, policyKey, subjects } from '../lib/subjects.ts';
+import { contract, readHeaders, type PolicyApplied } from '../lib/contract.ts';
 import type { Policy, SignedPolicy } from '../lib/policy.ts';
 import { PolicyStore, type Loaded } from './store.ts';
 import { decidePush } from './push.ts';
-
-// Headers of a policy.push request; the body is the exact YAML bytes.
-export const PUSH_HEADERS = { signature: 'Sealkit-Signature', keyId: 'Sealkit-Key-Id', pusher: 'Sealkit-Pusher' } as const;
 
 async function start(ctx: ServiceContext) {
   const { nc, events, log } = ctx;
@@ -56,11 +54,10 @@ async function start(ctx: ServiceContext) {
     nc,
     subjects.policy.push,
     async (msg: Msg) => {
-      const keyId = msg.headers?.get(PUSH_HEADERS.keyId) || undefined;
-      const pusher = msg.headers?.get(PUSH_HEADERS.pusher) || undefined;
+      const { signature, keyId, pusher } = readHeaders(contract.policy.push, msg.headers);
       try {
         const accepted = decidePush(
-          { yaml: msg.data, signature: msg.headers?.get(PUSH_HEADERS.signature) || undefined, keyId },
+          { yaml: msg.data, signature, keyId },
           trust,
           current?.policy ?? null,
           await store.highwater(),
@@ -68,7 +65,7 @@ async function start(ctx: ServiceContext) {
         await store.save(accepted.record);
         current = { record: accepted.record, policy: accepted.policy };
         await syncKv(accepted.record);
-        const summary = { serial: accepted.policy.serial, sha256: accepted.record.sha256, keyId: accepted.record.keyId, pusher, changes: accepted.changes };
+        const summary: PolicyApplied = { serial: accepted.policy.serial, sha256: accepted.record.sha256, keyId: accepted.record.keyId, pusher, changes: accepted.changes };
         await events.publish(subjects.policy.applied, summary);
         log.info('policy applied', { serial: accepted.policy.serial, pusher });
         return summary;

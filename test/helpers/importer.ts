@@ -11,7 +11,7 @@ import { EventPublisher } from '../../services/lib/outbox.ts';
 import { silentLogger } from '../../services/lib/log.ts';
 import { subjects } from '../../services/lib/subjects.ts';
 import type { CloudEvent } from '../../services/lib/envelope.ts';
-import type { VerifiedImage } from '../../services/importer/importer.ts';
+import type { VerifiedImage } from '../../services/lib/contract.ts';
 
 // Everything an importer test needs, all real: nats-server with the project's
 // users and streams, containerd on a temp dir, a signed policy in the KV

@@ -1,9 +1,10 @@
 import type { NatsConnection, Subscription } from 'nats';
 import { request } from '../../lib/bus.ts';
 import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
-import { SealkitError, asSealkitError, codes as CODES, type ErrorCode } from '../../lib/errors.ts';
+import { SealkitError, asSealkitError, codes as CODES, isSealkitError } from '../../lib/errors.ts';
 import { parsePolicyYaml, type ImagePolicy, type Policy } from '../../lib/policy.ts';
 import { subjects } from '../../lib/subjects.ts';
+import { checkEvent, checkReply, contract, type EventSpec, type ImportedImage, type Labeled, type PayloadOf, type Progress, type VerifiedImage } from '../../lib/contract.ts';
 import { bar } from '../format.ts';
 import { busUsage, connect, one, seconds, timeoutMs, waiting, type Command } from './common.ts';
 
@@ -13,11 +14,6 @@ import { busUsage, connect, one, seconds, timeoutMs, waiting, type Command } fro
 //   ima       ima.labeled
 // Events are matched by the image they are about (name and sha256), never
 // by type alone: another image can be on its way at the same time.
-
-interface Verified { name: string; tag: string; sha256: string; size: number; signedBy?: string[] }
-interface Imported { name: string; tag: string; sha256: string; targets: Array<{ runtime: string; namespace?: string; ref: string }>; skipped?: boolean }
-interface ImportFailed { name: string; tag: string; sha256: string; runtime: string; code: ErrorCode; reason: string }
-interface Labeled { image: { name: string; tag: string; digest: string }; container: string; rootfs: string; files: number; bytes: number }
 
 export const fetch: Command = {
   name: 'fetch',
@@ -54,23 +50,23 @@ ${busUsage}`,
       const labels = policy ? policy.ima.mode !== 'off' : true;
 
       waiting(`image.verified of ${name}${img ? ` sha256:${img.sha256.slice(0, 12)}…` : ''}`, left());
-      let verified: Verified;
+      let verified: VerifiedImage;
       try {
-        verified = (await request<{ image: Verified }>(nc, subjects.image.fetch, { name }, { timeout: left() })).image;
+        verified = checkReply(contract.image.fetch, await request(nc, subjects.image.fetch, { name }, { timeout: left() })).image;
       } catch (err) {
         throw timeoutAs(err, `image.verified of ${name}`, ms);
       }
       follow.endProgress();
       const sha = verified.sha256;
       if (!o.json) process.stdout.write(`verified ${verified.name}:${verified.tag} sha256:${sha} (${verified.size} bytes)${verified.signedBy?.length ? `, signed by ${verified.signedBy.join(', ')}` : ''}\n`);
-      const result: { verified: Verified; imported?: Imported; labeled?: Labeled } = { verified };
+      const result: { verified: VerifiedImage; imported?: ImportedImage; labeled?: Labeled } = { verified };
 
       if (runtimes.length === 0) {
         if (!o.json) process.stdout.write(`not imported: policy serial ${policy?.serial} names no import target for ${name}\n`);
       } else {
         waiting(`image.imported of ${name} sha256:${sha.slice(0, 12)}… into ${runtimes.join(' and ')}`, left());
         result.imported = await follow.imported(sha, runtimes, left(), ms);
-        if (!o.json) process.stdout.write(`imported into ${result.imported.targets.map((t) => `${t.runtime}${t.namespace ? ` (${t.namespace})` : ''} as ${t.ref}`).join(', ')}${result.imported.skipped ? ' (already present)' : ''}\n`);
+        if (!o.json) process.stdout.write(`imported into ${result.imported.targets.map((t) => `${t.runtime}${'namespace' in t && t.namespace ? ` (${t.namespace})` : ''} as ${t.ref}`).join(', ')}${result.imported.skipped ? ' (already present)' : ''}\n`);
         if (!labels) {
           if (!o.json) process.stdout.write(`not labelled: policy serial ${policy?.serial} has ima.mode off\n`);
         } else {
@@ -96,7 +92,7 @@ export function wantedRuntimes(img: ImagePolicy): string[] {
 // refuses anyway, with its own reason.
 async function currentPolicy(nc: NatsConnection, ms: number): Promise<Policy | null> {
   try {
-    const rec = await request<{ yaml: string }>(nc, subjects.policy.get, {}, { timeout: Math.min(ms, 10_000) });
+    const rec = checkReply(contract.policy.get, await request(nc, subjects.policy.get, {}, { timeout: Math.min(ms, 10_000) }));
     return parsePolicyYaml(rec.yaml);
   } catch (err) {
     const e = asSealkitError(err);
@@ -111,32 +107,38 @@ function timeoutAs(err: unknown, what: string, ms: number): SealkitError {
   return e;
 }
 
+// Events the follow reads, checked against the contract as they arrive.
+const followed = [contract.image.progress, contract.image.imported, contract.image.importFailed, contract.ima.labeled, contract.ima.labelFailed];
+const is = <S extends EventSpec>(ev: CloudEvent<unknown>, spec: S): ev is CloudEvent<PayloadOf<S>> => ev.type === spec.subject;
+
 class Follow {
-  private readonly events: CloudEvent<any>[] = [];
+  private readonly events: CloudEvent<unknown>[] = [];
   private readonly waiters = new Set<() => void>();
   private readonly subs: Subscription[];
   private barShown = false;
+  private malformed?: SealkitError; // the last event that failed the contract: named if the follow times out
 
   constructor(nc: NatsConnection, private readonly name: string, private readonly showBar: boolean) {
-    const keep = (subject: string) =>
-      nc.subscribe(subject, {
+    this.subs = followed.map((spec) =>
+      nc.subscribe(spec.subject, {
         callback: (err, m) => {
           if (err) return;
-          let ev: CloudEvent<any>;
+          let ev: CloudEvent<unknown>;
           try {
-            ev = parseEvent(m.data);
-          } catch {
+            ev = checkEvent(spec, parseEvent(m.data));
+          } catch (e) {
+            if (isSealkitError(e)) this.malformed = e; // else not an event at all
             return;
           }
-          if (ev.type === subjects.image.progress) return this.progress(ev.data);
+          if (is(ev, contract.image.progress)) return this.progress(ev.data);
           this.events.push(ev);
           for (const w of [...this.waiters]) w();
         },
-      });
-    this.subs = [subjects.image.progress, subjects.image.imported, subjects.image.importFailed, subjects.ima.labeled, subjects.ima.labelFailed].map(keep);
+      }),
+    );
   }
 
-  private progress(d: { name: string; bytes: number; total: number | null; rate: number }): void {
+  private progress(d: Progress): void {
     if (!this.showBar || d.name !== this.name) return;
     this.barShown = true;
     process.stderr.write(`\r${this.name} ${bar(d.bytes, d.total ?? undefined)} ${(d.rate / 1048576).toFixed(1)} MiB/s  `);
@@ -148,7 +150,7 @@ class Follow {
   }
 
   // Resolves with what `pick` returns for an event, or rejects with what it throws.
-  private until<T>(pick: (ev: CloudEvent<any>) => T | undefined, ms: number, what: string, total: number): Promise<T> {
+  private until<T>(pick: (ev: CloudEvent<unknown>) => T | undefined, ms: number, what: string, total: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const check = () => {
         try {
@@ -160,7 +162,11 @@ class Follow {
           done(() => reject(err));
         }
       };
-      const timer = setTimeout(() => done(() => reject(new SealkitError('SEALKIT_TIMEOUT', `no ${what} within ${seconds(total)}; raise --timeout, or look at the log of the service that owns that step`))), ms);
+      const timedOut = () => {
+        const ignored = this.malformed ? `; an event was ignored: ${this.malformed.message}` : '';
+        return new SealkitError('SEALKIT_TIMEOUT', `no ${what} within ${seconds(total)}; raise --timeout, or look at the log of the service that owns that step${ignored}`);
+      };
+      const timer = setTimeout(() => done(() => reject(timedOut())), ms);
       const done = (f: () => void) => {
         clearTimeout(timer);
         this.waiters.delete(check);
@@ -171,16 +177,16 @@ class Follow {
     });
   }
 
-  imported(sha: string, runtimes: string[], ms: number, total: number): Promise<Imported> {
-    const mine = (d: { name?: string; sha256?: string }) => d?.name === this.name && d?.sha256 === sha;
+  imported(sha: string, runtimes: string[], ms: number, total: number): Promise<ImportedImage> {
+    const mine = (d: { name: string; sha256: string }) => d.name === this.name && d.sha256 === sha;
     return this.until(
       (ev) => {
-        if (ev.type === subjects.image.importFailed && mine(ev.data)) {
-          const f = ev.data as ImportFailed;
+        if (is(ev, contract.image.importFailed) && mine(ev.data)) {
+          const f = ev.data;
           throw new SealkitError(f.code in CODES ? f.code : 'SEALKIT_IMPORT_FAILED', `import of ${f.name}:${f.tag} into ${f.runtime} failed: ${f.reason}`, { code: f.code, runtime: f.runtime });
         }
-        if (ev.type === subjects.image.imported && mine(ev.data)) {
-          const d = ev.data as Imported;
+        if (is(ev, contract.image.imported) && mine(ev.data)) {
+          const d = ev.data;
           // a runtime missing from the targets has an import_failed of its own on the way
           if (runtimes.every((r) => d.targets.some((t) => t.runtime === r))) return d;
         }
@@ -193,14 +199,14 @@ class Follow {
   }
 
   labeled(sha: string, ms: number, total: number): Promise<Labeled> {
+    const mine = (d: { image: { name: string; digest: string } }) => d.image.name === this.name && d.image.digest === sha;
     return this.until(
       (ev) => {
-        const mine = ev.data?.image?.name === this.name && ev.data?.image?.digest === sha;
-        if (mine && ev.type === subjects.ima.labelFailed) {
-          const f = ev.data as { code: ErrorCode; reason: string };
+        if (is(ev, contract.ima.labelFailed) && mine(ev.data)) {
+          const f = ev.data;
           throw new SealkitError(f.code in CODES ? f.code : 'SEALKIT_INTERNAL', `labelling ${this.name} failed: ${f.reason}`, { code: f.code });
         }
-        return mine && ev.type === subjects.ima.labeled ? (ev.data as Labeled) : undefined;
+        return is(ev, contract.ima.labeled) && mine(ev.data) ? ev.data : undefined;
       },
       ms,
       `ima.labeled of ${this.name} sha256:${sha.slice(0, 12)}…`,

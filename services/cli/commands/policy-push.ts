@@ -2,13 +2,9 @@ import { readFile } from 'node:fs/promises';
 import { makeHeaders, request } from '../../lib/bus.ts';
 import { SealkitError } from '../../lib/errors.ts';
 import { readSecretKey, signDetached } from '../../lib/sign.ts';
-import { parsePolicyYaml } from '../../lib/policy.ts';
-import { subjects } from '../../lib/subjects.ts';
+import { parsePolicyYaml, type PolicyChange } from '../../lib/policy.ts';
+import { checkReply, contract, writeHeaders } from '../../lib/contract.ts';
 import { busUsage, connect, one, readInput, server, timeoutMs, waiting, type Command } from './common.ts';
-
-// Headers of a policy.push request; the body is the exact YAML bytes
-// (services/policy/main.ts reads the same names).
-export const PUSH_HEADERS = { signature: 'Sealkit-Signature', keyId: 'Sealkit-Key-Id', pusher: 'Sealkit-Pusher' } as const;
 
 export const policyPush: Command = {
   name: 'policy push',
@@ -41,10 +37,11 @@ ${busUsage}`,
     const nc = await connect(o, true);
     try {
       waiting(`the policy service to answer policy.push of serial ${policy.serial} on ${server(o)}`, ms);
-      const reply = await request<{ serial: number; changes: Record<string, unknown> }>(nc, subjects.policy.push, bytes, {
+      const push = contract.policy.push;
+      const reply = checkReply(push, await request(nc, push.subject, bytes, {
         timeout: ms,
-        headers: makeHeaders({ [PUSH_HEADERS.signature]: sig.signature, [PUSH_HEADERS.keyId]: sig.keyId, [PUSH_HEADERS.pusher]: (o.pusher as string | undefined) ?? process.env.USER ?? 'sealkit-cli' }),
-      });
+        headers: makeHeaders(writeHeaders(push, { signature: sig.signature, keyId: sig.keyId, pusher: (o.pusher as string | undefined) ?? process.env.USER ?? 'sealkit-cli' })),
+      }));
       if (o.json) process.stdout.write(JSON.stringify(reply) + '\n');
       else process.stdout.write(`policy serial ${reply.serial} applied\n${describeChanges(reply.changes)}`);
     } finally {
@@ -70,7 +67,7 @@ async function readSig(file: string): Promise<{ keyId: string; signature: string
   throw new SealkitError('SEALKIT_SIGNATURE_INVALID', `${file} is not a sealkit signature file ({"keyId", "signature"}, see docs/signatures.md); sign again with "sealkit policy sign"`);
 }
 
-function describeChanges(c: Record<string, unknown>): string {
+function describeChanges(c: PolicyChange): string {
   const lines: string[] = [];
   for (const [k, v] of Object.entries(c ?? {})) {
     if (k === 'serial') continue;

@@ -1,5 +1,5 @@
 import { request } from '../../lib/bus.ts';
-import { subjects } from '../../lib/subjects.ts';
+import { checkReply, contract } from '../../lib/contract.ts';
 import { busUsage, connect, none, server, timeoutMs, waiting, type Command } from './common.ts';
 
 export const policyShow: Command = {
@@ -24,7 +24,7 @@ ${busUsage}`,
     const nc = await connect(o, false);
     try {
       waiting(`the policy service to answer policy.get on ${server(o)}`, ms);
-      const rec = await request<{ serial: number; keyId: string; appliedAt: string; sha256: string; yaml: string; summary: Record<string, unknown> }>(nc, subjects.policy.get, {}, { timeout: ms });
+      const rec = checkReply(contract.policy.get, await request(nc, contract.policy.get.subject, {}, { timeout: ms }));
       if (o.yaml) process.stdout.write(rec.yaml);
       else if (o.json) process.stdout.write(JSON.stringify(rec) + '\n');
       else process.stdout.write(`serial ${rec.serial}, signed by ${rec.keyId}, applied ${rec.appliedAt}, sha256 ${rec.sha256}\n${JSON.stringify(rec.summary, null, 2)}\n`);

@@ -1,5 +1,6 @@
 import type { NatsConnection } from 'nats';
-import { pingAll, request, type PingReply } from '../../lib/bus.ts';
+import { pingAll, request } from '../../lib/bus.ts';
+import type { PingReply } from '../../lib/contract.ts';
 import { asSealkitError, type WireError } from '../../lib/errors.ts';
 import { serviceNames, subjects } from '../../lib/subjects.ts';
 import { busUsage, connect, none, seconds, timeoutMs, waiting, type Command } from './common.ts';

@@ -1,7 +1,8 @@
 import type { Msg, NatsConnection } from 'nats';
 import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
 import { replayStream } from '../../lib/streams.ts';
-import { streams, subjects } from '../../lib/subjects.ts';
+import { streams } from '../../lib/subjects.ts';
+import { specs } from '../../lib/contract.ts';
 import { SealkitError } from '../../lib/errors.ts';
 import { prettyEvent } from '../format.ts';
 import { busUsage, connect, one, server, type Command } from './common.ts';
@@ -12,17 +13,8 @@ import { busUsage, connect, one, server, type Command } from './common.ts';
 // consumers do that all day), and an anonymous one is refused: watch
 // subscribes to these, or to what the user asked where that is narrower.
 export const EVENT_SUBJECTS = [
-  'audit.*', // exactly two tokens, by design
-  subjects.policy.applied,
-  subjects.image.progress,
-  subjects.image.verified,
-  subjects.image.rejected,
-  subjects.image.imported,
-  subjects.image.importFailed,
-  subjects.ima.labeled,
-  subjects.ima.enforcing,
-  subjects.node.info,
-  subjects.node.heartbeat,
+  ...streams.audit.subjects, // exactly two tokens, by design
+  ...specs.filter((s) => s.kind !== 'request' && s.stream !== 'audit').map((s) => s.subject),
 ];
 
 const SEEN_IDS = 100_000;
