@@ -27,6 +27,16 @@ const readPolicyKv = [
   `$JS.API.DIRECT.GET.${kvStream}.>`,
   `$JS.API.STREAM.MSG.GET.${kvStream}`,
 ];
+// Read, and watch through nats.js's ordered push consumer: created (again
+// after a bus restart) by name with the key as filter, or by the bare subject
+// when the library resets it; flow-control replies go to $JS.FC. Deliveries
+// arrive on _INBOX.
+const followPolicyKv = [
+  ...readPolicyKv,
+  `$JS.API.CONSUMER.CREATE.${kvStream}`,
+  `$JS.API.CONSUMER.CREATE.${kvStream}.>`,
+  `$JS.FC.${kvStream}.>`,
+];
 // A durable or ephemeral pull consumer on the events stream.
 const consumeEvents = [
   `$JS.API.STREAM.INFO.${streams.events.name}`,
@@ -55,15 +65,15 @@ export const permissions: Record<string, Permissions> = {
     subscribe: [...common.subscribe, S.policy.push, S.policy.get],
   },
   fetcher: {
-    publish: [...common.publish, S.image.verified, S.image.rejected, S.image.progress, S.audit.rejected, `${S.verifyPrefix}>`, ...readPolicyKv],
+    publish: [...common.publish, S.image.verified, S.image.rejected, S.image.progress, S.audit.rejected, `${S.verifyPrefix}>`, ...followPolicyKv],
     subscribe: [...common.subscribe, S.image.fetch],
   },
   importer: {
-    publish: [...common.publish, S.image.imported, S.image.importFailed, ...readPolicyKv, ...consumeEvents],
+    publish: [...common.publish, S.image.imported, S.image.importFailed, ...followPolicyKv, ...consumeEvents],
     subscribe: [...common.subscribe, S.image.verified],
   },
   ima: {
-    publish: [...common.publish, S.ima.labeled, S.ima.labelFailed, S.ima.enforcing, S.audit.tamper, ...readPolicyKv, ...consumeEvents],
+    publish: [...common.publish, S.ima.labeled, S.ima.labelFailed, S.ima.enforcing, S.audit.tamper, ...followPolicyKv, ...consumeEvents],
     subscribe: [...common.subscribe, S.image.imported, S.ima.verify, S.ima.status],
   },
   auditor: {
