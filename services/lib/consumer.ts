@@ -31,8 +31,8 @@ const RETRY_DELAY_MS = 5000;
 // an idle pull is renewed this often; stop() cuts it short
 const PULL_EXPIRES_MS = 5000;
 
-// Creates the durable, or finds it as it is.
-export async function ensureDurable(nc: NatsConnection, spec: DurableSpec): Promise<Consumer> {
+// Creates the durable (the same settings again are no change) and binds to it.
+async function ensureDurable(nc: NatsConnection, spec: DurableSpec): Promise<Consumer> {
   const jsm = await nc.jetstreamManager();
   await jsm.consumers.add(spec.stream, {
     durable_name: spec.durable,
@@ -49,6 +49,7 @@ export async function ensureDurable(nc: NatsConnection, spec: DurableSpec): Prom
 export function consumeDurable(nc: NatsConnection, spec: DurableSpec, log: Logger, handle: Handler): Consuming {
   const stopping = new AbortController();
   const { signal } = stopping;
+  void nc.closed().then(() => stopping.abort()); // nothing left to pull from
   let busy: Promise<void> | undefined; // the message in hand, if any
 
   // a nak the bus cannot take (connection gone) still ends in a redelivery, after ack_wait

@@ -1,4 +1,4 @@
-import type { KvEntry, NatsConnection } from 'nats';
+import type { KvEntry, NatsConnection, QueuedIterator } from 'nats';
 import { policyBucket, policyKey } from './subjects.ts';
 import { verifySignedPolicy, type Policy, type SignedPolicy } from './policy.ts';
 import type { PublicKey } from './sign.ts';
@@ -8,8 +8,9 @@ import { Backoff } from './backoff.ts';
 // How a service other than `policy` gets the policy in force: watch the KV
 // record, verify each value against the bootstrap trust itself (the KV is not
 // trusted blindly), and take it only when its serial is higher than the one
-// in force. The watch is nats.js's ordered consumer: it resumes after the
-// last revision seen when the bus comes back, so no change is missed.
+// in force. The watch (nats.js's ordered consumer) starts from the record
+// stored now and is opened again whenever it may have lapsed, so a change
+// made while the bus was away is seen once it is back.
 export class PolicyFollower {
   private current: Policy | null = null;
   private readonly listeners: Array<(p: Policy, prev: Policy | null) => void | Promise<void>> = [];
@@ -56,10 +57,17 @@ export class PolicyFollower {
     const stopping = new AbortController();
     void this.nc.closed().then(() => stopping.abort());
     const backoff = new Backoff({ firstMs: 250, maxMs: 5000, signal: stopping.signal });
+    let watch: QueuedIterator<KvEntry> | undefined;
+    // A restarted bus has lost the watch's consumer (kept in memory). nats.js
+    // would recreate it after two missed heartbeats, 10 s; a new watch after
+    // each reconnect catches up at once.
+    void (async () => {
+      for await (const s of this.nc.status()) if (s.type === 'reconnect') watch?.stop();
+    })();
     while (!this.nc.isClosed() && !this.nc.isDraining()) {
       try {
         const kv = await this.nc.jetstream().views.kv(policyBucket, { bindOnly: true });
-        const watch = await kv.watch({ key: policyKey, initializedFn: () => backoff.reset() });
+        watch = await kv.watch({ key: policyKey, initializedFn: () => backoff.reset() });
         for await (const entry of watch) await this.take(entry);
       } catch (err) {
         if (!this.nc.isClosed() && !this.nc.isDraining()) {
