@@ -15,9 +15,6 @@ import { loadOrCreateSigningKey, type SigningKey } from './digsig.ts';
 import { chooseEnforcement, probeKernel, type Enforcement } from './detect.ts';
 import { readRecord } from './hostpolicy.ts';
 
-// The ima service: labels rootfs trees from imported images, reports the
-// enforcement in use, appraises in userspace, answers ima.verify/ima.status.
-
 // image.imported through the durable "ima": what is imported while this
 // service is down waits in the stream. One image at a time.
 const imported: DurableSpec = {
@@ -28,6 +25,8 @@ const imported: DurableSpec = {
   maxAckPending: 1,
 };
 
+// The ima service: labels rootfs trees from imported images, reports the
+// enforcement in use, appraises in userspace, answers ima.verify/ima.status.
 await runService('ima', async ({ nc, events, log, state, node }) => {
   const store = process.env.SEALKIT_CONTAINER_STORE ?? join(state, '..', 'containers');
   const manifestKey = await loadOrCreateManifestKey(state, node);
