@@ -85,6 +85,27 @@ test('only the policy service can write the policy bucket', async (t) => {
   await policy.close();
 });
 
+test('a service that follows the policy can watch the bucket, and cannot delete, purge or remove it', async (t) => {
+  const policy = await nats.connectAs('policy');
+  await (await policy.jetstream().views.kv(policyBucket, { bindOnly: true })).put(policyKey, new TextEncoder().encode('watched'));
+  await policy.close();
+  for (const user of ['fetcher', 'importer', 'ima'] as const) {
+    const nc = await nats.connectAs(user);
+    const kv = await nc.jetstream().views.kv(policyBucket, { bindOnly: true });
+    const watch = await kv.watch({ key: policyKey });
+    for await (const e of watch) {
+      t.is(e.string(), 'watched', user);
+      break;
+    }
+    await t.throwsAsync(kv.delete(policyKey), { message: /Permissions Violation/ }, user);
+    await t.throwsAsync(kv.purge(policyKey), { message: /Permissions Violation/ }, user);
+    const jsm = await nc.jetstreamManager();
+    await t.throwsAsync(jsm.streams.purge(`KV_${policyBucket}`), undefined, user);
+    await t.throwsAsync(jsm.streams.delete(`KV_${policyBucket}`), undefined, user);
+    await nc.close();
+  }
+});
+
 test('only the verifier user can answer verifier requests, so nobody else can say "allow"', async (t) => {
   const anon = await nats.connectAs(null);
   const sub = anon.subscribe('verify.image.cosign');

@@ -3,9 +3,10 @@ import { decode, serve } from '../lib/bus.ts';
 import { runService } from '../lib/service.ts';
 import { PolicyFollower } from '../lib/policy-follow.ts';
 import { readTrust } from '../lib/sign.ts';
-import { trustPath } from '../lib/config.ts';
+import { envInt, trustPath } from '../lib/config.ts';
 import { defaultLimits } from '../lib/policy.ts';
-import { subjects } from '../lib/subjects.ts';
+import { streams, subjects } from '../lib/subjects.ts';
+import { consumeDurable, type DurableSpec } from '../lib/consumer.ts';
 import { SealkitError, asSealkitError } from '../lib/errors.ts';
 import { checkEvent, contract, type ImportedImage, type LabelFailed } from '../lib/contract.ts';
 import { parseEvent } from '../lib/envelope.ts';
@@ -15,7 +16,16 @@ import { loadOrCreateManifestKey } from './keys.ts';
 import { loadOrCreateSigningKey, type SigningKey } from './digsig.ts';
 import { chooseEnforcement, probeKernel, type Enforcement } from './detect.ts';
 import { readRecord } from './hostpolicy.ts';
-import { consumeImported, ensureConsumer } from './consume.ts';
+
+// image.imported through the durable "ima": what is imported while this
+// service is down waits in the stream. One image at a time.
+const imported: DurableSpec = {
+  stream: streams.events.name,
+  durable: 'ima',
+  filterSubject: subjects.image.imported,
+  ackWaitMs: envInt('SEALKIT_IMA_ACK_WAIT_MS', 60_000),
+  maxAckPending: 1,
+};
 
 // The ima service: labels rootfs trees from imported images, reports the
 // enforcement in use, appraises in userspace, answers ima.verify/ima.status.
@@ -64,8 +74,7 @@ await runService('ima', async ({ nc, events, log, state, node }) => {
     containers: ima.list().map((m) => ({ container: m.container, image: m.image, rootfs: m.rootfs, files: Object.keys(m.files).length, policySerial: m.policySerial })),
   }), { log });
 
-  await ensureConsumer(nc).catch((err) => log.warn('cannot create the image.imported consumer yet; retrying in the loop', { err: err as Error }));
-  const loop = consumeImported(nc, log, async (msg) => {
+  const loop = consumeDurable(nc, imported, log, async (msg) => {
     let ev: ImportedImage;
     let id: string | undefined;
     try {

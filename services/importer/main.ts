@@ -2,23 +2,36 @@ import { join } from 'node:path';
 import { runService, type ServiceContext } from '../lib/service.ts';
 import { parseEvent } from '../lib/envelope.ts';
 import { asSealkitError } from '../lib/errors.ts';
-import { subjects } from '../lib/subjects.ts';
+import { streams, subjects } from '../lib/subjects.ts';
 import { checkData, contract, type VerifiedImage } from '../lib/contract.ts';
 import { PolicyFollower } from '../lib/policy-follow.ts';
 import { readTrust } from '../lib/sign.ts';
-import { trustPath } from '../lib/config.ts';
+import { envInt, trustPath } from '../lib/config.ts';
 import type { Policy } from '../lib/policy.ts';
+import { consumeDurable, type Consuming, type DurableSpec } from '../lib/consumer.ts';
+import { Backoff } from '../lib/backoff.ts';
 import { Containerd } from './ctr.ts';
 import { DockerTarget } from './docker.ts';
 import { Importer, type Outcome } from './importer.ts';
 import { Journal } from './journal.ts';
-import { consume, ensureConsumer, sleep, type ConsumeLoop } from './consume.ts';
 
 // Environment:
 //   SEALKIT_CONTAINERD_SOCK  containerd's socket (default /run/containerd/containerd.sock)
 //   SEALKIT_DOCKER_SOCK      Docker's socket; unset means images are not imported into Docker
 //   SEALKIT_FETCHER_CACHE    the fetcher's cache (default <state>/fetcher/cache)
+//   SEALKIT_IMPORTER_ACK_WAIT_MS  JetStream ack wait (default 60000); a long import keeps its message alive
 const DEFAULT_NAMESPACE = 'services.linuxkit';
+
+// image.verified through the durable "importer". More than one message may be
+// outstanding, so one held by a killed instance (redelivered after ack_wait,
+// recognised from the journal) blocks nothing.
+const verified: DurableSpec = {
+  stream: streams.events.name,
+  durable: 'importer',
+  filterSubject: subjects.image.verified,
+  ackWaitMs: envInt('SEALKIT_IMPORTER_ACK_WAIT_MS', 60_000),
+  maxAckPending: 64,
+};
 
 async function start(ctx: ServiceContext) {
   const { log, nc, events, root, state } = ctx;
@@ -60,17 +73,17 @@ async function start(ctx: ServiceContext) {
   };
 
   // Import one verified image to completion; false when stopped first.
-  const handle = async (eventId: string, image: VerifiedImage, stopping: () => boolean): Promise<boolean> => {
+  const handle = async (eventId: string, image: VerifiedImage, stopping: AbortSignal): Promise<boolean> => {
     const seen = await journal.get(eventId);
     if (seen?.state === 'done') {
       log.info('image.verified already handled; acknowledging it again', { eventId, image: `${image?.name}:${image?.tag}` });
       return true;
     }
     if (!seen) await journal.begin(eventId, image);
-    let backoff = 500;
+    const backoff = new Backoff({ firstMs: 500, maxMs: 10_000, signal: stopping });
     let warned = false;
     for (;;) {
-      if (stopping()) return false;
+      if (stopping.aborted) return false;
       let outcome: Outcome | undefined;
       const current = await policyFor(image?.policySerial ?? 0);
       if (!current) {
@@ -85,7 +98,7 @@ async function start(ctx: ServiceContext) {
             log.error('import failed unexpectedly', { err: e });
             outcome = { failures: [{ name: image.name, tag: image.tag, sha256: image.sha256, code: e.code, reason: e.message, runtime: 'none' }] };
           } else {
-            log.warn('runtime unavailable; retrying the import', { code: e.code, reason: e.message, backoffMs: backoff });
+            log.warn('runtime unavailable; retrying the import', { code: e.code, reason: e.message, backoffMs: backoff.delayMs });
           }
         }
       }
@@ -94,33 +107,23 @@ async function start(ctx: ServiceContext) {
         await journal.done(eventId);
         return true;
       }
-      for (const until = Date.now() + backoff; Date.now() < until && !stopping(); ) await sleep(100);
-      backoff = Math.min(backoff * 2, 10_000);
+      await backoff.wait();
     }
   };
 
-  let stopping = false;
-  let loop: ConsumeLoop | undefined;
+  const stopping = new AbortController();
+  let loop: Consuming | undefined;
   // in the background, so that SIGTERM is handled even while containerd is away
   const work = (async () => {
     // finish what a previous run left in flight before taking new work
     for (const e of await journal.list()) {
-      if (stopping) return;
+      if (stopping.signal.aborted) return;
       if (e.state !== 'importing') continue;
       log.info('resuming an interrupted import', { eventId: e.eventId, image: `${e.image?.name}:${e.image?.tag}` });
-      await handle(e.eventId, e.image, () => stopping);
+      await handle(e.eventId, e.image, stopping.signal);
     }
-    for (let backoff = 250; !stopping; backoff = Math.min(backoff * 2, 5000)) {
-      try {
-        await ensureConsumer(nc);
-        break;
-      } catch (err) {
-        log.warn('cannot create the image.verified consumer; retrying', { err: err as Error });
-        await sleep(backoff);
-      }
-    }
-    if (stopping) return;
-    loop = consume(nc, log, async (msg, isStopping) => {
+    if (stopping.signal.aborted) return;
+    loop = consumeDurable(nc, verified, log, async (msg, consumerStopping) => {
       let ev;
       try {
         ev = parseEvent(msg.data);
@@ -140,7 +143,7 @@ async function start(ctx: ServiceContext) {
         await publish(ev.id, { failures: [{ name: str(d.name), tag: str(d.tag), sha256: str(d.sha256), code: e.code, reason: e.message, runtime: 'none' }] });
         return true;
       }
-      return handle(ev.id, image, () => stopping || isStopping());
+      return handle(ev.id, image, consumerStopping);
     });
   })().catch((err) => {
     // a local fault (journal on a full disk…): stop cleanly, the supervisor restarts us
@@ -150,7 +153,7 @@ async function start(ctx: ServiceContext) {
 
   return {
     async stop() {
-      stopping = true;
+      stopping.abort();
       await work;
       await loop?.stop();
     },

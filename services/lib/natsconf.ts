@@ -28,6 +28,16 @@ const readPolicyKv = [
   `$JS.API.DIRECT.GET.${kvStream}.>`,
   `$JS.API.STREAM.MSG.GET.${kvStream}`,
 ];
+// Read, and watch through nats.js's ordered push consumer: created (again
+// after a bus restart) by name with the key as filter, or by the bare subject
+// when the library resets it; flow-control replies go to $JS.FC. Deliveries
+// arrive on _INBOX.
+const followPolicyKv = [
+  ...readPolicyKv,
+  `$JS.API.CONSUMER.CREATE.${kvStream}`,
+  `$JS.API.CONSUMER.CREATE.${kvStream}.>`,
+  `$JS.FC.${kvStream}.>`,
+];
 // A durable or ephemeral pull consumer on the events stream.
 const consumeEvents = [
   `$JS.API.STREAM.INFO.${streams.events.name}`,
@@ -52,9 +62,9 @@ const replayStreams = [`$JS.API.INFO`, ...[streams.events.name, streams.audit.na
 // not compile.
 const jetstream: Record<ServiceName, string[]> = {
   policy: [`$KV.${policyBucket}.>`, ...readPolicyKv],
-  fetcher: readPolicyKv,
-  importer: [...readPolicyKv, ...consumeEvents],
-  ima: [...readPolicyKv, ...consumeEvents],
+  fetcher: followPolicyKv,
+  importer: [...followPolicyKv, ...consumeEvents],
+  ima: [...followPolicyKv, ...consumeEvents],
   auditor: readPolicyKv,
   nodeinfo: readPolicyKv,
 };

@@ -6,6 +6,7 @@ import { encode, makeHeaders } from './bus.ts';
 import type { Logger } from './log.ts';
 import { subjects } from './subjects.ts';
 import { diskFull, isDiskFull } from './errors.ts';
+import { Backoff } from './backoff.ts';
 
 // Events go to disk first, then to JetStream with Nats-Msg-Id = event id. An
 // event leaves the outbox only when JetStream acknowledged it, so a lost bus
@@ -44,10 +45,11 @@ export class EventPublisher {
   private readonly queue: Pending[] = [];
   private seq = 0;
   private pumping = false;
-  private closed = false;
+  private readonly closing = new AbortController();
+  // between unacknowledged tries; a reconnect or a new event ends a wait early
+  private readonly backoff = new Backoff({ firstMs: 100, maxMs: 2000, signal: this.closing.signal });
   // events dropped, by reason, until audit.lost has reported them
   private lost = new Map<string, { dropped: number; since: string; sample?: string }>();
-  private wake?: () => void;
   private idleWaiters: Array<() => void> = [];
   private warnedNoStream = false;
   private lastSaveTry = 0;
@@ -55,7 +57,7 @@ export class EventPublisher {
   constructor(private readonly o: OutboxOptions) {
     this.js = o.nc.jetstream();
     void (async () => {
-      for await (const s of o.nc.status()) if (s.type === 'reconnect') this.wake?.();
+      for await (const s of o.nc.status()) if (s.type === 'reconnect') this.backoff.wake();
     })();
   }
 
@@ -163,13 +165,12 @@ export class EventPublisher {
   }
 
   close(): void {
-    this.closed = true;
-    this.wake?.();
+    this.closing.abort();
   }
 
   private kick(): void {
     if (this.pumping) {
-      this.wake?.();
+      this.backoff.wake();
       return;
     }
     this.pumping = true;
@@ -179,8 +180,8 @@ export class EventPublisher {
   }
 
   private async pump(): Promise<void> {
-    let backoff = 100;
-    while (!this.closed) {
+    this.backoff.reset();
+    while (!this.closing.signal.aborted) {
       if (this.lost.size > 0 && this.queue.length < (this.o.maxPending ?? 100_000)) {
         const lost = [...this.lost];
         this.lost.clear();
@@ -220,7 +221,7 @@ export class EventPublisher {
         for (let i = this.queue.length - 1; i >= 0; i--) if (done.has(this.queue[i])) this.queue.splice(i, 1);
       }
       if (failure === undefined) {
-        backoff = 100;
+        this.backoff.reset();
         this.warnedNoStream = false;
         continue;
       }
@@ -229,15 +230,7 @@ export class EventPublisher {
         this.o.log.warn('outbox: publish not acknowledged, will retry', { pending: this.queue.length, err: msg });
         this.warnedNoStream = true;
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, backoff);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = undefined;
-      backoff = Math.min(backoff * 2, 2000);
+      await this.backoff.wait();
     }
   }
 }

@@ -5,6 +5,7 @@ import { serve } from '../lib/bus.ts';
 import { asSealkitError, SealkitError } from '../lib/errors.ts';
 import { readTrust } from '../lib/sign.ts';
 import { trustPath } from '../lib/config.ts';
+import { retry } from '../lib/backoff.ts';
 import { policyBucket, policyKey, subjects } from '../lib/subjects.ts';
 import { contract, readHeaders, type PolicyApplied } from '../lib/contract.ts';
 import type { Policy, SignedPolicy } from '../lib/policy.ts';
@@ -34,15 +35,13 @@ async function start(ctx: ServiceContext) {
 
   // The KV copy follows the disk, which is authoritative on this node.
   const syncKv = async (rec: SignedPolicy) => {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await kv.put(policyKey, Buffer.from(JSON.stringify(rec)));
-        return;
-      } catch (err) {
+    await retry(() => kv.put(policyKey, Buffer.from(JSON.stringify(rec))), {
+      firstMs: 250,
+      maxMs: 5000,
+      onError: (err, attempt) => {
         if (attempt === 0) log.warn('cannot write the policy to KV yet; retrying', { err: err as Error });
-        await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** attempt, 5000)));
-      }
-    }
+      },
+    });
   };
   if (current) {
     const entry = await kv.get(policyKey).catch(() => null);
