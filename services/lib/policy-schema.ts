@@ -13,8 +13,11 @@ import schema from './policy.schema.json' with { type: 'json' };
 // knows them, and reused below so the node says what the editor says.
 export const SCHEMA_HINTS = ['patternErrorMessage', 'errorMessage'];
 
-// ownProperties: a field counts only if the mapping itself has it.
-const validate = new Ajv({ strict: true, allowUnionTypes: true, ownProperties: true, verbose: true, keywords: SCHEMA_HINTS }).compile(schema);
+// Compiled once, when the module loads. ownProperties: a field counts only if
+// the mapping itself has it. The file is checked against the draft-07
+// meta-schema by test/policy-schema.test.ts, not at every process start
+// (that compiles the meta-schema too: half the cost).
+const validate = new Ajv({ strict: true, allowUnionTypes: true, ownProperties: true, verbose: true, validateSchema: false, keywords: SCHEMA_HINTS }).compile(schema);
 
 export function policySchemaError(path: string, message: string): SealkitError {
   return new SealkitError('SEALKIT_POLICY_SCHEMA', `policy${path ? ` ${path}` : ''}: ${message}`, { path });
@@ -74,10 +77,13 @@ function describe(e: ErrorObject, doc: unknown): Reported {
     case 'enum':
       return { path: at, message: `must be one of ${e.params.allowedValues.join(', ')}, ${got}` };
     case 'minimum':
-    case 'maximum':
-      return { path: at, message: `must be between ${parent.minimum} and ${parent.maximum}, got ${e.data}` };
+    case 'maximum': {
+      const { minimum: min, maximum: max } = parent;
+      const range = min === undefined ? `at most ${max}` : max === undefined ? `at least ${min}` : `between ${min} and ${max}`;
+      return { path: at, message: `must be ${range}, got ${e.data}` };
+    }
     case 'minItems':
-      return { path: at, message: `must list at least ${e.params.limit}` };
+      return { path: at, message: e.params.limit === 1 ? 'must not be empty' : `must have at least ${e.params.limit} entries` };
     default:
       return { path: at, message: e.message ?? 'does not match the schema' };
   }
