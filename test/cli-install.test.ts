@@ -1,6 +1,6 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { mkdtemp, mkdir, copyFile, readlink, rm, readFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, copyFile, readlink, rm, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -37,6 +37,7 @@ test('npm pack and npm install -g put a working sealkit on PATH that runs from a
   t.true(list.includes('package/dist/services/cli/main.js'));
   t.true(list.includes('package/dist/services/cli/commands/status.js'));
   t.true(list.includes('package/docs/signatures.md'));
+  t.true(list.includes('package/dist/services/lib/policy.schema.json'), 'the policy schema ships, for the CLI and for editors');
   t.false(list.includes('package/services/cli/main.ts'), 'sources are not shipped');
   t.false(list.includes('package/dist/test/'), 'tests are not shipped');
   t.false(list.includes('package/dist/services/cli/dev.js'), 'make dev is for a checkout (it needs iso/)');
@@ -57,6 +58,19 @@ test('npm pack and npm install -g put a working sealkit on PATH that runs from a
   const key = await run('sealkit', ['keygen', '--id', 'elsewhere', '--out', join(elsewhere, 'k')], { cwd: elsewhere, env: { ...process.env, ...env } });
   t.regex(key.stdout, /trust entry:\n {2}- id: elsewhere\n {4}ed25519: \S{44}\n/);
   t.is(JSON.parse(await readFile(join(elsewhere, 'k.key'), 'utf8')).id, 'elsewhere');
+
+  // policy sign checks the file against the schema the package carries, with ajv from its dependencies
+  const policy = (sha256: string) => `apiVersion: sealkit/v1\nkind: NodePolicy\nserial: 1\nimages: [{name: a, tag: "1", source: "https://x.example/a.tar", sha256: ${sha256}}]\n`;
+  await writeFile(join(elsewhere, 'bad.yaml'), policy('abc'));
+  const refused = await run('sealkit', ['policy', 'sign', 'bad.yaml', '--key', 'k.key'], { cwd: elsewhere, env: { ...process.env, ...env } }).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /^sealkit: policy images\[0\]\.sha256: .*\[SEALKIT_POLICY_SCHEMA\]$/m);
+  await writeFile(join(elsewhere, 'good.yaml'), policy('a'.repeat(64)));
+  const signed = await run('sealkit', ['policy', 'sign', 'good.yaml', '--key', 'k.key'], { cwd: elsewhere, env: { ...process.env, ...env } });
+  t.regex(signed.stdout, /^signed good\.yaml with elsewhere/);
 
   // a command that talks to a real bus: no service runs, so each is named and the exit code is 1
   const status = await run('sealkit', ['status', '--server', nats.url, '--timeout', '2'], { cwd: elsewhere, env: { ...process.env, ...env } }).then(

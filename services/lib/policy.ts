@@ -1,11 +1,13 @@
 import YAML from 'yaml';
 import { SealkitError } from './errors.ts';
-import { sha256Hex, SHA256_HEX } from './digest.ts';
-import { checkPublicKey, verifyDetached, KEY_ID, type PublicKey } from './sign.ts';
+import { sha256Hex } from './digest.ts';
+import { verifyDetached, type PublicKey } from './sign.ts';
+import { checkPolicySchema, policySchemaError } from './policy-schema.ts';
 
-// The node policy: schema, strict validation (unknown fields are errors, like
-// containers-policy.json), and verification of the signed record that the
-// policy service stores and every other service re-checks before use.
+// The node policy: strict validation against policy.schema.json (unknown
+// fields are errors, like containers-policy.json) and the checks a schema
+// cannot express, and verification of the signed record that the policy
+// service stores and every other service re-checks before use.
 
 export const MAX_POLICY_BYTES = 256 * 1024;
 export const MAX_POLICY_ALIASES = 16;
@@ -67,74 +69,48 @@ export interface SignedPolicy {
   appliedAt: string;
 }
 
-type Obj = Record<string, unknown>;
+// The document as written, once it matches policy.schema.json.
+type Duration = number | string;
+interface ImageDoc {
+  name: string;
+  tag: string;
+  source: string;
+  sha256: string;
+  size?: number;
+  allowHttp?: boolean;
+  redirects?: { max?: number; hosts?: string[] };
+  signatures?: { keys: string[]; threshold?: number; url?: string };
+  import?: { containerd?: false | { namespace?: string }; docker?: boolean };
+}
+interface PolicyDoc {
+  serial: number;
+  keys?: PublicKey[];
+  images?: ImageDoc[];
+  verifiers?: Array<{ subject: string; required?: boolean; timeoutMs?: number }>;
+  ima?: { mode?: ImaMode; reverify?: Duration; signatures?: boolean };
+  limits?: { maxImageBytes?: number; fetchTimeout?: Duration; stallTimeout?: Duration; maxArchiveEntries?: number; maxUnpackedBytes?: number };
+}
 
 function fail(path: string, message: string): never {
-  throw new SealkitError('SEALKIT_POLICY_SCHEMA', `policy ${path}: ${message}`, { path });
-}
-
-function object(v: unknown, path: string, allowed: string[], required: string[] = []): Obj {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(path, 'must be a mapping');
-  const o = v as Obj;
-  for (const k of Object.keys(o)) {
-    if (!allowed.includes(k)) fail(path ? `${path}.${k}` : k, `unknown field; allowed here: ${allowed.join(', ')}`);
-  }
-  for (const k of required) if (!(k in o)) fail(path ? `${path}.${k}` : k, 'is required');
-  return o;
-}
-
-function str(v: unknown, path: string, re?: RegExp, hint?: string): string {
-  if (typeof v !== 'string') fail(path, `must be a string, got ${kind(v)}`);
-  if (re && !re.test(v)) fail(path, `"${v}" is not valid${hint ? `: ${hint}` : ''}`);
-  return v;
-}
-
-function int(v: unknown, path: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof v !== 'number' || !Number.isInteger(v)) fail(path, `must be an integer, got ${kind(v)}`);
-  if (v < min || v > max) fail(path, `must be between ${min} and ${max}, got ${v}`);
-  return v;
-}
-
-function bool(v: unknown, path: string): boolean {
-  if (typeof v !== 'boolean') fail(path, `must be true or false, got ${kind(v)}`);
-  return v;
-}
-
-function array(v: unknown, path: string): unknown[] {
-  if (!Array.isArray(v)) fail(path, `must be a list, got ${kind(v)}`);
-  return v;
-}
-
-function kind(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'a list';
-  return typeof v === 'object' ? 'a mapping' : `${typeof v} ${JSON.stringify(v)}`;
+  throw policySchemaError(path, message);
 }
 
 // Node.js timers hold at most 2^31-1 ms; a longer (or zero) delay fires after
-// 1 ms, which would turn a reverify interval into a busy loop.
+// 1 ms, which would turn a reverify interval into a busy loop. The schema
+// bounds whole seconds; a string's bound depends on its unit.
 const MAX_TIMER_MS = 2 ** 31 - 1;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-export function parseDuration(v: unknown, path: string): number {
-  let ms: number;
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) ms = v * 1000;
-  else {
-    const s = str(v, path, /^\d+(ms|s|m|h)$/, 'use a number with ms, s, m or h, like "10m"');
-    const n = Number.parseInt(s, 10);
-    const unit = s.replace(/^\d+/, '');
-    ms = n * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as Record<string, number>)[unit];
-  }
+function durationMs(v: Duration, path: string): number {
+  if (typeof v === 'number') return v * 1000;
+  const ms = Number.parseInt(v, 10) * UNIT_MS[v.replace(/^\d+/, '')];
   if (!(ms >= 1 && ms <= MAX_TIMER_MS)) fail(path, `must be between 1ms and 596h, got ${JSON.stringify(v)}`);
   return ms;
 }
 
-const NAME = /^[a-z0-9]+([._/-][a-z0-9]+)*$/;
-const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
-const HOST = /^[A-Za-z0-9.-]+(:\d+)?$/;
-const VERIFY_SUBJECT = /^verify(\.[A-Za-z0-9_-]+)+$/;
-
-function source(v: unknown, path: string, allowHttp: boolean): string {
-  const s = str(v, path);
+// What a URL parser accepts, and what each scheme needs, is more than a
+// pattern can say.
+function checkSource(s: string, path: string, allowHttp: boolean): void {
   let url: URL;
   try {
     url = new URL(s);
@@ -144,126 +120,89 @@ function source(v: unknown, path: string, allowHttp: boolean): string {
   switch (url.protocol) {
     case 'https:':
     case 'file:':
-      return s;
+      return;
     case 'http:':
       if (!allowHttp) fail(path, `"${s}" is plain http; set allowHttp: true for this image or use https://`);
-      return s;
+      return;
     case 'oci:':
       if (!/^oci:\/\/[^/]+\/.+@sha256:[0-9a-f]{64}$/.test(s)) fail(path, `"${s}" must be oci://host[:port]/repository@sha256:<64 hex>`);
-      return s;
+      return;
     default:
       fail(path, `scheme ${url.protocol} is not supported; use https, http, file or oci`);
   }
 }
 
-function image(v: unknown, path: string, keyIds: Set<string>): ImagePolicy {
-  const o = object(v, path, ['name', 'tag', 'source', 'sha256', 'size', 'allowHttp', 'redirects', 'signatures', 'import'], ['name', 'tag', 'source', 'sha256']);
-  const allowHttp = o.allowHttp === undefined ? false : bool(o.allowHttp, `${path}.allowHttp`);
-  const img: ImagePolicy = {
-    name: str(o.name, `${path}.name`, NAME, 'lowercase path components like "library/alpine"'),
-    tag: str(o.tag, `${path}.tag`, TAG, 'up to 128 of A-Z a-z 0-9 _ . -'),
-    source: source(o.source, `${path}.source`, allowHttp),
-    sha256: str(o.sha256, `${path}.sha256`, SHA256_HEX, 'give the 64 lowercase hex characters of the SHA-256'),
-    allowHttp,
-    redirects: { max: 3, hosts: [] },
-    import: { containerd: { namespace: 'services.linuxkit' }, docker: false },
-  };
-  if (img.source.startsWith('oci://') && !img.source.endsWith(`@sha256:${img.sha256}`)) {
+// the index of the first value that came before, or -1
+function repeated(values: string[]): number {
+  const seen = new Set<string>();
+  return values.findIndex((v) => seen.has(v) || !seen.add(v));
+}
+
+function image(o: ImageDoc, path: string, keyIds: Set<string>): ImagePolicy {
+  const allowHttp = o.allowHttp ?? false;
+  checkSource(o.source, `${path}.source`, allowHttp);
+  if (o.source.startsWith('oci://') && !o.source.endsWith(`@sha256:${o.sha256}`)) {
     fail(`${path}.sha256`, `must equal the digest in the oci:// source`);
   }
-  if (o.size !== undefined) img.size = int(o.size, `${path}.size`, 1);
-  if (o.redirects !== undefined) {
-    const r = object(o.redirects, `${path}.redirects`, ['max', 'hosts']);
-    img.redirects = {
-      max: r.max === undefined ? 3 : int(r.max, `${path}.redirects.max`, 0, 10),
-      hosts: r.hosts === undefined ? [] : array(r.hosts, `${path}.redirects.hosts`).map((h, i) => str(h, `${path}.redirects.hosts[${i}]`, HOST, 'a host name, optionally with :port')),
-    };
-  }
-  if (o.signatures !== undefined) {
-    const s = object(o.signatures, `${path}.signatures`, ['keys', 'threshold', 'url'], ['keys']);
-    const keys = array(s.keys, `${path}.signatures.keys`).map((k, i) => {
-      const id = str(k, `${path}.signatures.keys[${i}]`, KEY_ID);
+  const containerd = o.import?.containerd;
+  const img: ImagePolicy = {
+    name: o.name,
+    tag: o.tag,
+    source: o.source,
+    sha256: o.sha256,
+    allowHttp,
+    redirects: { max: o.redirects?.max ?? 3, hosts: [...(o.redirects?.hosts ?? [])] },
+    import: {
+      containerd: containerd === false ? false : { namespace: containerd?.namespace ?? 'services.linuxkit' },
+      docker: o.import?.docker ?? false,
+    },
+  };
+  if (o.size !== undefined) img.size = o.size;
+  if (o.signatures) {
+    const { keys, threshold = 1, url } = o.signatures;
+    keys.forEach((id, i) => {
       if (!keyIds.has(id)) fail(`${path}.signatures.keys[${i}]`, `key "${id}" is not defined under keys:`);
-      return id;
     });
-    if (keys.length === 0) fail(`${path}.signatures.keys`, 'must name at least one key');
-    const threshold = s.threshold === undefined ? 1 : int(s.threshold, `${path}.signatures.threshold`, 1, keys.length);
-    img.signatures = { keys, threshold };
-    if (s.url !== undefined) img.signatures.url = str(s.url, `${path}.signatures.url`, /^(https?|file):\/\//, 'an https://, http:// or file:// URL');
-  }
-  if (o.import !== undefined) {
-    const im = object(o.import, `${path}.import`, ['containerd', 'docker']);
-    if (im.containerd !== undefined) {
-      if (im.containerd === false) img.import.containerd = false;
-      else {
-        const c = object(im.containerd, `${path}.import.containerd`, ['namespace']);
-        img.import.containerd = { namespace: c.namespace === undefined ? 'services.linuxkit' : str(c.namespace, `${path}.import.containerd.namespace`, /^[A-Za-z0-9][A-Za-z0-9._-]*$/) };
-      }
-    }
-    if (im.docker !== undefined) img.import.docker = bool(im.docker, `${path}.import.docker`);
+    if (threshold > keys.length) fail(`${path}.signatures.threshold`, `must be between 1 and ${keys.length}, got ${threshold}`);
+    img.signatures = { keys: [...keys], threshold };
+    if (url !== undefined) img.signatures.url = url;
   }
   return img;
 }
 
-export function validatePolicy(doc: unknown): Policy {
-  const o = object(doc, '', ['apiVersion', 'kind', 'serial', 'keys', 'images', 'verifiers', 'ima', 'limits'], ['apiVersion', 'kind', 'serial']);
-  if (o.apiVersion !== 'sealkit/v1') fail('apiVersion', `must be "sealkit/v1", got ${kind(o.apiVersion)}`);
-  if (o.kind !== 'NodePolicy') fail('kind', `must be "NodePolicy", got ${kind(o.kind)}`);
-  const serial = int(o.serial, 'serial', 1);
+// The schema checks each field; what it cannot say (unique names, keys that
+// must be defined, URLs, a threshold bounded by a list's length) follows.
+export function validatePolicy(value: unknown): Policy {
+  checkPolicySchema(value);
+  const doc = value as PolicyDoc;
 
-  const keys = o.keys === undefined ? [] : array(o.keys, 'keys').map((k, i) => {
-    object(k, `keys[${i}]`, ['id', 'ed25519'], ['id', 'ed25519']);
-    try {
-      return checkPublicKey(k, `keys[${i}]`);
-    } catch (err) {
-      fail(`keys[${i}]`, (err as Error).message);
-    }
-  });
-  const keyIds = new Set<string>();
-  keys.forEach((k, i) => {
-    if (keyIds.has(k.id)) fail(`keys[${i}].id`, `duplicate key id "${k.id}"`);
-    keyIds.add(k.id);
-  });
+  const keys = (doc.keys ?? []).map((k) => ({ id: k.id, ed25519: k.ed25519 }));
+  const dupKey = repeated(keys.map((k) => k.id));
+  if (dupKey >= 0) fail(`keys[${dupKey}].id`, `duplicate key id "${keys[dupKey].id}"`);
+  const keyIds = new Set(keys.map((k) => k.id));
 
-  const images = o.images === undefined ? [] : array(o.images, 'images').map((v, i) => image(v, `images[${i}]`, keyIds));
-  const seen = new Set<string>();
-  images.forEach((img, i) => {
-    if (seen.has(img.name)) fail(`images[${i}].name`, `duplicate image name "${img.name}"; each image appears once`);
-    seen.add(img.name);
-  });
+  const images = (doc.images ?? []).map((v, i) => image(v, `images[${i}]`, keyIds));
+  const dupImage = repeated(images.map((img) => img.name));
+  if (dupImage >= 0) fail(`images[${dupImage}].name`, `duplicate image name "${images[dupImage].name}"; each image appears once`);
 
-  const verifiers = o.verifiers === undefined ? [] : array(o.verifiers, 'verifiers').map((v, i) => {
-    const p = `verifiers[${i}]`;
-    const vo = object(v, p, ['subject', 'required', 'timeoutMs'], ['subject']);
-    return {
-      subject: str(vo.subject, `${p}.subject`, VERIFY_SUBJECT, 'a subject under verify., like verify.image.cosign'),
-      required: vo.required === undefined ? true : bool(vo.required, `${p}.required`),
-      timeoutMs: vo.timeoutMs === undefined ? 2000 : int(vo.timeoutMs, `${p}.timeoutMs`, 1, 60_000),
-    };
-  });
+  const verifiers = (doc.verifiers ?? []).map((v) => ({ subject: v.subject, required: v.required ?? true, timeoutMs: v.timeoutMs ?? 2000 }));
 
-  let ima: Policy['ima'] = { mode: 'enforce', reverifyMs: 10 * 60_000, signatures: false };
-  if (o.ima !== undefined) {
-    const io = object(o.ima, 'ima', ['mode', 'reverify', 'signatures']);
-    const mode = io.mode === undefined ? 'enforce' : str(io.mode, 'ima.mode', /^(enforce|log|off)$/, 'one of enforce, log, off');
-    ima = {
-      mode: mode as ImaMode,
-      reverifyMs: io.reverify === undefined ? ima.reverifyMs : parseDuration(io.reverify, 'ima.reverify'),
-      signatures: io.signatures === undefined ? false : bool(io.signatures, 'ima.signatures'),
-    };
-  }
+  const ima: Policy['ima'] = {
+    mode: doc.ima?.mode ?? 'enforce',
+    reverifyMs: doc.ima?.reverify === undefined ? 10 * 60_000 : durationMs(doc.ima.reverify, 'ima.reverify'),
+    signatures: doc.ima?.signatures ?? false,
+  };
 
-  const limits: Limits = { ...defaultLimits };
-  if (o.limits !== undefined) {
-    const lo = object(o.limits, 'limits', ['maxImageBytes', 'fetchTimeout', 'stallTimeout', 'maxArchiveEntries', 'maxUnpackedBytes']);
-    if (lo.maxImageBytes !== undefined) limits.maxImageBytes = int(lo.maxImageBytes, 'limits.maxImageBytes', 1);
-    if (lo.fetchTimeout !== undefined) limits.fetchTimeoutMs = parseDuration(lo.fetchTimeout, 'limits.fetchTimeout');
-    if (lo.stallTimeout !== undefined) limits.stallTimeoutMs = parseDuration(lo.stallTimeout, 'limits.stallTimeout');
-    if (lo.maxArchiveEntries !== undefined) limits.maxArchiveEntries = int(lo.maxArchiveEntries, 'limits.maxArchiveEntries', 1);
-    if (lo.maxUnpackedBytes !== undefined) limits.maxUnpackedBytes = int(lo.maxUnpackedBytes, 'limits.maxUnpackedBytes', 1);
-  }
+  const lo = doc.limits ?? {};
+  const limits: Limits = {
+    maxImageBytes: lo.maxImageBytes ?? defaultLimits.maxImageBytes,
+    fetchTimeoutMs: lo.fetchTimeout === undefined ? defaultLimits.fetchTimeoutMs : durationMs(lo.fetchTimeout, 'limits.fetchTimeout'),
+    stallTimeoutMs: lo.stallTimeout === undefined ? defaultLimits.stallTimeoutMs : durationMs(lo.stallTimeout, 'limits.stallTimeout'),
+    maxArchiveEntries: lo.maxArchiveEntries ?? defaultLimits.maxArchiveEntries,
+    maxUnpackedBytes: lo.maxUnpackedBytes ?? defaultLimits.maxUnpackedBytes,
+  };
 
-  return { apiVersion: 'sealkit/v1', kind: 'NodePolicy', serial, keys, images, verifiers, ima, limits };
+  return { apiVersion: 'sealkit/v1', kind: 'NodePolicy', serial: doc.serial, keys, images, verifiers, ima, limits };
 }
 
 // The YAML parser and composer recurse per level: 130k nested "[" in 256 KiB
