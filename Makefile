@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NODE := node --import tsx
 export SEALKIT_STATE ?= $(CURDIR)/state
 
-.PHONY: help deps apt npm build typecheck test bench keys iso run dev clean
+.PHONY: help deps apt npm build typecheck schema test bench keys iso run dev clean
 
 help:
 	@echo "make run        build the ISO and boot it in QEMU (bus on 127.0.0.1:4222)"
@@ -45,6 +45,11 @@ build: npm
 
 typecheck: npm
 	npx tsc -p tsconfig.json --noEmit
+
+# after editing services/lib/policy.schema.json: regenerate the validator the
+# node runs (test/policy-schema.test.ts fails until then)
+schema: npm
+	$(NODE) iso/policy-validator.ts
 
 # The whole suite; the closing line "ava: N passed, N failed" is what CI reads,
 # and a run in which no test executed fails.

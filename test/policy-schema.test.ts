@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { Ajv } from 'ajv';
 import { repoRoot } from '../services/lib/config.ts';
-import { SCHEMA_HINTS } from '../services/lib/policy-schema.ts';
+import { SCHEMA_HINTS, generatedPath, policyValidatorSource } from '../iso/policy-validator.ts';
 import { parsePolicyYaml, validatePolicy } from '../services/lib/policy.ts';
 import { KEY_ID } from '../services/lib/sign.ts';
 import { SHA256_HEX } from '../services/lib/digest.ts';
@@ -47,6 +47,12 @@ test('the schema file is a draft-07 JSON Schema that ajv compiles in strict mode
   t.is(schema.$schema, 'http://json-schema.org/draft-07/schema#');
   t.truthy(schema.$id);
   t.notThrows(compile);
+});
+
+// The node runs a validator generated from the file ahead of time; one that
+// no longer matches the file would accept or refuse what editors do not.
+test('the committed validator is the one ajv generates from the schema file now', (t) => {
+  t.is(readFileSync(generatedPath, 'utf8'), policyValidatorSource(), 'services/lib/policy-validate.gen.ts is stale: run make schema');
 });
 
 test('every example policy the README and docs show validates against the schema file, and the node accepts it', (t) => {
