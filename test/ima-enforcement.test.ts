@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chooseEnforcement, probeKernel } from '../services/ima/detect.ts';
+import { chooseEnforcement, probeKernel } from '../services/ima/enforcement/select.ts';
 import { composeHostPolicy, readRecord } from '../services/ima/hostpolicy.ts';
 import { isSealkitError } from '../services/lib/errors.ts';
 import { repoRoot } from '../services/lib/config.ts';

@@ -105,7 +105,7 @@ for (const [format, compression] of [['oci', 'none'], ['docker', 'zstd']] as con
     t.deepEqual(readdirSync(join(store, done!.container)), ['rootfs']);
 
     const m = await readManifest(manifestPath(join(imaDir, 'manifests'), done!.container), await readManifestPublicKey(imaDir));
-    t.deepEqual(m.files, Object.fromEntries(Object.entries(expected).map(([f, c]) => [f, sha(c)]).sort()));
+    t.deepEqual(m.files, Object.fromEntries(Object.entries(expected).map(([f, c]) => [f, `sha256:${sha(c)}`]).sort()));
     t.deepEqual(m.image, { name: 'sealkit/app', tag: 'v1', digest: ev.sha256 });
     t.is(m.policySerial, 3);
 
@@ -125,7 +125,7 @@ test('a manifest edited on disk is refused', async (t) => {
   const done = (await ima.label(ev, defaultLimits))!;
   const path = manifestPath(join(imaDir, 'manifests'), done.container);
   const signed = JSON.parse(readFileSync(path, 'utf8'));
-  signed.manifest.files['bin/app'] = sha('#!/bin/sh\necho evil\n');
+  signed.manifest.files['bin/app'] = `sha256:${sha('#!/bin/sh\necho evil\n')}`;
   writeFileSync(path, JSON.stringify(signed));
 
   const err = await t.throwsAsync(readManifest(path, await readManifestPublicKey(imaDir)));
