@@ -54,6 +54,16 @@ async function node(name: string) {
   return { imaDir, key, make };
 }
 
+// A node that labelled one image (policy serial `serial`) and stopped.
+async function labelled(name: string, serial: number) {
+  const n = await node(name);
+  const ima = n.make();
+  await ima.start();
+  const done = (await ima.label(await image(serial), defaultLimits))!;
+  await ima.stop();
+  return { ...n, done, path: manifestPath(join(n.imaDir, 'manifests'), done.container) };
+}
+
 async function image(serial: number): Promise<ImportedImage> {
   const img = await buildImage({ name: 'sealkit/legacy', tag: 'v1', layers: [{ 'bin/app': '#!/bin/sh\necho app\n', 'etc/conf': 'a=1\n' }] });
   const archive = join(dir, `legacy-${serial}.tar`);
@@ -62,12 +72,8 @@ async function image(serial: number): Promise<ImportedImage> {
 }
 
 test('a version 1 manifest is read as SHA-256 and appraised after a restart; relabelling writes version 2', async (t) => {
-  const n = await node('upgrade');
-  const first = n.make();
-  await first.start();
-  const done = (await first.label(await image(1), defaultLimits))!;
-  await first.stop();
-  const path = manifestPath(join(n.imaDir, 'manifests'), done.container);
+  const n = await labelled('upgrade', 1);
+  const { done, path } = n;
   writeV1(path, n.key);
 
   const m = await readManifest(path, await readManifestPublicKey(n.imaDir));
@@ -91,12 +97,9 @@ test('a version 1 manifest is read as SHA-256 and appraised after a restart; rel
 });
 
 test('the auditor maps a denial through a version 1 manifest with the expected SHA-256', async (t) => {
-  const n = await node('auditor');
-  const ima = n.make();
-  await ima.start();
-  const done = (await ima.label(await image(3), defaultLimits))!;
-  await ima.stop();
-  writeV1(manifestPath(join(n.imaDir, 'manifests'), done.container), n.key);
+  const n = await labelled('auditor', 3);
+  const { done } = n;
+  writeV1(n.path, n.key);
 
   const index = new ManifestIndex(join(n.imaDir, 'manifests'), join(n.imaDir, 'manifest-key.pub'), silentLogger);
   t.teardown(() => index.close());
@@ -106,12 +109,8 @@ test('the auditor maps a denial through a version 1 manifest with the expected S
 });
 
 test('a signed manifest whose digests do not name sha256, or of an unknown version, is refused', async (t) => {
-  const n = await node('refused');
-  const ima = n.make();
-  await ima.start();
-  const done = (await ima.label(await image(4), defaultLimits))!;
-  await ima.stop();
-  const path = manifestPath(join(n.imaDir, 'manifests'), done.container);
+  const n = await labelled('refused', 4);
+  const { path } = n;
   const good = JSON.parse(readFileSync(path, 'utf8')) as SignedManifest;
   const resign = (manifest: unknown) => writeFileSync(path, JSON.stringify({ manifest, keyId: n.key.id, signature: signDetached('sealkit-manifest-v1', Buffer.from(JSON.stringify(manifest)), n.key) }));
   const pub = await readManifestPublicKey(n.imaDir);
