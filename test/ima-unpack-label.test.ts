@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImage, makeTar, sha256 } from './helpers/images.ts';
 import { Ima, type ImportedImage } from '../services/ima/ima.ts';
+import { containerName } from '../services/lib/rootfs/names.ts';
 import { HashPool } from '../services/ima/hashpool.ts';
 import { loadOrCreateManifestKey, readManifestPublicKey } from '../services/ima/keys.ts';
 import { loadOrCreateSigningKey } from '../services/ima/digsig.ts';
@@ -169,5 +170,15 @@ test('a symlink left by a lower layer is never followed by a later layer', async
   t.true(isSealkitError(err, 'SEALKIT_ARCHIVE_UNSAFE'), String(err));
   t.deepEqual(readdirSync(outside), [], 'nothing was written outside the rootfs');
   for (const c of readdirSync(store)) t.deepEqual(readdirSync(join(store, c)), [], 'the staging tree was removed');
+  await ima.stop();
+});
+
+test('what a run killed mid-unpack left next to the rootfs is removed by the next labelling', async (t) => {
+  const { ima, store } = await setup('killed');
+  const { ev } = await imageOnDisk('oci', 'none');
+  const container = containerName(ev.name, ev.tag);
+  for (const left of ['.rootfs.unpack-0badf00d', '.rootfs.unpack-0badf00d.old']) mkdirSync(join(store, container, left, 'bin'), { recursive: true });
+  const done = (await ima.label(ev, defaultLimits))!;
+  t.deepEqual(readdirSync(join(store, done.container)), ['rootfs']);
   await ima.stop();
 });
