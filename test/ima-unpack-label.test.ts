@@ -6,7 +6,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImage, makeTar, sha256 } from './helpers/images.ts';
 import { Ima, type ImportedImage } from '../services/ima/ima.ts';
-import { containerName } from '../services/lib/rootfs/names.ts';
 import { HashPool } from '../services/ima/hashpool.ts';
 import { loadOrCreateManifestKey, readManifestPublicKey } from '../services/ima/keys.ts';
 import { loadOrCreateSigningKey } from '../services/ima/digsig.ts';
@@ -14,6 +13,7 @@ import { readManifest, manifestPath } from '../services/lib/manifest.ts';
 import { defaultLimits } from '../services/lib/policy.ts';
 import { silentLogger } from '../services/lib/log.ts';
 import { isSealkitError } from '../services/lib/errors.ts';
+import { containerName } from '../services/lib/rootfs/names.ts';
 
 // A real multi-layer image archive (whiteouts, an opaque directory) is
 // unpacked into the container store, every file labelled with the digest

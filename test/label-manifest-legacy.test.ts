@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImage } from './helpers/images.ts';
-import { Ima, type ImportedImage } from '../services/ima/ima.ts';
+import { Ima } from '../services/ima/ima.ts';
 import { HashPool } from '../services/ima/hashpool.ts';
 import { loadOrCreateManifestKey, readManifestPublicKey } from '../services/ima/keys.ts';
 import { loadOrCreateSigningKey } from '../services/ima/digsig.ts';
@@ -64,7 +64,7 @@ async function labelled(name: string, serial: number) {
   return { ...n, done, path: manifestPath(join(n.imaDir, 'manifests'), done.container) };
 }
 
-async function image(serial: number): Promise<ImportedImage> {
+async function image(serial: number): Promise<Parameters<Ima['label']>[0]> {
   const img = await buildImage({ name: 'sealkit/legacy', tag: 'v1', layers: [{ 'bin/app': '#!/bin/sh\necho app\n', 'etc/conf': 'a=1\n' }] });
   const archive = join(dir, `legacy-${serial}.tar`);
   writeFileSync(archive, img.archive);
