@@ -2,7 +2,8 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getAttribute } from 'fs-xattr';
 import { HashPool } from '../services/ima/hashpool.ts';
-import { hashAndLabelTree, listFiles } from '../services/ima/tree.ts';
+import { hashAndLabelTree } from '../services/ima/labeltree.ts';
+import { listFiles } from '../services/lib/rootfs/tree.ts';
 import { fmt, interleave, median, row, sh, verdict, type BenchContext, type Row } from './measure.ts';
 
 // security.ima labels on a large tree of real files: the ima service's

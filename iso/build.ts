@@ -19,7 +19,7 @@ import YAML from 'yaml';
 import AjvDraft04 from 'ajv-draft-04';
 import { stateDir } from '../services/lib/config.ts';
 import { SealkitError } from '../services/lib/errors.ts';
-import { ociSpec, mergeConfig, supportedKeys, type ImageConfig } from './oci.ts';
+import { ociSpec, mergeConfig, supportedKeys, type ImageConfig } from '../services/lib/rootfs/spec.ts';
 import { resolveImage, type Recipe } from './parts.ts';
 import { moduleClosure } from './modules.ts';
 import { at, dedupe, ensureDir, linkTree, normalize, putBinary, putBusybox, putFile, putSymlink, putText, sha256File, walkTree } from './rootfs.ts';

@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import type { ImageConfig, ImageDefaults } from './oci.ts';
+import type { ImageConfig, ImageDefaults } from '../services/lib/rootfs/spec.ts';
 
 // Where an image named in linuxkit.yml comes from when there is no Docker:
 // linuxkit/<name> images from iso/parts/<name>/, the project's own images

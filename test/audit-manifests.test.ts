@@ -3,7 +3,7 @@ import { mkdtemp, mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManifestIndex } from '../services/auditor/manifests.ts';
-import { writeManifest, type LabelManifest } from '../services/lib/manifest.ts';
+import { fileDigest, writeManifest, type LabelManifest } from '../services/lib/manifest.ts';
 import { generateKey, writeKeyFiles } from '../services/lib/sign.ts';
 import { silentLogger } from '../services/lib/log.ts';
 
@@ -13,13 +13,13 @@ import { silentLogger } from '../services/lib/log.ts';
 // directory watch has made the auditor read the new manifest.
 
 const manifest = (dir: string, container: string): LabelManifest => ({
-  version: 1,
+  version: 2,
   image: { name: 'sealkit/e2e', tag: '1.0', digest: 'a'.repeat(64) },
   container,
   rootfs: join(dir, 'containers', container, 'rootfs'),
   policySerial: 3,
   createdAt: new Date().toISOString(),
-  files: { 'bin/app': 'b'.repeat(64) },
+  files: { 'bin/app': fileDigest('b'.repeat(64)) },
 });
 
 test('a denial right after a manifest is written is mapped to its container, not reported without one', async (t) => {

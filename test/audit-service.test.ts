@@ -9,7 +9,7 @@ import type { Msg, NatsConnection, Subscription } from 'nats';
 import { startNats, type NatsServer } from './helpers/nats.ts';
 import { repoRoot } from '../services/lib/config.ts';
 import { generateKey, writeKeyFiles, type SecretKeyFile } from '../services/lib/sign.ts';
-import { writeManifest, type LabelManifest } from '../services/lib/manifest.ts';
+import { fileDigest, writeManifest, type LabelManifest } from '../services/lib/manifest.ts';
 import { parseEvent, type CloudEvent } from '../services/lib/envelope.ts';
 
 // The auditor as a real child process following a kmsg-format file that the
@@ -149,13 +149,13 @@ test('a kernel denial becomes audit.denial naming container, image and expected 
   const node = await makeNode('n-map');
   const rootfs = join(dir, 'n-map', 'rootfs', 'web');
   const manifest: LabelManifest = {
-    version: 1,
+    version: 2,
     image: { name: 'mozsecure/centos6', tag: '20150615', digest: SHA('a') },
     container: 'web',
     rootfs,
     policySerial: 7,
     createdAt: new Date().toISOString(),
-    files: { 'usr/bin/app': SHA('b'), 'etc/my conf': SHA('c') },
+    files: { 'usr/bin/app': fileDigest(SHA('b')), 'etc/my conf': fileDigest(SHA('c')) },
   };
   await writeManifest(join(node.state, 'ima', 'manifests'), manifest, node.key);
   const w = new Watch(node.name);
@@ -200,7 +200,7 @@ test('a kernel denial becomes audit.denial naming container, image and expected 
   t.is(app.source, 'sealkit/auditor/n-map');
 
   // a manifest written while the auditor runs is picked up
-  await writeManifest(join(node.state, 'ima', 'manifests'), { ...manifest, container: 'db', rootfs: `${rootfs}-db`, files: { x: SHA('d') } }, node.key);
+  await writeManifest(join(node.state, 'ima', 'manifests'), { ...manifest, container: 'db', rootfs: `${rootfs}-db`, files: { x: fileDigest(SHA('d')) } }, node.key);
   await appendFile(node.kmsg, denial(6, `${rootfs}-db/x`));
   await w.until(() => w.of('audit.denial').length >= 4, 'the 4th denial');
   t.like(w.of('audit.denial')[3].data, { container: 'db', expectedSha256: SHA('d') });
@@ -211,7 +211,7 @@ test('a manifest edited on disk is not trusted', async (t) => {
   const node = await makeNode('n-forged');
   const rootfs = '/var/lib/sealkit/rootfs/evil';
   const mdir = join(node.state, 'ima', 'manifests');
-  await writeManifest(mdir, { version: 1, image: { name: 'x', tag: '1', digest: SHA('a') }, container: 'evil', rootfs, policySerial: 1, createdAt: '', files: { f: SHA('b') } }, node.key);
+  await writeManifest(mdir, { version: 2, image: { name: 'x', tag: '1', digest: SHA('a') }, container: 'evil', rootfs, policySerial: 1, createdAt: '', files: { f: fileDigest(SHA('b')) } }, node.key);
   const path = join(mdir, 'evil.json');
   await writeFile(path, (await readFile(path, 'utf8')).replace(SHA('b'), SHA('e')));
   const w = new Watch(node.name);

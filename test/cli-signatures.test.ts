@@ -13,6 +13,8 @@ import { repoRoot } from '../services/lib/config.ts';
 import { request } from '../services/lib/bus.ts';
 import { sha256Hex } from '../services/lib/digest.ts';
 import { checkThreshold, imageStatement } from '../services/lib/sign.ts';
+import { fileDigest, writeManifest, MANIFEST_VERSION } from '../services/lib/manifest.ts';
+import { loadOrCreateManifestKey } from '../services/ima/keys.ts';
 
 // docs/signatures.md is the specification a third party signs by: its
 // recipes are run exactly as written, with openssl, and the node must take
@@ -103,4 +105,22 @@ test.serial('an image signed with openssl by the documented recipe verifies, and
   t.is(cli.code, 0, cli.stderr);
   const fromCli = JSON.parse(await readFile(join(work, 'cli.sig'), 'utf8')) as typeof file;
   t.deepEqual(fromCli.signatures, file.signatures);
+});
+
+test.serial('a label manifest as the ima service signs it verifies with openssl by the documented recipe; an edited digest does not', async (t) => {
+  const work = join(dir, 'manifest');
+  await run('mkdir', ['-p', work]);
+  const key = await loadOrCreateManifestKey(work, 'node-1'); // writes manifest-key.pub here
+  const files = {
+    'bin/app': fileDigest(sha256Hex('app')),
+    'etc/my conf': fileDigest(sha256Hex('conf')),
+    keyId: fileDigest(sha256Hex('a file named like the envelope key')), // the cut takes the last ,"keyId":
+  };
+  await writeManifest(work, { version: MANIFEST_VERSION, image: { name: 'acme/web', tag: '1', digest: sha256Hex('image') }, container: 'web', rootfs: '/var/lib/containerd/sealkit/web/rootfs', policySerial: 7, createdAt: new Date().toISOString(), files }, key);
+  const ok = await sh(recipe('verify a label manifest with openssl'), work);
+  t.regex(ok.stdout, /Signature Verified Successfully/);
+
+  const path = join(work, 'web.json');
+  await writeFile(path, (await readFile(path, 'utf8')).replace(sha256Hex('app'), sha256Hex('evil')));
+  await t.throwsAsync(sh(recipe('verify a label manifest with openssl'), work));
 });

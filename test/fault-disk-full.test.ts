@@ -13,7 +13,7 @@ import { stored } from './helpers/importer.ts';
 import { canMount, smallDisk } from './helpers/disk.ts';
 import { EventPublisher } from '../services/lib/outbox.ts';
 import { createLogger, silentLogger } from '../services/lib/log.ts';
-import { containerName } from '../services/ima/container.ts';
+import { containerName } from '../services/lib/rootfs/names.ts';
 import { digestLabel, readLabel } from '../services/ima/label.ts';
 
 // A full disk under each writer, on a real (tmpfs) filesystem: a clear

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chooseEnforcement, probeKernel } from '../services/ima/detect.ts';
+import { chooseEnforcement, probeKernel } from '../services/ima/enforcement/select.ts';
 import { composeHostPolicy, readRecord } from '../services/ima/hostpolicy.ts';
 import { isSealkitError } from '../services/lib/errors.ts';
 import { repoRoot } from '../services/lib/config.ts';
@@ -48,6 +48,19 @@ test('the best mechanism the kernel offers is chosen, and why is said', async (t
   const host = chooseEnforcement(enforce, 'enforce', { lines: ['appraise fsuuid=x'] });
   t.is(host.mode, 'host-policy');
   t.regex(host.why, /appraise fsuuid=x/);
+});
+
+test('each choice says why in the words ima.enforcing has always used', async (t) => {
+  const why = async (name: string, o: Parameters<typeof kernelTree>[1], written: { lines: string[] } | null = null, mode: 'enforce' | 'off' = 'enforce') =>
+    chooseEnforcement(await probeKernel(kernelTree(`why-${name}`, o)), mode, written).why;
+  t.is(await why('off', {}, null, 'off'), 'the node policy sets ima.mode: off');
+  t.is(await why('ns', { ima: true, namespaces: true }), 'securityfs exposes ima/namespaces: each container gets its own appraisal policy');
+  t.is(await why('none', {}), 'the kernel exposes no IMA in securityfs; files are re-hashed against the label manifests');
+  t.is(await why('log', { ima: true, cmdline: 'ima_appraise=log' }), 'the kernel was booted with ima_appraise=log; files are re-hashed against the label manifests (boot with ima_appraise=enforce for kernel enforcement)');
+  t.is(await why('unset', { ima: true }), 'the kernel was booted with no ima_appraise=enforce; files are re-hashed against the label manifests (boot with ima_appraise=enforce for kernel enforcement)');
+  t.is(await why('host', { ima: true, policy: true, cmdline: 'ima_appraise=enforce' }, { lines: ['a', 'b'] }), 'the kernel appraises the container store under ima_appraise=enforce with the policy written at boot: a; b');
+  t.is(await why('notyet', { ima: true, policy: true, cmdline: 'ima_appraise=enforce' }), 'ima_appraise=enforce is on but no host policy was written this boot; run services/ima/boot.ts before containers start');
+  t.is(await why('used', { ima: true, cmdline: 'ima_appraise=enforce' }), 'ima_appraise=enforce is on but the one policy write of this boot was used by something other than sealkit; files are re-hashed against the label manifests');
 });
 
 test('the host policy appraises only the store filesystem, by UUID', (t) => {

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HashPool } from '../services/ima/hashpool.ts';
-import { hashAndLabelTree } from '../services/ima/tree.ts';
+import { hashAndLabelTree } from '../services/ima/labeltree.ts';
 import { digestLabel, writeLabel } from '../services/ima/label.ts';
 import { loadOrCreateSigningKey, signatureLabel } from '../services/ima/digsig.ts';
 import { composeHostPolicy } from '../services/ima/hostpolicy.ts';

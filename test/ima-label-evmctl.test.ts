@@ -4,7 +4,8 @@ import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HashPool } from '../services/ima/hashpool.ts';
-import { hashAndLabelTree, hashTree, labelTree, listFiles } from '../services/ima/tree.ts';
+import { hashAndLabelTree, hashTree, labelTree } from '../services/ima/labeltree.ts';
+import { listFiles } from '../services/lib/rootfs/tree.ts';
 
 // Our security.ima labels are byte-identical to what evmctl writes: the same
 // real tree is labelled by us and by `evmctl ima_hash -a sha256`, and

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadOrCreateSigningKey } from '../services/ima/digsig.ts';
-import { labelTree } from '../services/ima/tree.ts';
+import { labelTree } from '../services/ima/labeltree.ts';
 import { readLabel } from '../services/ima/label.ts';
 
 // Signature mode: v2 signatures (0x03) that evmctl ima_verify accepts with

@@ -13,6 +13,7 @@ import { readManifest, manifestPath } from '../services/lib/manifest.ts';
 import { defaultLimits } from '../services/lib/policy.ts';
 import { silentLogger } from '../services/lib/log.ts';
 import { isSealkitError } from '../services/lib/errors.ts';
+import { containerName } from '../services/lib/rootfs/names.ts';
 
 // A real multi-layer image archive (whiteouts, an opaque directory) is
 // unpacked into the container store, every file labelled with the digest
@@ -105,7 +106,7 @@ for (const [format, compression] of [['oci', 'none'], ['docker', 'zstd']] as con
     t.deepEqual(readdirSync(join(store, done!.container)), ['rootfs']);
 
     const m = await readManifest(manifestPath(join(imaDir, 'manifests'), done!.container), await readManifestPublicKey(imaDir));
-    t.deepEqual(m.files, Object.fromEntries(Object.entries(expected).map(([f, c]) => [f, sha(c)]).sort()));
+    t.deepEqual(m.files, Object.fromEntries(Object.entries(expected).map(([f, c]) => [f, `sha256:${sha(c)}`]).sort()));
     t.deepEqual(m.image, { name: 'sealkit/app', tag: 'v1', digest: ev.sha256 });
     t.is(m.policySerial, 3);
 
@@ -125,7 +126,7 @@ test('a manifest edited on disk is refused', async (t) => {
   const done = (await ima.label(ev, defaultLimits))!;
   const path = manifestPath(join(imaDir, 'manifests'), done.container);
   const signed = JSON.parse(readFileSync(path, 'utf8'));
-  signed.manifest.files['bin/app'] = sha('#!/bin/sh\necho evil\n');
+  signed.manifest.files['bin/app'] = `sha256:${sha('#!/bin/sh\necho evil\n')}`;
   writeFileSync(path, JSON.stringify(signed));
 
   const err = await t.throwsAsync(readManifest(path, await readManifestPublicKey(imaDir)));
@@ -169,5 +170,15 @@ test('a symlink left by a lower layer is never followed by a later layer', async
   t.true(isSealkitError(err, 'SEALKIT_ARCHIVE_UNSAFE'), String(err));
   t.deepEqual(readdirSync(outside), [], 'nothing was written outside the rootfs');
   for (const c of readdirSync(store)) t.deepEqual(readdirSync(join(store, c)), [], 'the staging tree was removed');
+  await ima.stop();
+});
+
+test('what a run killed mid-unpack left next to the rootfs is removed by the next labelling', async (t) => {
+  const { ima, store } = await setup('killed');
+  const { ev } = await imageOnDisk('oci', 'none');
+  const container = containerName(ev.name, ev.tag);
+  for (const left of ['.rootfs.unpack-0badf00d', '.rootfs.unpack-0badf00d.old']) mkdirSync(join(store, container, left, 'bin'), { recursive: true });
+  const done = (await ima.label(ev, defaultLimits))!;
+  t.deepEqual(readdirSync(join(store, done.container)), ['rootfs']);
   await ima.stop();
 });

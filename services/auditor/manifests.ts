@@ -2,7 +2,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { readManifest, type LabelManifest } from '../lib/manifest.ts';
+import { readManifest, sha256Of, type LabelManifest } from '../lib/manifest.ts';
 import { checkPublicKey, type PublicKey } from '../lib/sign.ts';
 import type { Logger } from '../lib/log.ts';
 
@@ -158,7 +158,7 @@ function owner(m: LabelManifest, rel: string, match: MatchKind): FileOwner {
     container: m.container,
     image: { name: m.image.name, tag: m.image.tag, digest: m.image.digest },
     policySerial: m.policySerial,
-    expectedSha256: m.files[rel] ?? null,
+    expectedSha256: Object.hasOwn(m.files, rel) ? sha256Of(m.files[rel]) : null,
     match,
   };
 }

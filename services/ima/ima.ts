@@ -5,18 +5,18 @@ import { SealkitError, diskFull, isDiskFull } from '../lib/errors.ts';
 import { sha256File, parseSha256 } from '../lib/digest.ts';
 import { subjects } from '../lib/subjects.ts';
 import type { ImportedImage, Labeled, Tamper } from '../lib/contract.ts';
-import { readManifest, writeManifest, manifestPath, type LabelManifest } from '../lib/manifest.ts';
+import { readManifest, writeManifest, manifestFiles, type LabelManifest, MANIFEST_VERSION } from '../lib/manifest.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Policy, Limits } from '../lib/policy.ts';
 import type { PublicKey, SecretKeyFile } from '../lib/sign.ts';
 import type { PublishOptions } from '../lib/outbox.ts';
+import { commit, discardUnfinished, stagingPath, unpackInto } from '../lib/rootfs/unpack.ts';
+import { containerName, CONTAINER_NAME } from '../lib/rootfs/names.ts';
+import { containerPaths, type StoreLayout } from '../lib/rootfs/store.ts';
 import { HashPool } from './hashpool.ts';
-import { labelTree } from './tree.ts';
-import { commit, stagingPath, unpackInto } from './unpack.ts';
-import { appraise, type Finding } from './appraise.ts';
-import { containerName, CONTAINER_NAME } from './container.ts';
-import { digestLabel, writeLabel } from './label.ts';
-import { signatureLabel, type SigningKey } from './digsig.ts';
+import type { SigningKey } from './digsig.ts';
+import type { Enforcement, Finding } from './enforcement/enforcement.ts';
+import { userspace } from './enforcement/userspace.ts';
 import { watchTree, type TreeWatch } from './watch.ts';
 
 // The ima core: label a rootfs from each imported image, keep a signed label
@@ -37,6 +37,8 @@ export interface ImaOptions {
   pool: HashPool;
   policy: () => Policy | null;
   signingKey: () => Promise<SigningKey>;
+  // the mechanism in force, which labels and appraises (userspace when not given)
+  enforcement?: () => Enforcement;
   debounceMs?: number;
 }
 
@@ -50,6 +52,7 @@ interface Watched {
 
 export class Ima {
   readonly manifests: string;
+  private readonly layout: Pick<StoreLayout, 'store' | 'manifests'>;
   private readonly pub: PublicKey;
   private readonly containers = new Map<string, Watched>();
   private readonly reported = new Set<string>();
@@ -58,11 +61,16 @@ export class Ima {
 
   constructor(private readonly o: ImaOptions) {
     this.manifests = join(o.imaDir, 'manifests');
+    this.layout = { store: o.store, manifests: this.manifests };
     this.pub = { id: o.manifestKey.id, ed25519: o.manifestKey.ed25519 };
   }
 
   private get mode() {
     return this.o.policy()?.ima.mode ?? 'enforce';
+  }
+
+  private get enforcement(): Enforcement {
+    return this.o.enforcement?.() ?? userspace;
   }
 
   // Pick up every container labelled before this start, and watch it.
@@ -128,14 +136,13 @@ export class Ima {
       throw new SealkitError('SEALKIT_DIGEST_MISMATCH', `archive of ${what} at ${ev.archive.path} hashes to ${actual}, expected ${digest}; nothing was unpacked — fetch the image again`, { expected: digest, actual });
     }
     const container = containerName(ev.name, ev.tag);
-    const dest = join(this.o.store, container, 'rootfs');
+    const { dir, rootfs: dest } = containerPaths(this.layout, container);
     const again = await this.alreadyLabelled(ev, digest, container, dest, eventId, t0);
     if (again) return again;
-    await mkdir(join(this.o.store, container), { recursive: true });
+    await mkdir(dir, { recursive: true });
     const previous = this.containers.get(container);
     previous?.watcher?.close();
-    // what a run killed mid-unpack left: never committed, only taking space
-    for (const n of await readdir(join(this.o.store, container))) if (n.startsWith('.rootfs.unpack-')) await rm(join(this.o.store, container, n), { recursive: true, force: true });
+    await discardUnfinished(dest);
     const staging = stagingPath(dest);
     let unpacked;
     try {
@@ -147,7 +154,7 @@ export class Ima {
       });
       const policy = this.o.policy();
       const signer = policy?.ima.signatures ? await this.o.signingKey() : undefined;
-      await labelTree(staging, unpacked.files, { signer });
+      await this.enforcement.label(staging, unpacked.files, { signer });
       await commit(staging, dest);
     } catch (err) {
       await rm(staging, { recursive: true, force: true });
@@ -155,13 +162,13 @@ export class Ima {
       throw err;
     }
     const manifest: LabelManifest = {
-      version: 1,
+      version: MANIFEST_VERSION,
       image: { name: ev.name, tag: ev.tag, digest },
       container,
       rootfs: dest,
       policySerial: ev.policySerial,
       createdAt: new Date().toISOString(),
-      files: unpacked.files,
+      files: manifestFiles(unpacked.files),
     };
     await writeManifest(this.manifests, manifest, this.o.manifestKey);
     for (const k of [...this.reported]) if (k.startsWith(`${container}|`)) this.reported.delete(k);
@@ -181,7 +188,7 @@ export class Ima {
     const m = this.containers.get(container)?.manifest;
     if (!m || m.image.digest !== digest || m.policySerial !== ev.policySerial || m.rootfs !== dest) return null;
     const signer = this.o.policy()?.ima.signatures ? createPublicKey((await this.o.signingKey()).key) : undefined;
-    if ((await appraise(m, this.o.pool, { signer })).length) return null; // relabelled from the archive
+    if ((await this.enforcement.appraise(m, this.o.pool, { signer })).length) return null; // relabelled from the archive
     let bytes = 0;
     for (const f of Object.keys(m.files)) bytes += (await lstat(join(dest, f))).size;
     const labeled: Labeled = { image: m.image, container, rootfs: dest, files: Object.keys(m.files).length, bytes, ms: Date.now() - t0, policySerial: ev.policySerial };
@@ -195,12 +202,12 @@ export class Ima {
   async verify(container: string, paths?: string[]): Promise<{ container: string; files: number; findings: Tamper[]; ms: number }> {
     if (!CONTAINER_NAME.test(container)) throw new SealkitError('SEALKIT_BAD_REQUEST', `"${container}" is not a container name; ask ima.status for the list`);
     const t0 = Date.now();
-    const m = await readManifest(manifestPath(this.manifests, container), this.pub).catch((err: SealkitError) => {
+    const m = await readManifest(containerPaths(this.layout, container).manifest, this.pub).catch((err: SealkitError) => {
       if (!this.containers.has(container)) throw new SealkitError('SEALKIT_BAD_REQUEST', `no label manifest for container "${container}"; ask ima.status for the labelled containers`);
       throw err;
     });
     const signer = this.o.policy()?.ima.signatures ? createPublicKey((await this.o.signingKey()).key) : undefined;
-    const findings = await appraise(m, this.o.pool, { paths, signer });
+    const findings = await this.enforcement.appraise(m, this.o.pool, { paths, signer });
     const out: Tamper[] = [];
     for (const f of findings) out.push(await this.report(m, f));
     return { container, files: Object.keys(m.files).length, findings: out, ms: Date.now() - t0 };
@@ -222,11 +229,10 @@ export class Ima {
     const key = `${m.container}|${f.file}|${f.kind}|${f.actualSha256}`;
     if (this.reported.has(key)) return t;
     this.reported.add(key);
-    const path = join(m.rootfs, f.file);
-    if (action === 'blocked') await chmod(path, 0).catch(() => {});
+    if (action === 'blocked') await chmod(join(m.rootfs, f.file), 0).catch(() => {});
     if (action === 'relabeled') {
       const signer = this.o.policy()?.ima.signatures ? await this.o.signingKey() : undefined;
-      await writeLabel(path, signer ? signatureLabel(f.expectedSha256!, signer) : digestLabel(f.expectedSha256!)).catch(() => {});
+      await this.enforcement.label(m.rootfs, { [f.file]: f.expectedSha256! }, { signer, concurrency: 1 }).catch(() => {});
     }
     this.o.log.warn('tamper', { ...t });
     await this.o.publish(subjects.audit.tamper, t, { headers: { 'Sealkit-Container': m.container, 'Sealkit-Image': `${m.image.name}:${m.image.tag}` } });

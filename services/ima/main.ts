@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { decode, serve } from '../lib/bus.ts';
 import { runService } from '../lib/service.ts';
 import { PolicyFollower } from '../lib/policy-follow.ts';
@@ -14,8 +13,9 @@ import { Ima } from './ima.ts';
 import { HashPool } from './hashpool.ts';
 import { loadOrCreateManifestKey } from './keys.ts';
 import { loadOrCreateSigningKey, type SigningKey } from './digsig.ts';
-import { chooseEnforcement, probeKernel, type Enforcement } from './detect.ts';
+import { probeKernel, select, type Selected } from './enforcement/select.ts';
 import { readRecord } from './hostpolicy.ts';
+import { storeLayout } from '../lib/rootfs/store.ts';
 
 // image.imported through the durable "ima": what is imported while this
 // service is down waits in the stream. One image at a time.
@@ -29,8 +29,8 @@ const imported: DurableSpec = {
 
 // The ima service: labels rootfs trees from imported images, reports the
 // enforcement in use, appraises in userspace, answers ima.verify/ima.status.
-await runService('ima', async ({ nc, events, log, state, node }) => {
-  const store = process.env.SEALKIT_CONTAINER_STORE ?? join(state, '..', 'containers');
+await runService('ima', async ({ nc, events, log, state, root, node }) => {
+  const { store } = storeLayout(root);
   const manifestKey = await loadOrCreateManifestKey(state, node);
   const follower = new PolicyFollower(nc, await readTrust(trustPath()), log.child({ concern: 'policy' }));
   await follower.start();
@@ -38,11 +38,12 @@ await runService('ima', async ({ nc, events, log, state, node }) => {
   const signingKey = () => (signing ??= loadOrCreateSigningKey(state, node));
   const pool = new HashPool();
 
-  let enforcement: Enforcement = chooseEnforcement(await probeKernel(), follower.policy?.ima.mode ?? 'enforce', await readRecord(state));
+  const selectNow = async () => select({ kernel: await probeKernel(), hostPolicy: await readRecord(state) }, follower.policy?.ima.mode ?? 'enforce');
+  let selected: Selected = await selectNow();
   const announce = async () => {
-    enforcement = chooseEnforcement(await probeKernel(), follower.policy?.ima.mode ?? 'enforce', await readRecord(state));
-    log.info('enforcement', { ...enforcement });
-    await events.publish(subjects.ima.enforcing, enforcement);
+    selected = await selectNow();
+    log.info('enforcement', { ...selected.report });
+    await events.publish(subjects.ima.enforcing, selected.report);
   };
 
   const ima = new Ima({
@@ -54,6 +55,7 @@ await runService('ima', async ({ nc, events, log, state, node }) => {
     pool,
     policy: () => follower.policy,
     signingKey,
+    enforcement: () => selected.enforcement,
   });
   await ima.start();
   await announce();
@@ -68,7 +70,7 @@ await runService('ima', async ({ nc, events, log, state, node }) => {
     return ima.verify(req.container);
   }, { log });
   serve(nc, subjects.ima.status, () => ({
-    enforcement,
+    enforcement: selected.report,
     policyMode: follower.policy?.ima.mode ?? null,
     store,
     containers: ima.list().map((m) => ({ container: m.container, image: m.image, rootfs: m.rootfs, files: Object.keys(m.files).length, policySerial: m.policySerial })),

@@ -4,8 +4,7 @@ import { SealkitError, type ErrorCode } from './errors.ts';
 import type { ImaMode, PolicyChange } from './policy.ts';
 import { boolean, count, fail, list, matching, nullable, number, object, oneOf, opaque, optional, string, union, ShapeError, type Check } from './shape.ts';
 // what the ima service and the auditor find is theirs to shape; on the bus it is only carried
-import type { Finding } from '../ima/appraise.ts';
-import type { Enforcement } from '../ima/detect.ts';
+import type { EnforcementReport, Finding } from '../ima/enforcement/enforcement.ts';
 import type { MatchKind } from '../auditor/manifests.ts';
 
 // The bus contract: every subject sealkit uses, once, with who publishes on
@@ -344,7 +343,7 @@ export const contract = {
   ima: {
     labeled: event('ima.labeled', { from: ['ima'], stream: 'events', to: ['auditor'], data: labeled }),
     labelFailed: event('ima.label_failed', { from: ['ima'], stream: 'events', data: labelFailed }),
-    enforcing: event('ima.enforcing', { from: ['ima'], stream: 'events', data: opaque<Enforcement>() }),
+    enforcing: event('ima.enforcing', { from: ['ima'], stream: 'events', data: opaque<EnforcementReport>() }),
     verify: request('ima.verify', { answeredBy: ['ima'], body: object({ container: string }), reply: anyReply }),
     status: request('ima.status', { answeredBy: ['ima'], anyone: true, body: noBody, reply: anyReply }),
   },

@@ -2,28 +2,50 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealkitError } from './errors.ts';
 import { writeFileAtomic } from './atomic.ts';
+import { SHA256_HEX } from './digest.ts';
 import { signDetached, verifyDetached, type PublicKey, type SecretKeyFile } from './sign.ts';
 
 // A label manifest records, for one image digest unpacked into one rootfs,
-// the SHA-256 of every regular file as derived from the verified image
+// the digest of every regular file as derived from the verified image
 // content. The ima service writes it, signed with the node's manifest key;
 // the auditor and userspace appraisal read it and check the signature first,
 // so a manifest edited on disk is caught, not trusted.
 
+// Version 2: each file's digest names its algorithm ("sha256:<hex>", as OCI
+// descriptors write them), so a manifest says what it vouches for without
+// the reader assuming it.
+export const MANIFEST_VERSION = 2;
+
+export type FileDigest = `sha256:${string}`;
+
 export interface LabelManifest {
-  version: 1;
-  image: { name: string; tag: string; digest: string }; // digest: sha256 hex of the verified archive / manifest
+  version: typeof MANIFEST_VERSION;
+  image: { name: string; tag: string; digest: string }; // digest: sha256 hex of the verified archive / manifest, as on the bus
   container: string; // container (rootfs) name
   rootfs: string; // absolute path of the rootfs on this node
   policySerial: number;
   createdAt: string;
-  files: Record<string, string>; // path relative to rootfs → sha256 hex
+  files: Record<string, FileDigest>; // path relative to rootfs → digest
 }
 
 export interface SignedManifest {
   manifest: LabelManifest;
   keyId: string;
   signature: string;
+}
+
+export function fileDigest(sha256: string): FileDigest {
+  return `sha256:${sha256}`;
+}
+
+// path → sha256 hex (as unpacking computes them) → path → file digest
+export function manifestFiles(sha256s: Record<string, string>): Record<string, FileDigest> {
+  return Object.fromEntries(Object.entries(sha256s).map(([f, hex]) => [f, fileDigest(hex)]));
+}
+
+// The SHA-256 hex a file digest names (labels and events carry bare hex).
+export function sha256Of(d: FileDigest): string {
+  return d.slice('sha256:'.length);
 }
 
 export function manifestPath(dir: string, container: string): string {
@@ -50,5 +72,28 @@ export async function readManifest(path: string, key: PublicKey): Promise<LabelM
   if (!ok || signed.keyId !== key.id || !verifyDetached('sealkit-manifest-v1', bytes, signed.signature, key)) {
     throw new SealkitError('SEALKIT_MANIFEST_CORRUPT', `label manifest ${path} does not carry a valid signature by the node key "${key.id}"; it was modified on disk — relabel the container`);
   }
-  return signed.manifest;
+  return current(signed.manifest as unknown as { version: unknown; files: unknown }, path);
+}
+
+// A node upgraded in place keeps the version 1 manifests it wrote, whose
+// files map to bare hex that was SHA-256 by definition: they are read as
+// such (the signature above covers them as written); labelling the
+// container again writes version 2.
+function current(m: { version: unknown; files: unknown }, path: string): LabelManifest {
+  const legacy = m.version === 1;
+  if (!legacy && m.version !== MANIFEST_VERSION) {
+    throw new SealkitError('SEALKIT_MANIFEST_CORRUPT', `label manifest ${path} has version ${JSON.stringify(m.version)}; this node reads versions 1 and ${MANIFEST_VERSION} — relabel the container`);
+  }
+  if (m.files === null || typeof m.files !== 'object' || Array.isArray(m.files)) {
+    throw new SealkitError('SEALKIT_MANIFEST_CORRUPT', `label manifest ${path} has no files map; relabel the container`);
+  }
+  const hexOf = ([rel, d]: [string, unknown]): [string, string] => {
+    const hex = typeof d !== 'string' ? null : legacy ? d : d.startsWith('sha256:') ? d.slice('sha256:'.length) : null;
+    if (hex === null || !SHA256_HEX.test(hex)) {
+      throw new SealkitError('SEALKIT_MANIFEST_CORRUPT', `label manifest ${path}: the digest of "${rel}" is ${JSON.stringify(d)}, not ${legacy ? '64 hex characters' : '"sha256:" and 64 hex characters'}; relabel the container`, { file: rel });
+    }
+    return [rel, hex];
+  };
+  const files = manifestFiles(Object.fromEntries(Object.entries(m.files).map(hexOf)));
+  return { ...(m as unknown as LabelManifest), version: MANIFEST_VERSION, files };
 }

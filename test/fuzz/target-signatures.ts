@@ -25,7 +25,7 @@ const pub = (k: SecretKeyFile): PublicKey => ({ id: k.id, ed25519: k.ed25519 });
 const statement = imageStatement({ name: 'library/alpine', tag: 'v1', sha256: 'a'.repeat(64), size: 1234 });
 const genuine = new Map([A, B].map((k) => [k.id, signDetached('sealkit-image-v1', statement, k)]));
 const sigFile = JSON.stringify({ signatures: [...genuine].map(([keyid, sig]) => ({ keyid, sig })) });
-const manifest: LabelManifest = { version: 1, image: { name: 'library/alpine', tag: 'v1', digest: 'a'.repeat(64) }, container: 'alpine', rootfs: '/containers/services/alpine/rootfs', policySerial: 3, createdAt: '2026-01-01T00:00:00.000Z', files: { 'bin/sh': 'b'.repeat(64), 'etc/x': 'c'.repeat(64) } };
+const manifest: LabelManifest = { version: 2, image: { name: 'library/alpine', tag: 'v1', digest: 'a'.repeat(64) }, container: 'alpine', rootfs: '/containers/services/alpine/rootfs', policySerial: 3, createdAt: '2026-01-01T00:00:00.000Z', files: { 'bin/sh': `sha256:${'b'.repeat(64)}`, 'etc/x': `sha256:${'c'.repeat(64)}` } };
 const signedManifest = JSON.stringify({ manifest, keyId: A.id, signature: signDetached('sealkit-manifest-v1', Buffer.from(JSON.stringify(manifest)), A) });
 const trust = YAML.stringify({ keys: [pub(A), pub(B)] });
 const secret = JSON.stringify(A, null, 2);

@@ -1,30 +1,33 @@
 import { lstat } from 'node:fs/promises';
 import { publicDecrypt, constants, type KeyObject } from 'node:crypto';
-import type { LabelManifest } from '../lib/manifest.ts';
-import { HashPool } from './hashpool.ts';
-import { abs, listFiles } from './tree.ts';
-import { labelDigest, readLabel, EVM_IMA_XATTR_DIGSIG } from './label.ts';
+import { sha256Of, type LabelManifest } from '../../lib/manifest.ts';
+import { abs, listFiles } from '../../lib/rootfs/tree.ts';
+import { HashPool } from '../hashpool.ts';
+import { labelDigest, readLabel, EVM_IMA_XATTR_DIGSIG } from '../label.ts';
+import { labelTree } from '../labeltree.ts';
+import type { Enforcement, Finding, LabelCheck } from './enforcement.ts';
 
 // Userspace appraisal: the files of a rootfs against its (verified) label
 // manifest. Content is re-hashed on the pool; labels are read back too, so a
 // file swapped for an unlabelled copy with the same bytes is still caught.
+// In force when the kernel appraises nothing; run alongside the kernel by
+// the other mechanisms, so a change is reported wherever it is made.
 
-export type TamperKind = 'modified' | 'added' | 'removed' | 'label-mismatch';
-
-export interface Finding {
-  file: string; // rootfs-relative
-  kind: TamperKind;
-  expectedSha256: string | null;
-  actualSha256: string | null;
-}
-
-export interface LabelCheck {
-  signer?: KeyObject; // signature mode: the public key labels must verify with
-}
+export const userspace: Enforcement = {
+  mode: 'userspace',
+  probe: async () => ({}),
+  prepareBoot: async (ctx, declined) => ({ exitCode: 0, line: { written: false, mode: 'userspace', why: declined ?? 'nothing to prepare at boot', kernel: ctx.kernel } }),
+  // the labels are written even though no kernel reads them here: appraisal
+  // reads them back, and the next boot may appraise with them
+  label: labelTree,
+  appraise,
+  report: (_facts, declined) => ({ inForce: true, why: declined ?? 'files are re-hashed against the label manifests' }),
+};
 
 // Appraise the whole tree, or only `paths` (changed files or directories).
 export async function appraise(m: LabelManifest, pool: HashPool, opts: LabelCheck & { paths?: string[] } = {}): Promise<Finding[]> {
   const root = m.rootfs;
+  const expectedOf = (f: string): string | null => (Object.hasOwn(m.files, f) ? sha256Of(m.files[f]) : null);
   const candidates = new Set<string>();
   const missing = new Set<string>();
   if (!opts.paths) {
@@ -41,19 +44,19 @@ export async function appraise(m: LabelManifest, pool: HashPool, opts: LabelChec
         for (const f of Object.keys(m.files)) if (f.startsWith(`${p}/`) && !under.has(f)) missing.add(f);
       } else if (st.isFile()) {
         candidates.add(p);
-      } else if (p in m.files) {
+      } else if (expectedOf(p) !== null) {
         // a regular file replaced by a symlink, fifo, ...
-        return [{ file: p, kind: 'modified', expectedSha256: m.files[p], actualSha256: null }];
+        return [{ file: p, kind: 'modified', expectedSha256: expectedOf(p), actualSha256: null }];
       }
     }
   }
-  const findings: Finding[] = [...missing].sort().map((f) => ({ file: f, kind: 'removed' as const, expectedSha256: m.files[f], actualSha256: null }));
+  const findings: Finding[] = [...missing].sort().map((f) => ({ file: f, kind: 'removed' as const, expectedSha256: expectedOf(f), actualSha256: null }));
   const list = [...candidates].sort();
   const hashed = await pool.hashFiles(list.map((f) => abs(root, f)));
   for (let i = 0; i < list.length; i++) {
     const file = list[i];
     const res = hashed[i];
-    const expected = m.files[file] ?? null;
+    const expected = expectedOf(file);
     if ('error' in res) {
       // vanished between listing and hashing
       if (expected) findings.push({ file, kind: 'removed', expectedSha256: expected, actualSha256: null });

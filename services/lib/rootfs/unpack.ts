@@ -3,8 +3,8 @@ import { constants, type Stats } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, rm, symlink, link, chmod, lchown } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { SealkitError } from '../lib/errors.ts';
-import { forEachLayerEntry, openImage, type ArchiveOptions, type SafeHeader } from '../lib/archive/index.ts';
+import { SealkitError } from '../errors.ts';
+import { forEachLayerEntry, openImage, type ArchiveOptions, type SafeHeader } from '../archive/index.ts';
 
 // Unpack a verified image archive into a rootfs: layers in order, OCI
 // whiteouts applied, every regular file's SHA-256 computed from the tar
@@ -24,7 +24,19 @@ const OPAQUE = '.wh..wh..opq';
 const asRoot = process.getuid?.() === 0;
 
 export function stagingPath(dest: string): string {
-  return join(dirname(dest), `.${basename(dest)}.unpack-${randomBytes(4).toString('hex')}`);
+  return `${stagingPrefix(dest)}${randomBytes(4).toString('hex')}`;
+}
+
+function stagingPrefix(dest: string): string {
+  return join(dirname(dest), `.${basename(dest)}.unpack-`);
+}
+
+// What a run killed mid-unpack left next to dest: never committed, only
+// taking space.
+export async function discardUnfinished(dest: string): Promise<void> {
+  const prefix = basename(stagingPrefix(dest));
+  const entries = await readdir(dirname(dest)).catch(() => [] as string[]);
+  for (const n of entries) if (n.startsWith(prefix)) await rm(join(dirname(dest), n), { recursive: true, force: true });
 }
 
 // Build the rootfs in `staging` (which must not exist). The caller labels it

@@ -1,7 +1,10 @@
-// OCI runtime config (config.json) for one onboot or service entry of
+// OCI runtime config (config.json). ociSpec: one onboot or service entry of
 // linuxkit.yml, following what `linuxkit build` writes: LinuxKit's default
 // mounts and namespaces, the image's own config (org.mobyproject.config)
 // under the YAML's keys, binds as rbind mounts, devices as cgroup rules.
+// runtimeSpec: the same defaults for a container started from a labelled
+// rootfs in the store, which it must not be able to change.
+// The ISO build (iso/) and the services share this module.
 
 export interface Mount {
   destination?: string;
@@ -219,4 +222,42 @@ export function ociSpec(c: ImageConfig, img: ImageDefaults, kind: 'onboot' | 'se
 
 function depth(p: string): number {
   return p.split('/').filter(Boolean).length;
+}
+
+// A container run from a rootfs the ima service unpacked and labelled: the
+// rootfs is mounted read-only at its path in the store, so nothing the
+// container does changes what its manifest vouches for. A process that needs
+// to write gets a mount for it (tmpfs, or a bind of a volume).
+export interface RunSpec {
+  name: string; // container name: hostname and cgroup
+  rootfs: string; // absolute path: containerPaths(layout, container).rootfs
+  args: string[];
+  env?: string[]; // after PATH
+  cwd?: string;
+  user?: { uid: number; gid: number; additionalGids?: number[] };
+  mounts?: Mount[]; // after the defaults; one for the same destination replaces it
+  capabilities?: string[]; // Docker's default set when not given
+  net?: string; // 'host', or a network namespace path; a new empty one when not given
+}
+
+export function runtimeSpec(r: RunSpec): Record<string, unknown> {
+  if (!r.rootfs.startsWith('/')) throw new Error(`${r.name}: rootfs "${r.rootfs}" is not an absolute path; give the rootfs directory in the container store`);
+  if (r.args.length === 0) throw new Error(`${r.name}: no command to run; give the process args`);
+  const spec = ociSpec({
+    name: r.name,
+    image: r.rootfs,
+    command: r.args,
+    env: r.env,
+    cwd: r.cwd,
+    uid: r.user?.uid,
+    gid: r.user?.gid,
+    additionalGids: r.user?.additionalGids,
+    mounts: r.mounts,
+    capabilities: r.capabilities,
+    net: r.net,
+    readonly: true,
+    cgroupsPath: `/sealkit/${r.name}`,
+  }, {}, 'service');
+  spec.root = { path: r.rootfs, readonly: true };
+  return spec;
 }

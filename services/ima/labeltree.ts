@@ -1,63 +1,11 @@
-import { readdir } from 'node:fs/promises';
-import { sep } from 'node:path';
 import { SealkitError } from '../lib/errors.ts';
+import { abs, walkFiles } from '../lib/rootfs/tree.ts';
 import { BATCH, HashPool, type HashResult } from './hashpool.ts';
 import { digestLabel, writeLabel } from './label.ts';
 import { signatureLabel, type SigningKey } from './digsig.ts';
 
-// Trees of regular files: list them, hash them on the pool, label them.
-// Paths in maps are relative to the tree root with '/' separators.
-
-export function abs(root: string, rel: string): string {
-  return root + sep + rel;
-}
-
-// Walk with several directories read at once; hand out regular files in
-// batches as they are found, so hashing starts before the walk ends.
-export async function walkFiles(root: string, onBatch: (rels: string[]) => void, opts: { dirConcurrency?: number } = {}): Promise<void> {
-  const pending: string[] = [''];
-  let batch: string[] = [];
-  let active = 0;
-  let failure: unknown;
-  await new Promise<void>((resolve) => {
-    const next = () => {
-      if (failure !== undefined) return active === 0 && resolve();
-      while (pending.length && active < (opts.dirConcurrency ?? 8)) {
-        const rel = pending.pop()!;
-        active++;
-        readdir(rel ? abs(root, rel) : root, { withFileTypes: true }).then(
-          (entries) => {
-            for (const e of entries) {
-              const r = rel ? `${rel}/${e.name}` : e.name;
-              if (e.isDirectory()) pending.push(r);
-              else if (e.isFile()) {
-                batch.push(r);
-                if (batch.length >= BATCH) {
-                  onBatch(batch);
-                  batch = [];
-                }
-              }
-            }
-          },
-          (err) => (failure ??= err),
-        ).finally(() => {
-          active--;
-          next();
-        });
-      }
-      if (active === 0) resolve();
-    };
-    next();
-  });
-  if (failure !== undefined) throw failure;
-  if (batch.length) onBatch(batch);
-}
-
-export async function listFiles(root: string): Promise<string[]> {
-  const out: string[] = [];
-  await walkFiles(root, (rels) => out.push(...rels));
-  return out.sort();
-}
+// Hash and label the regular files of a tree on the pool. Maps are keyed by
+// rootfs-relative path; values are sha256 hex, as the labels need them.
 
 function collect(root: string, rels: string[], results: HashResult[], digests: Record<string, string>): number {
   let bytes = 0;
@@ -83,7 +31,7 @@ export async function hashTree(root: string, pool: HashPool, opts: { label?: boo
     }));
   };
   if (opts.files) for (let i = 0; i < opts.files.length; i += BATCH) submit(opts.files.slice(i, i + BATCH));
-  else await walkFiles(root, submit);
+  else await walkFiles(root, submit, { batch: BATCH });
   await Promise.all(work);
   return { digests, files: Object.keys(digests).length, bytes };
 }
