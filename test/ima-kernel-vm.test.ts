@@ -1,6 +1,6 @@
 import test from 'ava';
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,8 +14,10 @@ import { composeHostPolicy } from '../services/ima/hostpolicy.ts';
 // what we label, under the host policy we compose: two ext4 stores, one
 // appraised by digest and one requiring our v2 signatures (cert in _ima).
 
-const KERNEL = '/boot/vmlinuz-6.1.0-56-amd64';
-const MODULES = '/usr/lib/modules/6.1.0-56-amd64/kernel';
+// whichever Debian 6.1 kernel is installed: a point release renames it
+const KVER = (existsSync('/boot') ? readdirSync('/boot') : []).map((f) => /^vmlinuz-(6\.1\.\S+-amd64)$/.exec(f)?.[1]).find((v) => v !== undefined) ?? '6.1-not-installed';
+const KERNEL = `/boot/vmlinuz-${KVER}`;
+const MODULES = `/usr/lib/modules/${KVER}/kernel`;
 const ready = existsSync(KERNEL) && existsSync(MODULES) && existsSync('/usr/bin/busybox');
 const dir = mkdtempSync(join(tmpdir(), 'sealkit-ima-vm-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
