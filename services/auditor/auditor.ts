@@ -29,12 +29,15 @@ export interface AuditorOptions {
   log: Logger;
   windowMs: number;
   maxPerSec: number;
-  pollMs?: number;
+  // the source wakes the auditor when it grows; this timer only covers the
+  // wake-ups that never come (inotify on some filesystems, no `cat`)
+  fallbackMs?: number;
   batch?: number;
   now?: () => number;
 }
 
 const RAW_MAX = 2048;
+export const DEFAULT_FALLBACK_MS = 1000;
 
 export class Auditor {
   private storm!: Storm<DenialData>;
@@ -45,6 +48,7 @@ export class Auditor {
   private loop?: Promise<void>;
   private ticker?: NodeJS.Timeout;
   private wake?: () => void;
+  private changed = false; // the source said it grew since the last read began
   private readonly now: () => number;
   readonly stats = { records: 0, denials: 0, published: 0, spoofed: 0, lost: 0 };
 
@@ -66,6 +70,10 @@ export class Auditor {
     await this.o.manifests.reload();
     const tickMs = Math.max(50, Math.min(1000, Math.floor(this.o.windowMs / 4)));
     this.ticker = setInterval(() => void this.serial(() => this.tick()), tickMs);
+    this.o.source.watch(() => {
+      this.changed = true;
+      this.wake?.();
+    }, this.o.log);
     this.loop = this.follow();
   }
 
@@ -92,12 +100,13 @@ export class Auditor {
   private async follow(): Promise<void> {
     while (!this.stopped) {
       let got = 0;
+      this.changed = false;
       await this.serial(async () => {
         got = await this.step();
       });
-      if (got === 0 && !this.stopped) {
+      if (got === 0 && !this.stopped && !this.changed) {
         await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, this.o.pollMs ?? 100);
+          const t = setTimeout(resolve, this.o.fallbackMs ?? DEFAULT_FALLBACK_MS);
           this.wake = () => {
             clearTimeout(t);
             resolve();
@@ -125,7 +134,7 @@ export class Auditor {
     }
     if (batch.records.length === 0) {
       if (outputs.length) {
-        await this.emit(outputs);
+        await Promise.all(this.emit(outputs));
         await this.save();
       }
       return 0;
@@ -203,11 +212,12 @@ export class Auditor {
       this.o.log.warn('lines forged into /dev/kmsg by userspace look like integrity records; not reported as denials', { count: spoof.count });
       extra.push({ subject: subjects.audit.spoof, id: `${this.idTag()}-spoof-${spoof.firstSeq}`, data: spoof });
     }
-    await this.emit(outputs);
+    const written = this.emit(outputs);
     for (const e of extra) {
       if (e.subject === subjects.audit.lost) this.stats.lost += (e.data as LostData).dropped;
-      await this.o.events.publish(e.subject, e.data, { id: e.id });
+      written.push(this.o.events.publish(e.subject, e.data, { id: e.id }));
     }
+    await Promise.all(written);
     await this.save();
     return batch.records.length;
   }
@@ -223,29 +233,33 @@ export class Auditor {
   private async tick(): Promise<void> {
     const out = this.storm.tick(this.now());
     if (out.length === 0) return;
-    await this.emit(out);
+    await Promise.all(this.emit(out));
     await this.save();
   }
 
-  private async emit(outputs: Array<Output<DenialData>>): Promise<void> {
+  // Hands every output to the outbox at once, so they share its disk writes;
+  // the cursor may move only once all of the returned promises resolved.
+  private emit(outputs: Array<Output<DenialData>>): Array<Promise<unknown>> {
+    const written: Array<Promise<unknown>> = [];
     for (const out of outputs) {
       if (out.kind === 'lost') {
         this.stats.lost += out.dropped;
         const data: LostData = { service: 'auditor', reason: 'rate-limit', dropped: out.dropped, since: out.since, until: out.until };
-        await this.o.events.publish(subjects.audit.lost, data, { id: out.id });
+        written.push(this.o.events.publish(subjects.audit.lost, data, { id: out.id }));
         continue;
       }
       const data: DenialData = out.repeats ? { ...out.data, repeats: out.repeats, window: out.window } : out.data;
       this.stats.published++;
-      await this.o.events.publish(subjects.audit.denial, data, {
+      written.push(this.o.events.publish(subjects.audit.denial, data, {
         id: out.id,
         headers: {
           'Sealkit-Container': data.container ?? undefined,
           'Sealkit-Image': data.image ? `${data.image.name}:${data.image.tag}` : undefined,
           'Sealkit-Digest': data.image?.digest,
         },
-      });
+      }));
     }
+    return written;
   }
 
   private async save(): Promise<void> {

@@ -1,6 +1,8 @@
 import { constants, type Stats } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { SealkitError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import { FileWaker, KmsgWaker, type Waker } from './wake.ts';
 
 // Where kernel records come from. Two shapes:
 // - the /dev/kmsg character device: one record per read(), EAGAIN when
@@ -22,6 +24,8 @@ export interface Source {
   readonly path: string;
   readonly identity: string; // changes when the stream restarts (new boot, new file)
   read(max: number): Promise<ReadBatch>;
+  // call onChange whenever there may be more to read (see wake.ts)
+  watch(onChange: () => void, log: Logger): void;
   close(): Promise<void>;
 }
 
@@ -47,6 +51,7 @@ export async function bootId(): Promise<string> {
 
 class KmsgDevice implements Source {
   private readonly buf = Buffer.alloc(16 * 1024); // a record is at most ~8 KiB with its dictionary
+  private waker?: Waker;
 
   private constructor(
     readonly path: string,
@@ -81,7 +86,12 @@ class KmsgDevice implements Source {
     return { records, overflow };
   }
 
+  watch(onChange: () => void, log: Logger): void {
+    this.waker = new KmsgWaker(this.path, onChange, log);
+  }
+
   async close(): Promise<void> {
+    this.waker?.close();
     await this.fh.close();
   }
 }
@@ -93,6 +103,7 @@ class FileFollower implements Source {
   private offset: number;
   private pending = Buffer.alloc(0);
   private skipping = false; // inside a line longer than MAX_LINE
+  private waker?: FileWaker;
 
   private constructor(
     readonly path: string,
@@ -162,9 +173,15 @@ class FileFollower implements Source {
     this.offset = 0;
     this.pending = Buffer.alloc(0);
     this.skipping = false;
+    this.waker?.rewatch();
+  }
+
+  watch(onChange: () => void, log: Logger): void {
+    this.waker = new FileWaker(this.path, onChange, log);
   }
 
   async close(): Promise<void> {
+    this.waker?.close();
     await this.fh.close();
   }
 }
