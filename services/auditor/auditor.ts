@@ -8,7 +8,7 @@ import { denialFacts, isDenial, parseAuditMessage, type IntegrityRecord } from '
 import { Storm, type Output } from './storm.ts';
 import { readCursor, writeCursor, type Cursor } from './cursor.ts';
 import type { Source } from './source.ts';
-import type { FileOwner, ManifestIndex } from './manifests.ts';
+import type { FileOwner, LookupBatch, ManifestIndex } from './manifests.ts';
 
 // The auditor's core: read what the source has, keep kernel integrity
 // failures, tie each to its container and image, let the storm control
@@ -49,6 +49,7 @@ export class Auditor {
   private ticker?: NodeJS.Timeout;
   private wake?: () => void;
   private changed = false; // the source said it grew since the last read began
+  private caughtUp = false;
   private readonly now: () => number;
   readonly stats = { records: 0, denials: 0, published: 0, spoofed: 0, lost: 0 };
 
@@ -104,6 +105,11 @@ export class Auditor {
       await this.serial(async () => {
         got = await this.step();
       });
+      if (got > 0) this.caughtUp = false;
+      else if (!this.caughtUp) {
+        this.caughtUp = true;
+        this.o.log.debug('read the kernel log to its end; waiting for it to grow', { path: this.o.source.path, seq: this.cursor.seq, offset: this.cursor.offset });
+      }
       if (got === 0 && !this.stopped && !this.changed) {
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, this.o.fallbackMs ?? DEFAULT_FALLBACK_MS);
@@ -142,6 +148,7 @@ export class Auditor {
     const parseLost = { n: 0, firstSeq: 0, sample: '' };
     const spoof: SpoofData = { count: 0, firstSeq: 0, lastSeq: 0, samples: [] };
     const extra: Array<{ subject: string; data: LostData | SpoofData; id: string }> = [];
+    const lookups: LookupBatch = {};
 
     for (const rec of batch.records) {
       this.stats.records++;
@@ -195,7 +202,7 @@ export class Auditor {
       }
       if (!isDenial(parsed.record)) continue;
       this.stats.denials++;
-      const data = await this.describe(parsed.record, kernel, rec.text);
+      const data = await this.describe(parsed.record, kernel, rec.text, lookups);
       outputs.push(...this.storm.offer({ key: `${data.file}\0${data.cause}\0${data.process.comm}`, seq: pos, data }, now));
     }
     this.cursor.offset = batch.records[batch.records.length - 1].end;
@@ -268,10 +275,10 @@ export class Auditor {
     await writeCursor(this.o.cursorFile, this.cursor);
   }
 
-  private async describe(r: IntegrityRecord, kernel: { seq: number | null; usec: number | null }, raw: string): Promise<DenialData> {
+  private async describe(r: IntegrityRecord, kernel: { seq: number | null; usec: number | null }, raw: string, lookups: LookupBatch): Promise<DenialData> {
     const f = denialFacts(r);
     let owner: FileOwner | null = null;
-    if (f.file) owner = await this.o.manifests.lookup(f.file, f.ino);
+    if (f.file) owner = await this.o.manifests.lookup(f.file, f.ino, lookups);
     return {
       file: f.file,
       cause: f.cause,
