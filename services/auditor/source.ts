@@ -1,4 +1,4 @@
-import { constants, type Stats } from 'node:fs';
+import { constants, readSync, statSync, type Stats } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { SealkitError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
@@ -9,6 +9,10 @@ import { FileWaker, KmsgWaker, type Waker } from './wake.ts';
 //   caught up, EPIPE when the ring overwrote records we had not read yet;
 // - a regular file that grows (a kmsg capture, or auditd's audit.log): one
 //   record per complete line; a partial last line waits for its newline.
+// Reads are synchronous: a non-blocking device read or a read of a file the
+// kernel has just written (page cache) takes microseconds, where a trip
+// through the libuv pool per read cost milliseconds on a loaded machine,
+// paid on every denial's way out and once per record in a storm.
 
 export interface RawRecord {
   text: string;
@@ -70,7 +74,7 @@ class KmsgDevice implements Source {
     let overflow = false;
     while (records.length < max) {
       try {
-        const { bytesRead } = await this.fh.read(this.buf, 0, this.buf.length, null);
+        const bytesRead = readSync(this.fh.fd, this.buf, 0, this.buf.length, null);
         if (bytesRead === 0) break;
         records.push({ text: this.buf.toString('utf8', 0, bytesRead), end: 0 });
       } catch (err) {
@@ -127,9 +131,12 @@ class FileFollower implements Source {
     const records: RawRecord[] = [];
     const chunk = Buffer.alloc(64 * 1024);
     let readAt = this.offset + this.pending.length;
-    while (records.length < max) {
-      const { bytesRead } = await this.fh.read(chunk, 0, chunk.length, readAt);
+    let atEnd = false;
+    while (records.length < max && !atEnd) {
+      const bytesRead = readSync(this.fh.fd, chunk, 0, chunk.length, readAt);
       if (bytesRead === 0) break;
+      // a short read is the end of the file for now: what is appended next wakes us
+      atEnd = bytesRead < chunk.length;
       readAt += bytesRead;
       this.pending = Buffer.concat([this.pending, chunk.subarray(0, bytesRead)]);
       let nl: number;
@@ -161,7 +168,7 @@ class FileFollower implements Source {
   private async reopenIfReplaced(): Promise<void> {
     let st: Stats;
     try {
-      st = await stat(this.path);
+      st = statSync(this.path);
     } catch {
       return; // gone for now; keep reading the old handle
     }
