@@ -1,11 +1,11 @@
 import test from 'ava';
 import { appendFile, cp, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
-import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { NatsConnection } from 'nats';
 import { startNats, type NatsServer } from './helpers/nats.ts';
 import { startService, type RunningService } from './helpers/service.ts';
+import { canWriteKmsg } from './helpers/kmsg.ts';
 import { parseEvent } from '../services/lib/envelope.ts';
 
 // The auditor reads the kernel log when it grows, not when a timer says so:
@@ -86,15 +86,6 @@ test('a followed file replaced under its name (rotation) wakes the auditor, whic
   await rename(`${kmsg}.tmp`, kmsg);
   t.is((await after).data.kernel.seq, 1);
 });
-
-const canWriteKmsg = (() => {
-  try {
-    closeSync(openSync('/dev/kmsg', 'w'));
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 (canWriteKmsg ? test : test.skip)('on the real /dev/kmsg a new record wakes the auditor, and it still stops at once', async (t) => {
   const { svc } = await startAuditor(t, 'n-devkmsg', { SEALKIT_KMSG: '/dev/kmsg' });

@@ -137,7 +137,7 @@ test.serial('events published together share group files on disk, each written b
   const onDisk = async () => (await Promise.all((await readdir(dir)).filter((f) => f.endsWith('.json')).map((f) => readFile(join(dir, f), 'utf8')))).join('');
   const sent = await Promise.all(
     Array.from({ length: 200 }, async (_, i) => {
-      const ev = await first.publish('audit.lost', { n: i });
+      const ev = await first.publish('audit.spoof', { n: i });
       t.true((await onDisk()).includes(ev.id), `event ${i} is on disk when its publish returns`);
       return ev.id;
     }),
@@ -151,7 +151,7 @@ test.serial('events published together share group files on disk, each written b
   const second = await publisher(nc2, dir);
   t.is(second.pending, 200);
   t.true(await second.flush(15_000));
-  t.deepEqual((await stored('audit.lost')).filter((id) => sent.includes(id)).sort(), [...sent].sort());
+  t.deepEqual((await stored('audit.spoof')).filter((id) => sent.includes(id)).sort(), [...sent].sort());
   t.is((await readdir(dir)).filter((f) => f.endsWith('.json')).length, 0, 'the outbox is empty once every event of every group is acknowledged');
   second.close();
   await nc2.close();
