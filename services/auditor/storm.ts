@@ -104,7 +104,8 @@ export class Storm<T> {
     return {
       // a storm of distinct denials holds one entry each; their data would
       // make every cursor write as large as the storm
-      entries: [...this.entries].map(([key, e]) => [key, e.repeats > 0 ? e : { ...e, last: undefined }]),
+      // (copies: the live entries go on counting while a cursor is written)
+      entries: [...this.entries].map(([key, e]) => [key, e.repeats > 0 ? { ...e } : { ...e, last: undefined }]),
       tokens: this.tokens,
       refilledAt: this.refilledAt,
       dropped: this.dropped,
