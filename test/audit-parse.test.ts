@@ -2,6 +2,7 @@ import test from 'ava';
 import { readFileSync, openSync, writeSync, closeSync, readSync, constants } from 'node:fs';
 import { parseKmsgRecord, KERNEL_FACILITY } from '../services/auditor/kmsg.ts';
 import { parseAuditMessage, isDenial, denialFacts, type IntegrityRecord } from '../services/auditor/integrity.ts';
+import { canWriteKmsg } from './helpers/kmsg.ts';
 
 // Genuine records: Debian's 6.1 kernel under QEMU with ima_appraise=enforce,
 // see test/fixtures/kmsg/capture-init.sh.
@@ -152,15 +153,6 @@ test('broken kmsg headers are rejected', (t) => {
 
 // Real data from this host: whatever userspace writes into /dev/kmsg, even
 // asking for facility 0 with <5>, the kernel stores it as facility 1.
-const canWriteKmsg = (() => {
-  try {
-    closeSync(openSync('/dev/kmsg', 'w'));
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
 (canWriteKmsg ? test : test.skip)('userspace writes to the real /dev/kmsg never get the kernel facility', (t) => {
   const tag = `sealkit-spoof-${process.pid}-${Date.now()}`;
   const forged = [`<5>audit: type=1800 audit(1.000:1): pid=1 op=appraise_data cause=invalid-hash comm="cat" name="/${tag}-a" res=0`, `<13>${tag}-b`];

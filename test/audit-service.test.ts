@@ -11,6 +11,7 @@ import { repoRoot } from '../services/lib/config.ts';
 import { generateKey, writeKeyFiles, type SecretKeyFile } from '../services/lib/sign.ts';
 import { fileDigest, writeManifest, type LabelManifest } from '../services/lib/manifest.ts';
 import { parseEvent, type CloudEvent } from '../services/lib/envelope.ts';
+import { canWriteKmsg } from './helpers/kmsg.ts';
 
 // The auditor as a real child process following a kmsg-format file that the
 // test appends to, a real nats-server, and the anonymous monitor on audit.*.
@@ -329,15 +330,6 @@ test('a crash (SIGKILL) mid-stream loses nothing and stores nothing twice', asyn
 
 // The real /dev/kmsg of this host (root only): a denial forged by userspace is
 // read, reported as a spoof, and never as a denial.
-const canWriteKmsg = (() => {
-  try {
-    closeSync(openSync('/dev/kmsg', 'w'));
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
 (canWriteKmsg ? test : test.skip)('on the real /dev/kmsg a forged denial is a spoof, never a denial', async (t) => {
   const node = await makeNode('n-devkmsg');
   const w = new Watch(node.name);

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtemp, readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
@@ -127,4 +127,32 @@ test.serial('an event the bus refuses for this service is not retried forever: a
   pub.close();
   await nc.close();
   await anon.close();
+});
+
+test.serial('events published together share group files on disk, each written before its publish returns, and a crash loses none of them', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sealkit-outbox-'));
+  const nc = await nats.connectAs('auditor');
+  await nats.stop();
+  const first = await publisher(nc, dir);
+  const onDisk = async () => (await Promise.all((await readdir(dir)).filter((f) => f.endsWith('.json')).map((f) => readFile(join(dir, f), 'utf8')))).join('');
+  const sent = await Promise.all(
+    Array.from({ length: 200 }, async (_, i) => {
+      const ev = await first.publish('audit.spoof', { n: i });
+      t.true((await onDisk()).includes(ev.id), `event ${i} is on disk when its publish returns`);
+      return ev.id;
+    }),
+  );
+  t.true((await readdir(dir)).filter((f) => f.endsWith('.json')).length < 200, 'published together, written together');
+  first.close(); // the process "dies" here
+  await nc.close();
+
+  await nats.restart();
+  const nc2 = await nats.connectAs('auditor');
+  const second = await publisher(nc2, dir);
+  t.is(second.pending, 200);
+  t.true(await second.flush(15_000));
+  t.deepEqual((await stored('audit.spoof')).filter((id) => sent.includes(id)).sort(), [...sent].sort());
+  t.is((await readdir(dir)).filter((f) => f.endsWith('.json')).length, 0, 'the outbox is empty once every event of every group is acknowledged');
+  second.close();
+  await nc2.close();
 });

@@ -72,6 +72,35 @@ test('an anonymous client can read events', async (t) => {
   await anon.close();
 });
 
+// A JetStream publish carries the publisher's ack inbox as its reply subject,
+// and every subscriber of the subject sees it: an anonymous reader that could
+// answer there could forge the stream's ack, and the outbox would drop an
+// event the stream never stored.
+test('an anonymous reader cannot answer a message it reads, so it cannot forge an ack', async (t) => {
+  const anon = await nats.connectAs(null);
+  const auditor = await nats.connectAs('auditor');
+  const reads = anon.subscribe('audit.lost', {
+    callback: (_e, m) => {
+      if (m.reply) m.respond(new TextEncoder().encode('forged'));
+    },
+  });
+  await anon.flush();
+  const inbox = `_INBOX.${Date.now()}`;
+  const answers: string[] = [];
+  const acks = auditor.subscribe(inbox, { callback: (_e, m) => void answers.push(new TextDecoder().decode(m.data)) });
+  await auditor.flush();
+  auditor.publish('audit.lost', new TextEncoder().encode('{"probe":"ack-forgery"}'), { reply: inbox });
+  await auditor.flush(); // the server has routed it to the reader
+  await anon.flush(); // the reader has answered, if it may
+  await auditor.flush(); // and what the server let through has arrived here
+  t.false(answers.includes('forged'), JSON.stringify(answers));
+  t.true(answers.some((a) => a.includes('"stream":"SEALKIT_AUDIT"')), 'the stream itself answered');
+  reads.unsubscribe();
+  acks.unsubscribe();
+  await auditor.close();
+  await anon.close();
+});
+
 test('only the policy service can write the policy bucket', async (t) => {
   for (const user of ['fetcher', 'importer', 'ima', 'auditor', 'nodeinfo'] as const) {
     const nc = await nats.connectAs(user);

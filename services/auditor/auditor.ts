@@ -8,7 +8,7 @@ import { denialFacts, isDenial, parseAuditMessage, type IntegrityRecord } from '
 import { Storm, type Output } from './storm.ts';
 import { readCursor, writeCursor, type Cursor } from './cursor.ts';
 import type { Source } from './source.ts';
-import type { FileOwner, ManifestIndex } from './manifests.ts';
+import type { FileOwner, LookupBatch, ManifestIndex } from './manifests.ts';
 
 // The auditor's core: read what the source has, keep kernel integrity
 // failures, tie each to its container and image, let the storm control
@@ -29,22 +29,28 @@ export interface AuditorOptions {
   log: Logger;
   windowMs: number;
   maxPerSec: number;
-  pollMs?: number;
+  // the source wakes the auditor when it grows; this timer only covers the
+  // wake-ups that never come (inotify on some filesystems, no `cat`)
+  fallbackMs?: number;
   batch?: number;
   now?: () => number;
 }
 
 const RAW_MAX = 2048;
+export const DEFAULT_FALLBACK_MS = 1000;
 
 export class Auditor {
   private storm!: Storm<DenialData>;
   private cursor!: Cursor<DenialData>;
   private chain: Promise<void> = Promise.resolve();
+  private saved: Promise<void> = Promise.resolve();
   private stopped = false;
   private pendingDrain = false;
   private loop?: Promise<void>;
   private ticker?: NodeJS.Timeout;
   private wake?: () => void;
+  private changed = false; // the source said it grew since the last read began
+  private caughtUp = false;
   private readonly now: () => number;
   readonly stats = { records: 0, denials: 0, published: 0, spoofed: 0, lost: 0 };
 
@@ -66,6 +72,10 @@ export class Auditor {
     await this.o.manifests.reload();
     const tickMs = Math.max(50, Math.min(1000, Math.floor(this.o.windowMs / 4)));
     this.ticker = setInterval(() => void this.serial(() => this.tick()), tickMs);
+    this.o.source.watch(() => {
+      this.changed = true;
+      this.wake?.();
+    }, this.o.log);
     this.loop = this.follow();
   }
 
@@ -75,6 +85,7 @@ export class Auditor {
     this.wake?.();
     await this.loop;
     await this.chain;
+    await this.saved;
     await this.o.source.close();
     this.o.manifests.close();
   }
@@ -92,12 +103,18 @@ export class Auditor {
   private async follow(): Promise<void> {
     while (!this.stopped) {
       let got = 0;
+      this.changed = false;
       await this.serial(async () => {
         got = await this.step();
       });
-      if (got === 0 && !this.stopped) {
+      if (got > 0) this.caughtUp = false;
+      else if (!this.caughtUp) {
+        this.caughtUp = true;
+        this.o.log.debug('read the kernel log to its end; waiting for it to grow', { path: this.o.source.path, seq: this.cursor.seq, offset: this.cursor.offset });
+      }
+      if (got === 0 && !this.stopped && !this.changed) {
         await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, this.o.pollMs ?? 100);
+          const t = setTimeout(resolve, this.o.fallbackMs ?? DEFAULT_FALLBACK_MS);
           this.wake = () => {
             clearTimeout(t);
             resolve();
@@ -125,14 +142,15 @@ export class Auditor {
     }
     if (batch.records.length === 0) {
       if (outputs.length) {
-        await this.emit(outputs);
-        await this.save();
+        await Promise.all(this.emit(outputs));
+        this.save();
       }
       return 0;
     }
     const parseLost = { n: 0, firstSeq: 0, sample: '' };
     const spoof: SpoofData = { count: 0, firstSeq: 0, lastSeq: 0, samples: [] };
     const extra: Array<{ subject: string; data: LostData | SpoofData; id: string }> = [];
+    const lookups: LookupBatch = {};
 
     for (const rec of batch.records) {
       this.stats.records++;
@@ -186,7 +204,7 @@ export class Auditor {
       }
       if (!isDenial(parsed.record)) continue;
       this.stats.denials++;
-      const data = await this.describe(parsed.record, kernel, rec.text);
+      const data = await this.describe(parsed.record, kernel, rec.text, lookups);
       outputs.push(...this.storm.offer({ key: `${data.file}\0${data.cause}\0${data.process.comm}`, seq: pos, data }, now));
     }
     this.cursor.offset = batch.records[batch.records.length - 1].end;
@@ -203,12 +221,13 @@ export class Auditor {
       this.o.log.warn('lines forged into /dev/kmsg by userspace look like integrity records; not reported as denials', { count: spoof.count });
       extra.push({ subject: subjects.audit.spoof, id: `${this.idTag()}-spoof-${spoof.firstSeq}`, data: spoof });
     }
-    await this.emit(outputs);
+    const written = this.emit(outputs);
     for (const e of extra) {
       if (e.subject === subjects.audit.lost) this.stats.lost += (e.data as LostData).dropped;
-      await this.o.events.publish(e.subject, e.data, { id: e.id });
+      written.push(this.o.events.publish(e.subject, e.data, { id: e.id }));
     }
-    await this.save();
+    await Promise.all(written);
+    this.save();
     return batch.records.length;
   }
 
@@ -223,41 +242,51 @@ export class Auditor {
   private async tick(): Promise<void> {
     const out = this.storm.tick(this.now());
     if (out.length === 0) return;
-    await this.emit(out);
-    await this.save();
+    await Promise.all(this.emit(out));
+    this.save();
   }
 
-  private async emit(outputs: Array<Output<DenialData>>): Promise<void> {
+  // Hands every output to the outbox at once, so they share its disk writes;
+  // the cursor may move only once all of the returned promises resolved.
+  private emit(outputs: Array<Output<DenialData>>): Array<Promise<unknown>> {
+    const written: Array<Promise<unknown>> = [];
     for (const out of outputs) {
       if (out.kind === 'lost') {
         this.stats.lost += out.dropped;
         const data: LostData = { service: 'auditor', reason: 'rate-limit', dropped: out.dropped, since: out.since, until: out.until };
-        await this.o.events.publish(subjects.audit.lost, data, { id: out.id });
+        written.push(this.o.events.publish(subjects.audit.lost, data, { id: out.id }));
         continue;
       }
       const data: DenialData = out.repeats ? { ...out.data, repeats: out.repeats, window: out.window } : out.data;
       this.stats.published++;
-      await this.o.events.publish(subjects.audit.denial, data, {
+      written.push(this.o.events.publish(subjects.audit.denial, data, {
         id: out.id,
         headers: {
           'Sealkit-Container': data.container ?? undefined,
           'Sealkit-Image': data.image ? `${data.image.name}:${data.image.tag}` : undefined,
           'Sealkit-Digest': data.image?.digest,
         },
-      });
+      }));
     }
+    return written;
   }
 
-  private async save(): Promise<void> {
-    this.cursor.storm = this.storm.snapshot();
-    this.cursor.updatedAt = new Date().toISOString();
-    await writeCursor(this.o.cursorFile, this.cursor);
+  // The cursor as it is now, written after the writes asked for before it.
+  // The next batch is read while this one is being synced (an fsync took up
+  // to 45 ms on a loaded machine, and a denial waited behind it): its events
+  // are in the outbox already, and a crash before the write only means they
+  // are read and published again under the same ids, which the stream drops.
+  private save(): void {
+    const cursor = { ...this.cursor, storm: this.storm.snapshot(), updatedAt: new Date().toISOString() };
+    this.saved = this.saved
+      .then(() => writeCursor(this.o.cursorFile, cursor))
+      .catch((err) => this.o.log.error('cannot write the auditor cursor; the records since the last one written are read again after a restart', { file: this.o.cursorFile, err: err as Error }));
   }
 
-  private async describe(r: IntegrityRecord, kernel: { seq: number | null; usec: number | null }, raw: string): Promise<DenialData> {
+  private async describe(r: IntegrityRecord, kernel: { seq: number | null; usec: number | null }, raw: string, lookups: LookupBatch): Promise<DenialData> {
     const f = denialFacts(r);
     let owner: FileOwner | null = null;
-    if (f.file) owner = await this.o.manifests.lookup(f.file, f.ino);
+    if (f.file) owner = await this.o.manifests.lookup(f.file, f.ino, lookups);
     return {
       file: f.file,
       cause: f.cause,

@@ -3,7 +3,7 @@ import { runService } from '../lib/service.ts';
 import { envInt } from '../lib/config.ts';
 import { checkEvent, contract } from '../lib/contract.ts';
 import { parseEvent } from '../lib/envelope.ts';
-import { Auditor, type Format } from './auditor.ts';
+import { Auditor, DEFAULT_FALLBACK_MS, type Format } from './auditor.ts';
 import { ManifestIndex } from './manifests.ts';
 import { openSource } from './source.ts';
 import { readCursor } from './cursor.ts';
@@ -42,7 +42,8 @@ await runService('auditor', async ({ nc, events, log, state, root }) => {
     log,
     windowMs: envInt('SEALKIT_AUDIT_WINDOW_MS', 10_000),
     maxPerSec: envInt('SEALKIT_AUDIT_MAX_PER_SEC', 100),
-    pollMs: envInt('SEALKIT_AUDIT_POLL_MS', 100),
+    // read when the kernel log grows; SEALKIT_AUDIT_POLL_MS is only the fallback
+    fallbackMs: envInt('SEALKIT_AUDIT_POLL_MS', DEFAULT_FALLBACK_MS),
   });
   await auditor.start();
   log.info('following the kernel log', { path, format, identity: source.identity, resumeSeq: saved?.seq ?? null });

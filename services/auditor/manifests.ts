@@ -18,6 +18,13 @@ import type { Logger } from '../lib/log.ts';
 
 export type MatchKind = 'rootfs-prefix' | 'inode' | 'container-path';
 
+// One look at the manifest directory shared by the lookups of one batch of
+// records: taken after the batch was read, it sees every manifest written
+// before any of those denials happened, so one stat serves them all.
+export interface LookupBatch {
+  dirMtime?: Promise<number | null>;
+}
+
 export interface FileOwner {
   container: string;
   image: { name: string; tag: string; digest: string };
@@ -105,14 +112,14 @@ export class ManifestIndex {
   // us read the manifest of a rootfs just labelled (a process opens its files
   // at once). On a miss: let a read in progress finish, and read again if a
   // manifest was written since the last read began (the directory changed).
-  async lookup(file: string, ino: number | null): Promise<FileOwner | null> {
+  async lookup(file: string, ino: number | null, batch: LookupBatch = {}): Promise<FileOwner | null> {
     let found = await this.find(file, ino);
     if (found) return found;
     if (this.reloading) {
       await this.reloading;
       found = await this.find(file, ino);
     }
-    if (!found && (await this.dirMtime()) !== this.loadedDirMtime) {
+    if (!found && (await (batch.dirMtime ??= this.dirMtime())) !== this.loadedDirMtime) {
       await this.reload();
       found = await this.find(file, ino);
     }

@@ -1,12 +1,18 @@
-import { constants, type Stats } from 'node:fs';
+import { constants, readSync, statSync, type Stats } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { SealkitError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import { FileWaker, KmsgWaker, type Waker } from './wake.ts';
 
 // Where kernel records come from. Two shapes:
 // - the /dev/kmsg character device: one record per read(), EAGAIN when
 //   caught up, EPIPE when the ring overwrote records we had not read yet;
 // - a regular file that grows (a kmsg capture, or auditd's audit.log): one
 //   record per complete line; a partial last line waits for its newline.
+// Reads are synchronous: a non-blocking device read or a read of a file the
+// kernel has just written (page cache) takes microseconds, where a trip
+// through the libuv pool per read cost milliseconds on a loaded machine,
+// paid on every denial's way out and once per record in a storm.
 
 export interface RawRecord {
   text: string;
@@ -22,6 +28,8 @@ export interface Source {
   readonly path: string;
   readonly identity: string; // changes when the stream restarts (new boot, new file)
   read(max: number): Promise<ReadBatch>;
+  // call onChange whenever there may be more to read (see wake.ts)
+  watch(onChange: () => void, log: Logger): void;
   close(): Promise<void>;
 }
 
@@ -47,6 +55,7 @@ export async function bootId(): Promise<string> {
 
 class KmsgDevice implements Source {
   private readonly buf = Buffer.alloc(16 * 1024); // a record is at most ~8 KiB with its dictionary
+  private waker?: Waker;
 
   private constructor(
     readonly path: string,
@@ -65,7 +74,7 @@ class KmsgDevice implements Source {
     let overflow = false;
     while (records.length < max) {
       try {
-        const { bytesRead } = await this.fh.read(this.buf, 0, this.buf.length, null);
+        const bytesRead = readSync(this.fh.fd, this.buf, 0, this.buf.length, null);
         if (bytesRead === 0) break;
         records.push({ text: this.buf.toString('utf8', 0, bytesRead), end: 0 });
       } catch (err) {
@@ -81,7 +90,12 @@ class KmsgDevice implements Source {
     return { records, overflow };
   }
 
+  watch(onChange: () => void, log: Logger): void {
+    this.waker = new KmsgWaker(this.path, onChange, log);
+  }
+
   async close(): Promise<void> {
+    this.waker?.close();
     await this.fh.close();
   }
 }
@@ -93,6 +107,7 @@ class FileFollower implements Source {
   private offset: number;
   private pending = Buffer.alloc(0);
   private skipping = false; // inside a line longer than MAX_LINE
+  private waker?: FileWaker;
 
   private constructor(
     readonly path: string,
@@ -116,9 +131,12 @@ class FileFollower implements Source {
     const records: RawRecord[] = [];
     const chunk = Buffer.alloc(64 * 1024);
     let readAt = this.offset + this.pending.length;
-    while (records.length < max) {
-      const { bytesRead } = await this.fh.read(chunk, 0, chunk.length, readAt);
+    let atEnd = false;
+    while (records.length < max && !atEnd) {
+      const bytesRead = readSync(this.fh.fd, chunk, 0, chunk.length, readAt);
       if (bytesRead === 0) break;
+      // a short read is the end of the file for now: what is appended next wakes us
+      atEnd = bytesRead < chunk.length;
       readAt += bytesRead;
       this.pending = Buffer.concat([this.pending, chunk.subarray(0, bytesRead)]);
       let nl: number;
@@ -150,7 +168,7 @@ class FileFollower implements Source {
   private async reopenIfReplaced(): Promise<void> {
     let st: Stats;
     try {
-      st = await stat(this.path);
+      st = statSync(this.path);
     } catch {
       return; // gone for now; keep reading the old handle
     }
@@ -162,9 +180,15 @@ class FileFollower implements Source {
     this.offset = 0;
     this.pending = Buffer.alloc(0);
     this.skipping = false;
+    this.waker?.rewatch();
+  }
+
+  watch(onChange: () => void, log: Logger): void {
+    this.waker = new FileWaker(this.path, onChange, log);
   }
 
   async close(): Promise<void> {
+    this.waker?.close();
     await this.fh.close();
   }
 }

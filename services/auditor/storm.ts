@@ -29,7 +29,8 @@ interface Entry<T> {
 }
 
 export interface StormSnapshot<T> {
-  entries: Array<[string, Entry<T>]>;
+  // `last` only where there are repeats: it is read for nothing else
+  entries: Array<[string, Omit<Entry<T>, 'last'> & { last?: T }]>;
   tokens: number;
   refilledAt: number;
   dropped: number;
@@ -101,7 +102,10 @@ export class Storm<T> {
 
   snapshot(): StormSnapshot<T> {
     return {
-      entries: [...this.entries],
+      // a storm of distinct denials holds one entry each; their data would
+      // make every cursor write as large as the storm
+      // (copies: the live entries go on counting while a cursor is written)
+      entries: [...this.entries].map(([key, e]) => [key, e.repeats > 0 ? { ...e } : { ...e, last: undefined }]),
       tokens: this.tokens,
       refilledAt: this.refilledAt,
       dropped: this.dropped,
@@ -112,7 +116,8 @@ export class Storm<T> {
 
   // Counts held by a previous run; windows never outlast the current setting.
   restore(s: StormSnapshot<T>, now: number): void {
-    this.entries = new Map(s.entries);
+    // an entry without `last` has no repeats: offer() sets it before close() reads it
+    this.entries = new Map(s.entries as Array<[string, Entry<T>]>);
     for (const e of this.entries.values()) e.closesAt = Math.min(e.closesAt, now + this.o.windowMs);
     this.tokens = s.tokens;
     this.refilledAt = s.refilledAt;

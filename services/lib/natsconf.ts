@@ -14,6 +14,8 @@ import { SealkitError } from './errors.ts';
 export interface Permissions {
   publish: string[];
   subscribe: string[];
+  // may answer the reply subject of a message it received (allow_responses)
+  answers?: boolean;
 }
 
 export interface BusCreds {
@@ -92,8 +94,14 @@ export const permissions: Record<ServiceName | 'verifier' | 'admin' | 'monitor',
     publish: ['>'],
     subscribe: ['>'],
   },
-  // anonymous clients: read events, ask read-only questions, change nothing
+  // anonymous clients: read events, ask read-only questions, change nothing.
+  // They answer nothing: an event's reply subject is its publisher's
+  // JetStream ack inbox, and an answer there would be a forged ack. (The
+  // server also keeps every reply subject it delivers to a client that may
+  // answer: with anonymous readers of a storm, that bookkeeping cost nats-server
+  // more than half of its publish rate.)
   monitor: {
+    answers: false,
     publish: [...specs.filter((s) => s.anyone).map((s) => s.subject), ...readPolicyKv, ...replayStreams],
     subscribe: ['_INBOX.>', 'audit.*', 'image.*', 'ima.*', 'node.*', contract.policy.applied.subject],
   },
@@ -170,7 +178,7 @@ export function serverConfig(o: ServerConfigOptions): string {
     lines.push(`      permissions: {`);
     lines.push(`        publish: { allow: ${list(p.publish.length ? p.publish : ['_sealkit.nothing'])} }`);
     lines.push(`        subscribe: { allow: ${list(p.subscribe)} }`);
-    lines.push(`        allow_responses: true`);
+    if (p.answers !== false) lines.push(`        allow_responses: true`);
     lines.push(`      }`);
     lines.push(`    }`);
   }

@@ -12,9 +12,13 @@ import { Backoff } from './backoff.ts';
 // event leaves the outbox only when JetStream acknowledged it, so a lost bus
 // or a restarted service loses nothing, and a retry after an unacknowledged
 // publish is dropped by the stream's duplicate window instead of stored twice.
+// Events published while a write is under way go to disk together in the next
+// one (a group commit: one file, one line per event), so a burst costs a few
+// writes instead of one per event; each publish still returns only once its
+// own event is on disk.
 
 interface Pending {
-  file?: string;
+  file?: string; // the group file it is written in, with the other events of its commit
   unsaved?: boolean; // the disk refused it: held in memory, written again until it is on disk or acked
   subject: string;
   headers: Record<string, string>;
@@ -53,6 +57,10 @@ export class EventPublisher {
   private idleWaiters: Array<() => void> = [];
   private warnedNoStream = false;
   private lastSaveTry = 0;
+  // the next group commit, and whether one is being written now
+  private nextGroup: Array<{ p: Pending; written: () => void }> = [];
+  private writing = false;
+  private readonly unacked = new Map<string, number>(); // group file → its events not yet acknowledged
 
   constructor(private readonly o: OutboxOptions) {
     this.js = o.nc.jetstream();
@@ -72,8 +80,11 @@ export class EventPublisher {
     const names = (await readdir(this.o.dir)).filter((n) => n.endsWith('.json')).sort();
     for (const name of names) {
       try {
-        const rec = JSON.parse(await readFile(join(this.o.dir, name), 'utf8')) as Omit<Pending, 'payload' | 'file'>;
-        this.queue.push({ ...rec, file: name, payload: encode(rec.event) });
+        // one event a line; a file from before group commits is one line
+        const lines = (await readFile(join(this.o.dir, name), 'utf8')).split('\n').filter((l) => l.trim());
+        const recs = lines.map((l) => JSON.parse(l) as Omit<Pending, 'payload' | 'file'>);
+        for (const rec of recs) this.queue.push({ ...rec, file: name, payload: encode(rec.event) });
+        this.unacked.set(name, recs.length);
         this.seq = Math.max(this.seq, Number.parseInt(name, 10) || 0);
       } catch {
         // a torn file from a crash mid-write is never renamed into place; skip it
@@ -88,53 +99,93 @@ export class EventPublisher {
     const event = makeEvent(this.o.service, type, data, { node: this.o.node, id: opts.id, subject: opts.subject });
     const headers: Record<string, string> = { 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service };
     for (const [k, v] of Object.entries(opts.headers ?? {})) if (v !== undefined) headers[k] = v;
-    if (this.queue.length >= (this.o.maxPending ?? 100_000)) {
+    if (this.queue.length + this.nextGroup.length >= (this.o.maxPending ?? 100_000)) {
       this.countLost('outbox-full', type);
       this.o.log.error('outbox full: event dropped; audit.lost will report it', { type });
       return event;
     }
     const p: Pending = { subject: type, headers, event, payload: encode(event) };
-    if (this.o.dir) {
-      p.file = `${String(++this.seq).padStart(16, '0')}.json`;
-      if (!(await this.save(p))) {
-        // a full disk must not stop the service or drop the event: it goes
-        // out from memory, and the write is retried while it is not acked
-        p.unsaved = true;
-        this.lastSaveTry = Date.now();
-      }
-    }
+    if (this.o.dir) await this.persist(p);
     this.queue.push(p);
     this.kick();
     return event;
   }
 
-  // Write one record (temp file, rename): false, logged, when the disk refuses.
-  private async save(p: Pending): Promise<boolean> {
-    const dir = this.o.dir!;
-    const tmp = join(dir, `.${p.file}.tmp`);
+  // Resolves once p is on disk, or held in memory because the disk refused it.
+  private persist(p: Pending): Promise<void> {
+    return new Promise((written) => {
+      this.nextGroup.push({ p, written });
+      if (this.writing) return;
+      this.writing = true;
+      void this.commitGroups();
+    });
+  }
+
+  private async commitGroups(): Promise<void> {
     try {
-      await writeFile(tmp, JSON.stringify({ subject: p.subject, headers: p.headers, event: p.event }));
-      await rename(tmp, join(dir, p.file!));
-      if (p.unsaved) this.o.log.info('outbox: event written to disk after all', { type: p.subject, id: p.event.id });
-      p.unsaved = false;
+      while (this.nextGroup.length) {
+        const group = this.nextGroup.splice(0);
+        const file = `${String(++this.seq).padStart(16, '0')}.json`;
+        const members = group.map((g) => g.p);
+        for (const p of members) p.file = file;
+        this.unacked.set(file, members.length);
+        if (!(await this.save(file, members))) {
+          // a full disk must not stop the service or drop the events: they go
+          // out from memory, and the write is retried while they are not acked
+          for (const p of members) p.unsaved = true;
+          this.lastSaveTry = Date.now();
+        }
+        for (const g of group) g.written();
+      }
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  // Write one group file (temp file, rename): false, logged, when the disk refuses.
+  private async save(file: string, members: Pending[]): Promise<boolean> {
+    const dir = this.o.dir!;
+    const tmp = join(dir, `.${file}.tmp`);
+    const retry = members[0].unsaved;
+    try {
+      await writeFile(tmp, members.map((p) => JSON.stringify({ subject: p.subject, headers: p.headers, event: p.event })).join('\n') + '\n');
+      await rename(tmp, join(dir, file));
+      if (retry) this.o.log.info('outbox: events written to disk after all', { types: [...new Set(members.map((p) => p.subject))], ids: members.map((p) => p.event.id) });
+      for (const p of members) p.unsaved = false;
       return true;
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => {});
-      if (!p.unsaved) {
+      if (!retry) {
+        const p = members[0];
         const e = isDiskFull(err) ? diskFull(dir, `writing ${p.subject} to the outbox`, err) : err;
-        this.o.log.error('outbox: cannot write the event to disk; it is kept in memory until acknowledged, and a restart before that loses it', { type: p.subject, id: p.event.id, code: (e as { code?: string }).code, err: e as Error });
+        this.o.log.error('outbox: cannot write the event to disk; it is kept in memory until acknowledged, and a restart before that loses it', { type: p.subject, id: p.event.id, events: members.length, code: (e as { code?: string }).code, err: e as Error });
       }
       return false;
     }
   }
 
-  // While the bus does not acknowledge, the records the disk refused are
+  // While the bus does not acknowledge, the groups the disk refused are
   // tried again (at most once a second), so they survive a restart once
-  // space is back.
+  // space is back; under their own names, so a restart replays them in order.
   private async saveUnsaved(): Promise<void> {
     if (!this.o.dir || Date.now() - this.lastSaveTry < 1000) return;
     this.lastSaveTry = Date.now();
-    for (const p of this.queue) if (p.unsaved && !(await this.save(p))) return;
+    const groups = new Map<string, Pending[]>();
+    for (const p of this.queue) if (p.unsaved) groups.set(p.file!, [...(groups.get(p.file!) ?? []), p]);
+    for (const [file, members] of groups) if (!(await this.save(file, members))) return;
+  }
+
+  // An event is acknowledged (or dropped for good): its group file goes once
+  // every event in it has.
+  private async release(p: Pending): Promise<void> {
+    if (!p.file || !this.o.dir) return;
+    const left = (this.unacked.get(p.file) ?? 1) - 1;
+    if (left > 0) {
+      this.unacked.set(p.file, left);
+      return;
+    }
+    this.unacked.delete(p.file);
+    if (!p.unsaved) await unlink(join(this.o.dir, p.file)).catch(() => {});
   }
 
   // Fire-and-forget for high-rate state that is not kept (progress, heartbeats).
@@ -217,7 +268,7 @@ export class EventPublisher {
         } else failure ??= r.reason;
       });
       if (done.size) {
-        await Promise.all([...done].map((p) => (p.file && !p.unsaved && this.o.dir ? unlink(join(this.o.dir, p.file)).catch(() => {}) : undefined)));
+        await Promise.all([...done].map((p) => this.release(p)));
         for (let i = this.queue.length - 1; i >= 0; i--) if (done.has(this.queue[i])) this.queue.splice(i, 1);
       }
       if (failure === undefined) {
