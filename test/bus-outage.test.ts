@@ -2,7 +2,7 @@ import test from 'ava';
 import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { NatsConnection } from 'nats';
+import { DiscardPolicy, type NatsConnection } from 'nats';
 import { replayStream } from '../services/lib/streams.ts';
 import { startNats, type NatsServer } from './helpers/nats.ts';
 import { startService } from './helpers/service.ts';
@@ -155,4 +155,40 @@ test.serial('events published together share group files on disk, each written b
   t.is((await readdir(dir)).filter((f) => f.endsWith('.json')).length, 0, 'the outbox is empty once every event of every group is acknowledged');
   second.close();
   await nc2.close();
+});
+
+test.serial('a group file partly acknowledged before a crash gives back only its unacknowledged events on restart', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sealkit-outbox-'));
+  const admin = await nats.connectAs('admin');
+  t.teardown(() => admin.close());
+  const jsm = await admin.jetstreamManager();
+  const { config, state } = await jsm.streams.info('SEALKIT_AUDIT');
+  // the stream takes 5 more messages and refuses the rest: a group is acked in part
+  await jsm.streams.update('SEALKIT_AUDIT', { ...config, max_msgs: state.messages + 5, discard: DiscardPolicy.New });
+  const nc = await nats.connectAs('auditor');
+  const first = await publisher(nc, dir);
+  t.teardown(async () => {
+    first.close();
+    await nc.close();
+  });
+  const sent = await Promise.all(Array.from({ length: 20 }, async (_, i) => (await first.publish('audit.spoof', { n: i })).id));
+  t.true((await readdir(dir)).filter((f) => f.endsWith('.json')).length < 20, 'published together, written together');
+  const until = Date.now() + 15_000;
+  while (first.pending > 15 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  t.is(first.pending, 15, 'the stream acknowledged 5');
+  first.close(); // the process "dies" here
+  await nc.close();
+
+  const nc2 = await nats.connectAs('auditor');
+  const second = await publisher(nc2, dir);
+  t.teardown(async () => {
+    second.close();
+    await nc2.close();
+    await jsm.streams.update('SEALKIT_AUDIT', { ...config, max_msgs: -1, discard: DiscardPolicy.Old }).catch(() => {});
+  });
+  t.is(second.pending, 15, 'only the unacknowledged events are loaded again: a republish after the duplicate window would store the others twice');
+  await jsm.streams.update('SEALKIT_AUDIT', { ...config, max_msgs: -1, discard: DiscardPolicy.Old });
+  t.true(await second.flush(15_000));
+  t.deepEqual((await stored('audit.spoof')).filter((id) => sent.includes(id)).sort(), [...sent].sort());
+  t.deepEqual(await readdir(dir), [], 'the outbox, and what it noted of acknowledged events, is gone once all are');
 });

@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, unlink, writeFile, rename, rm } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readFile, unlink, writeFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NatsConnection, JetStreamClient } from 'nats';
 import { makeEvent, type CloudEvent } from './envelope.ts';
@@ -82,10 +82,15 @@ export class EventPublisher {
       try {
         // one event a line; a file from before group commits is one line
         const lines = (await readFile(join(this.o.dir, name), 'utf8')).split('\n').filter((l) => l.trim());
-        const recs = lines.map((l) => JSON.parse(l) as Omit<Pending, 'payload' | 'file'>);
+        const acked = await this.ackedIn(name);
+        const recs = lines.map((l) => JSON.parse(l) as Omit<Pending, 'payload' | 'file'>).filter((r) => !acked.has(r.event.id));
+        this.seq = Math.max(this.seq, Number.parseInt(name, 10) || 0);
+        if (!recs.length) {
+          await this.removeGroup(name);
+          continue;
+        }
         for (const rec of recs) this.queue.push({ ...rec, file: name, payload: encode(rec.event) });
         this.unacked.set(name, recs.length);
-        this.seq = Math.max(this.seq, Number.parseInt(name, 10) || 0);
       } catch {
         // a torn file from a crash mid-write is never renamed into place; skip it
       }
@@ -175,17 +180,34 @@ export class EventPublisher {
     for (const [file, members] of groups) if (!(await this.save(file, members))) return;
   }
 
-  // An event is acknowledged (or dropped for good): its group file goes once
-  // every event in it has.
-  private async release(p: Pending): Promise<void> {
-    if (!p.file || !this.o.dir) return;
-    const left = (this.unacked.get(p.file) ?? 1) - 1;
-    if (left > 0) {
-      this.unacked.set(p.file, left);
-      return;
-    }
-    this.unacked.delete(p.file);
-    if (!p.unsaved) await unlink(join(this.o.dir, p.file)).catch(() => {});
+  // Events acknowledged (or dropped for good): a group file goes once every
+  // event in it has. Until then the ids acknowledged so far are appended to
+  // <file>.acked, so that a restart republishes only the others: the stream's
+  // duplicate window (10 min) would not catch a republish after a longer stop.
+  private async release(done: Pending[]): Promise<void> {
+    if (!this.o.dir) return;
+    const byFile = new Map<string, Pending[]>();
+    for (const p of done) if (p.file) byFile.set(p.file, [...(byFile.get(p.file) ?? []), p]);
+    await Promise.all([...byFile].map(async ([file, members]) => {
+      const left = (this.unacked.get(file) ?? members.length) - members.length;
+      if (left > 0) {
+        this.unacked.set(file, left);
+        if (!members[0].unsaved) await appendFile(join(this.o.dir!, `${file}.acked`), members.map((p) => `${p.event.id}\n`).join('')).catch(() => {});
+        return;
+      }
+      this.unacked.delete(file);
+      if (!members[0].unsaved) await this.removeGroup(file);
+    }));
+  }
+
+  private async ackedIn(file: string): Promise<Set<string>> {
+    const text = await readFile(join(this.o.dir!, `${file}.acked`), 'utf8').catch(() => '');
+    return new Set(text.split('\n').filter(Boolean));
+  }
+
+  private async removeGroup(file: string): Promise<void> {
+    await unlink(join(this.o.dir!, file)).catch(() => {});
+    await unlink(join(this.o.dir!, `${file}.acked`)).catch(() => {});
   }
 
   // Fire-and-forget for high-rate state that is not kept (progress, heartbeats).
@@ -268,7 +290,7 @@ export class EventPublisher {
         } else failure ??= r.reason;
       });
       if (done.size) {
-        await Promise.all([...done].map((p) => this.release(p)));
+        await this.release([...done]);
         for (let i = this.queue.length - 1; i >= 0; i--) if (done.has(this.queue[i])) this.queue.splice(i, 1);
       }
       if (failure === undefined) {
