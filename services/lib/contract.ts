@@ -26,7 +26,7 @@ import type { MatchKind } from '../auditor/manifests.ts';
 // all of them; node, container and image travel in the payload and in
 // headers, never as extra tokens.
 
-export const serviceNames = ['policy', 'fetcher', 'importer', 'ima', 'auditor', 'nodeinfo'] as const;
+export const serviceNames = ['policy', 'fetcher', 'importer', 'ima', 'runner', 'auditor', 'nodeinfo'] as const;
 export type ServiceName = (typeof serviceNames)[number];
 
 export const streamNames = { audit: 'SEALKIT_AUDIT', events: 'SEALKIT_EVENTS' } as const;
@@ -173,6 +173,98 @@ export interface Tamper extends Finding {
   action: 'reported' | 'blocked' | 'relabeled';
 }
 
+/** container.started: a workload's task is running from its labelled rootfs. */
+export interface ContainerRef {
+  name: string; // the policy's container name, also its containerd id
+  image: { name: string; tag: string; digest: string }; // digest: the pinned image sha256 (hex), as in ima.labeled
+  rootfs: string; // the labelled rootfs it runs from, read-only
+  policySerial: number;
+}
+const containerRef = { name: string, image: imageRef, rootfs: string, policySerial: count };
+export interface ContainerStarted extends ContainerRef {
+  pid: number; // the task's init, in the runner's (host) pid namespace
+  mntNs: number | null; // inode of /proc/<pid>/ns/mnt: what the kernel's records name
+  cgroup: string; // the cgroup path its processes are in
+  restarts: number;
+  verifiedFiles: number; // files re-hashed against the manifest before this start
+  startedAt: string;
+}
+const containerStarted: Check<ContainerStarted> = object({ ...containerRef, pid: count, mntNs: nullable(count), cgroup: string, restarts: count, verifiedFiles: count, startedAt: string });
+/** container.exited: its task ended on its own (code) or by a signal. */
+export interface ContainerExited extends ContainerRef {
+  pid: number;
+  code: number | null;
+  signal: string | null;
+  ranMs: number;
+}
+const containerExited: Check<ContainerExited> = object({ ...containerRef, pid: count, code: nullable(count), signal: nullable(string), ranMs: number });
+/** container.restarting: it exited and is started again after a delay. */
+export interface ContainerRestarting extends ContainerRef {
+  attempt: number;
+  inMs: number;
+}
+const containerRestarting: Check<ContainerRestarting> = object({ ...containerRef, attempt: count, inMs: count });
+/** container.stopped: the runner stopped it, or it exited and will not be started again. */
+export type StopReason = 'removed' | 'replaced' | 'tamper' | 'exited' | 'shutdown';
+export interface ContainerStopped extends ContainerRef {
+  reason: StopReason;
+  detail: string;
+}
+const containerStopped: Check<ContainerStopped> = object({ ...containerRef, reason: oneOf('removed', 'replaced', 'tamper', 'exited', 'shutdown'), detail: string });
+/** container.refused: a start refused; its rootfs failed re-verification, or it cannot be run as the policy says. */
+export interface ContainerRefused {
+  name: string;
+  image: { name: string; tag: string; digest: string | null };
+  rootfs: string | null;
+  code: ErrorCode;
+  reason: string;
+  file: string | null; // the file that failed re-verification, as the container sees it
+  policySerial: number;
+}
+const containerRefused: Check<ContainerRefused> = object({
+  name: string,
+  image: object({ name: string, tag: string, digest: nullable(string) }),
+  rootfs: nullable(string),
+  code: errorCode,
+  reason: string,
+  file: nullable(string),
+  policySerial: count,
+});
+
+/** The answer to runner.ps: one line per container the policy names or the runner still runs. */
+export type ContainerState = 'waiting' | 'starting' | 'running' | 'restarting' | 'stopped' | 'refused' | 'exited';
+export interface PsEntry {
+  name: string;
+  image: { name: string; tag: string; digest: string | null };
+  state: ContainerState;
+  pid: number | null;
+  restarts: number;
+  startedAt: string | null; // the current run's start, for the uptime
+  reason: string | null; // why it is waiting, stopped or refused
+}
+const psEntry: Check<PsEntry> = object({
+  name: string,
+  image: object({ name: string, tag: string, digest: nullable(string) }),
+  state: oneOf('waiting', 'starting', 'running', 'restarting', 'stopped', 'refused', 'exited'),
+  pid: nullable(count),
+  restarts: count,
+  startedAt: nullable(string),
+  reason: nullable(string),
+});
+/** runner.logs: a byte range of a container's log (stdout and stderr), from `from`. */
+export interface LogsRequest {
+  name: string;
+  from?: number; // byte offset; the last `max` bytes when not given
+  max?: number;
+}
+export interface LogsReply {
+  name: string;
+  from: number;
+  next: number; // ask from here for what follows
+  size: number;
+  data: string; // utf8
+}
+
 /** audit.denial: the kernel refused a file, with the container and image it belongs to. */
 export interface DenialData {
   file: string | null;
@@ -247,7 +339,7 @@ export interface PolicyRecord {
   serial: number;
   sha256: string;
   appliedAt: string;
-  summary: { serial: number; images: string[]; keys: string[]; verifiers: string[]; ima: ImaMode };
+  summary: { serial: number; images: string[]; containers: string[]; keys: string[]; verifiers: string[]; ima: ImaMode };
 }
 const policyRecord: Check<PolicyRecord> = object({ yaml: string, signature: string, keyId: string, serial: count, sha256: string, appliedAt: string, summary: opaque<PolicyRecord['summary']>() });
 
@@ -313,7 +405,8 @@ const noBody = opaque<Record<string, unknown>>();
 export const contract = {
   audit: {
     denial: event('audit.denial', { from: ['auditor'], stream: 'audit', data: opaque<DenialData>() }),
-    tamper: event('audit.tamper', { from: ['ima'], stream: 'audit', data: opaque<Tamper>() }),
+    // the runner stops a container whose policy says onTamper: stop
+    tamper: event('audit.tamper', { from: ['ima', 'runner'], stream: 'audit', to: ['runner'], data: opaque<Tamper>() }),
     rejected: event('audit.rejected', { from: ['fetcher'], stream: 'audit', data: opaque<RejectedImage>() }),
     policy: event('audit.policy', { from: ['policy'], stream: 'audit', data: opaque<PolicyAudit>() }),
     // every service reports its own drops here
@@ -341,11 +434,29 @@ export const contract = {
     importFailed: event('image.import_failed', { from: ['importer'], stream: 'events', data: importFailure }),
   },
   ima: {
-    labeled: event('ima.labeled', { from: ['ima'], stream: 'events', to: ['auditor'], data: labeled }),
+    labeled: event('ima.labeled', { from: ['ima'], stream: 'events', to: ['auditor', 'runner'], data: labeled }),
     labelFailed: event('ima.label_failed', { from: ['ima'], stream: 'events', data: labelFailed }),
     enforcing: event('ima.enforcing', { from: ['ima'], stream: 'events', data: opaque<EnforcementReport>() }),
     verify: request('ima.verify', { answeredBy: ['ima'], body: object({ container: string }), reply: anyReply }),
     status: request('ima.status', { answeredBy: ['ima'], anyone: true, body: noBody, reply: anyReply }),
+  },
+  container: {
+    // the auditor maps a denial's pid and mount namespace to the container
+    started: event('container.started', { from: ['runner'], stream: 'events', to: ['auditor'], data: containerStarted }),
+    exited: event('container.exited', { from: ['runner'], stream: 'events', to: ['auditor'], data: containerExited }),
+    restarting: event('container.restarting', { from: ['runner'], stream: 'events', data: containerRestarting }),
+    stopped: event('container.stopped', { from: ['runner'], stream: 'events', to: ['auditor'], data: containerStopped }),
+    refused: event('container.refused', { from: ['runner'], stream: 'events', data: containerRefused }),
+  },
+  runner: {
+    // the auditor and the ima service ask which containers run (and from which rootfs)
+    ps: request('runner.ps', { answeredBy: ['runner'], askedBy: ['auditor', 'ima'], anyone: true, body: noBody, reply: object({ containers: list(psEntry) }) }),
+    // a workload's output may hold what only the operator should read: admin only
+    logs: request('runner.logs', {
+      answeredBy: ['runner'],
+      body: object({ name: string, from: optional(count), max: optional(count) }),
+      reply: object({ name: string, from: count, next: count, size: count, data: string }),
+    }),
   },
   node: {
     info: event('node.info', { from: ['nodeinfo'], stream: 'events', data: opaque<Record<string, unknown>>() }),

@@ -67,6 +67,7 @@ const jetstream: Record<ServiceName, string[]> = {
   fetcher: followPolicyKv,
   importer: [...followPolicyKv, ...consumeEvents],
   ima: [...followPolicyKv, ...consumeEvents],
+  runner: [...followPolicyKv, ...consumeEvents],
   auditor: readPolicyKv,
   nodeinfo: readPolicyKv,
 };

@@ -26,6 +26,30 @@ export interface ImagePolicy {
   import: { containerd: { namespace: string } | false; docker: boolean };
 }
 
+export type RestartPolicy = 'always' | 'on-failure' | 'never';
+
+export type ContainerMount = { type: 'tmpfs'; destination: string; sizeBytes: number } | { type: 'bind'; destination: string; source: string };
+
+// A workload the runner keeps running from the labelled rootfs of `image`.
+// command/args follow Kubernetes: command replaces the image's entrypoint
+// (and drops its cmd), args replaces its cmd.
+export interface ContainerPolicy {
+  name: string;
+  image: string; // an ImagePolicy name
+  command?: string[];
+  args?: string[];
+  env: string[];
+  workingDir?: string;
+  user?: { uid: number; gid: number };
+  restart: RestartPolicy;
+  backoff: { initialMs: number; maxMs: number };
+  resources: { memoryBytes?: number; cpus?: number; pids?: number };
+  network: 'none' | 'host';
+  mounts: ContainerMount[];
+  capabilities: string[];
+  onTamper: 'stop' | 'report';
+}
+
 export interface VerifierPolicy {
   subject: string;
   required: boolean;
@@ -46,6 +70,7 @@ export interface Policy {
   serial: number;
   keys: PublicKey[];
   images: ImagePolicy[];
+  containers: ContainerPolicy[];
   verifiers: VerifierPolicy[];
   ima: { mode: ImaMode; reverifyMs: number; signatures: boolean };
   limits: Limits;
@@ -82,10 +107,28 @@ interface ImageDoc {
   signatures?: { keys: string[]; threshold?: number; url?: string };
   import?: { containerd?: false | { namespace?: string }; docker?: boolean };
 }
+type Bytes = number | string;
+interface ContainerDoc {
+  name: string;
+  image: string;
+  command?: string[];
+  args?: string[];
+  env?: string[];
+  workingDir?: string;
+  user?: number | string;
+  restart?: RestartPolicy;
+  backoff?: { initial?: Duration; max?: Duration };
+  resources?: { memory?: Bytes; cpus?: number; pids?: number };
+  network?: 'none' | 'host';
+  mounts?: Array<{ type: 'tmpfs' | 'bind'; destination: string; source?: string; size?: Bytes }>;
+  capabilities?: string[];
+  onTamper?: 'stop' | 'report';
+}
 interface PolicyDoc {
   serial: number;
   keys?: PublicKey[];
   images?: ImageDoc[];
+  containers?: ContainerDoc[];
   verifiers?: Array<{ subject: string; required?: boolean; timeoutMs?: number }>;
   ima?: { mode?: ImaMode; reverify?: Duration; signatures?: boolean };
   limits?: { maxImageBytes?: number; fetchTimeout?: Duration; stallTimeout?: Duration; maxArchiveEntries?: number; maxUnpackedBytes?: number };
@@ -106,6 +149,16 @@ function durationMs(v: Duration, path: string): number {
   const ms = Number.parseInt(v, 10) * UNIT_MS[v.replace(/^\d+/, '')];
   if (!(ms >= 1 && ms <= MAX_TIMER_MS)) fail(path, `must be between 1ms and 596h, got ${JSON.stringify(v)}`);
   return ms;
+}
+
+const BYTE_UNIT: Record<string, number> = { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 };
+const MIN_BYTES = 4 * 1024 ** 2;
+
+function bytes(v: Bytes, path: string, min = MIN_BYTES): number {
+  if (typeof v === 'number') return v;
+  const n = Number.parseInt(v, 10) * BYTE_UNIT[v.replace(/^\d+/, '')];
+  if (!(n >= min && Number.isSafeInteger(n))) fail(path, `must be at least ${min} bytes, got ${JSON.stringify(v)}`);
+  return n;
 }
 
 // What a URL parser accepts, and what each scheme needs, is more than a
@@ -170,6 +223,64 @@ function image(o: ImageDoc, path: string, keyIds: Set<string>): ImagePolicy {
   return img;
 }
 
+const CAP_NAMES = new Set([
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID',
+  'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE', 'CAP_NET_BROADCAST', 'CAP_NET_ADMIN', 'CAP_NET_RAW',
+  'CAP_IPC_LOCK', 'CAP_IPC_OWNER', 'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE', 'CAP_SYS_PACCT',
+  'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME', 'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD',
+  'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL', 'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG',
+  'CAP_WAKE_ALARM', 'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+]);
+
+function container(o: ContainerDoc, path: string, images: Set<string>): ContainerPolicy {
+  if (!images.has(o.image)) fail(`${path}.image`, `image "${o.image}" is not defined under images:; name one of [${[...images].join(', ')}]`);
+  o.capabilities?.forEach((cap, i) => {
+    if (!CAP_NAMES.has(cap)) fail(`${path}.capabilities[${i}]`, `"${cap}" is not a Linux capability`);
+  });
+  const mounts = (o.mounts ?? []).map((m, i): ContainerMount => {
+    const at = `${path}.mounts[${i}]`;
+    if (m.type === 'bind') {
+      if (m.source === undefined) fail(`${at}.source`, 'a bind mount needs the host path to mount read-only');
+      if (m.size !== undefined) fail(`${at}.size`, 'only a tmpfs has a size');
+      return { type: 'bind', destination: m.destination, source: m.source };
+    }
+    if (m.source !== undefined) fail(`${at}.source`, 'a tmpfs has no source');
+    return { type: 'tmpfs', destination: m.destination, sizeBytes: m.size === undefined ? 64 * 1024 ** 2 : bytes(m.size, `${at}.size`, 4096) };
+  });
+  const dupMount = repeated(mounts.map((m) => m.destination));
+  if (dupMount >= 0) fail(`${path}.mounts[${dupMount}].destination`, `"${mounts[dupMount].destination}" is mounted twice`);
+  const backoff = {
+    initialMs: o.backoff?.initial === undefined ? 1000 : durationMs(o.backoff.initial, `${path}.backoff.initial`),
+    maxMs: o.backoff?.max === undefined ? 5 * 60_000 : durationMs(o.backoff.max, `${path}.backoff.max`),
+  };
+  if (backoff.initialMs > backoff.maxMs) fail(`${path}.backoff.initial`, 'must not be longer than backoff.max');
+  const c: ContainerPolicy = {
+    name: o.name,
+    image: o.image,
+    env: [...(o.env ?? [])],
+    restart: o.restart ?? 'always',
+    backoff,
+    resources: {},
+    network: o.network ?? 'none',
+    mounts,
+    capabilities: [...(o.capabilities ?? [])],
+    onTamper: o.onTamper ?? 'stop',
+  };
+  if (o.command) c.command = [...o.command];
+  if (o.args) c.args = [...o.args];
+  if (o.workingDir !== undefined) c.workingDir = o.workingDir;
+  if (o.user !== undefined) {
+    const [uid, gid = uid] = String(o.user).split(':').map(Number);
+    if (!(uid <= 4294967294 && gid <= 4294967294)) fail(`${path}.user`, `uid and gid must be at most 4294967294, got ${JSON.stringify(o.user)}`);
+    c.user = { uid, gid };
+  }
+  const r = o.resources;
+  if (r?.memory !== undefined) c.resources.memoryBytes = bytes(r.memory, `${path}.resources.memory`);
+  if (r?.cpus !== undefined) c.resources.cpus = r.cpus;
+  if (r?.pids !== undefined) c.resources.pids = r.pids;
+  return c;
+}
+
 // The schema checks each field; what it cannot say (unique names, keys that
 // must be defined, URLs, a threshold bounded by a list's length) follows.
 export function validatePolicy(value: unknown): Policy {
@@ -184,6 +295,11 @@ export function validatePolicy(value: unknown): Policy {
   const images = (doc.images ?? []).map((v, i) => image(v, `images[${i}]`, keyIds));
   const dupImage = repeated(images.map((img) => img.name));
   if (dupImage >= 0) fail(`images[${dupImage}].name`, `duplicate image name "${images[dupImage].name}"; each image appears once`);
+
+  const imageNames = new Set(images.map((i) => i.name));
+  const containers = (doc.containers ?? []).map((v, i) => container(v, `containers[${i}]`, imageNames));
+  const dupContainer = repeated(containers.map((c) => c.name));
+  if (dupContainer >= 0) fail(`containers[${dupContainer}].name`, `duplicate container name "${containers[dupContainer].name}"; each container appears once`);
 
   const verifiers = (doc.verifiers ?? []).map((v) => ({ subject: v.subject, required: v.required ?? true, timeoutMs: v.timeoutMs ?? 2000 }));
 
@@ -202,7 +318,7 @@ export function validatePolicy(value: unknown): Policy {
     maxUnpackedBytes: lo.maxUnpackedBytes ?? defaultLimits.maxUnpackedBytes,
   };
 
-  return { apiVersion: 'sealkit/v1', kind: 'NodePolicy', serial: doc.serial, keys, images, verifiers, ima, limits };
+  return { apiVersion: 'sealkit/v1', kind: 'NodePolicy', serial: doc.serial, keys, images, containers, verifiers, ima, limits };
 }
 
 // The YAML parser and composer recurse per level: 130k nested "[" in 256 KiB
@@ -274,6 +390,7 @@ export function verifySignedPolicy(rec: SignedPolicy, trust: PublicKey[], where:
 export interface PolicyChange {
   serial: { from: number | null; to: number };
   images: { added: string[]; removed: string[]; changed: string[] };
+  containers: { added: string[]; removed: string[]; changed: string[] };
   keys: { added: string[]; removed: string[] };
   verifiers: { added: string[]; removed: string[]; changed: string[] };
   ima: { from: ImaMode | null; to: ImaMode };
@@ -294,6 +411,7 @@ export function diffPolicy(before: Policy | null, after: Policy): PolicyChange {
   return {
     serial: { from: before?.serial ?? null, to: after.serial },
     images: diffBy(before?.images ?? [], after.images, (i) => i.name),
+    containers: diffBy(before?.containers ?? [], after.containers, (c) => c.name),
     keys: { added: keys.added, removed: [...keys.removed, ...keys.changed] },
     verifiers: diffBy(before?.verifiers ?? [], after.verifiers, (v) => v.subject),
     ima: { from: before?.ima.mode ?? null, to: after.ima.mode },

@@ -104,6 +104,7 @@ function summarize(p: Policy) {
   return {
     serial: p.serial,
     images: p.images.map((i) => `${i.name}:${i.tag}@sha256:${i.sha256.slice(0, 12)}`),
+    containers: p.containers.map((c) => `${c.name} (${c.image})`),
     keys: p.keys.map((k) => k.id),
     verifiers: p.verifiers.map((v) => v.subject),
     ima: p.ima.mode,
