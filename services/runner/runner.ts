@@ -155,7 +155,7 @@ export class Runner {
       // exits the event stream did not report (it was down, or we were)
       for (const w of this.workloads.values()) {
         const t = w.run && tasks.get(w.name);
-        if (w.run && !w.stopping && t?.status !== 'RUNNING') {
+        if (w.run && !w.stopping && (!t || t.status === 'STOPPED')) {
           await this.exited(w, { id: w.name, pid: w.run.pid, status: (await this.o.ctr.deleteTask(w.name)) ?? 0 });
         }
       }
