@@ -94,7 +94,7 @@ async function push(image: BuiltImage, containers: Container[]) {
 
 const web: Container = { name: 'web', command: ['/bin/busybox', 'sh', '-c', SERVE, 'web'], onTamper: 'report' };
 const guard: Container = { name: 'guard', command: ['/bin/busybox', 'sh', '-c', SERVE, 'guard'], onTamper: 'stop', mounts: [{ type: 'tmpfs', destination: '/scratch' }], resources: { pids: 32 } };
-const crash: Container = { name: 'crash', command: ['/bin/busybox', 'sh', '-c', 'echo crashing; exit 1'], restart: 'on-failure', backoff: { initial: '200ms', max: '2s' } };
+const crash: Container = { name: 'crash', command: ['/bin/busybox', 'sh', '-c', 'echo crashing; exit 1'], restart: 'on-failure', backoff: { initial: '200ms', max: '10s' } };
 
 const of = (type: string, name: string, more: (d: any) => boolean = () => true) => (e: { type: string; data: any }) => e.type === type && e.data?.name === name && more(e.data);
 

@@ -17,7 +17,7 @@ import type {
 import { containerName } from '../lib/rootfs/names.ts';
 import { containerPaths, type ContainerPaths, type StoreLayout } from '../lib/rootfs/store.ts';
 import { readManifestKey, readVerifiedManifest, verifyRootfs, type FileFinding } from '../lib/rootfs/verify.ts';
-import { Ctr, isExisting, isNotFound, type TaskExit } from './containerd.ts';
+import { Ctr, isExisting, isNotFound, type Task, type TaskExit } from './containerd.ts';
 import { runSpecFor, workloadSpec } from './process.ts';
 
 // The runner's core: keep the containers the policy names running, each from
@@ -144,15 +144,17 @@ export class Runner {
   }
 
   // Bring containerd to what the policy says. Without a policy (none yet, or
-  // the bus unreadable) nothing is touched.
-  reconcile(why: string): Promise<void> {
+  // the bus unreadable) nothing is touched. With `tasks`, first look for
+  // exits the event stream did not report (it was down, or we were): the
+  // periodic reconcile and a reopened stream ask for it; one woken by a
+  // policy change or a label need not pay a `ctr tasks ls` before its start.
+  reconcile(why: string, opts: { tasks?: boolean } = {}): Promise<void> {
     return this.serial(`reconcile (${why})`, async () => {
       if (this.closed) return;
       const policy = this.o.policy();
       if (!policy) return;
-      const tasks = await this.o.ctr.tasks();
-      // exits the event stream did not report (it was down, or we were)
-      for (const w of this.workloads.values()) {
+      const tasks = opts.tasks ? await this.o.ctr.tasks() : new Map<string, Task>();
+      for (const w of opts.tasks ? this.workloads.values() : []) {
         const t = w.run && tasks.get(w.name);
         if (w.run && !w.stopping && (!t || t.status === 'STOPPED')) {
           await this.exited(w, { id: w.name, pid: w.run.pid, status: (await this.o.ctr.deleteTask(w.name)) ?? 0 });
