@@ -233,6 +233,17 @@ test.serial('a container removed from the policy is stopped, and no task or cont
   t.deepEqual((await ps()).map((r) => r.name), ['guard']);
 });
 
+test.serial('a start the runtime refuses leaves no container behind in containerd', async (t) => {
+  await push(v2, [guard, { name: 'broken', command: ['/bin/nope'], restart: 'never' }]);
+  const refused = await events.wait(of('container.refused', 'broken'), 60_000);
+  t.is(refused.data.code, 'SEALKIT_START_FAILED');
+  t.regex(refused.data.reason, /\/bin\/nope/);
+  t.false((await containerIds()).includes('broken'), 'what the failed start created was deleted');
+  t.false((await tasks()).has('broken'));
+  t.is((await ps()).find((r) => r.name === 'broken')?.state, 'refused');
+  t.is(events.of('container.started').filter((e) => e.data.name === 'broken').length, 0);
+});
+
 test.serial('a runner killed with SIGKILL and started again adopts the running task: same pid, no second container.started', async (t) => {
   const g = (await tasks()).get('guard')!;
   t.is(g.status, 'RUNNING');

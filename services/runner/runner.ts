@@ -305,7 +305,8 @@ export class Runner {
       if (!e.data?.foreign) await this.remove(w.name).catch((x) => this.o.log.error('cannot remove a container whose start failed', { container: w.name, err: x as Error }));
       if (e.code === 'SEALKIT_UNAVAILABLE') return this.wait(w, e.message);
       if (e.data?.foreign) return this.refuse(w, p, serial, e.code, e.message, null, manifestAt);
-      await this.refuse(w, p, serial, e.code, `container "${w.name}" could not be started: ${e.message}`, null, manifestAt, false);
+      // retried like a crash, as the restart policy says; with never, not until something changes
+      await this.refuse(w, p, serial, e.code, `container "${w.name}" could not be started: ${e.message}`, null, manifestAt, p.c.restart === 'never');
       return this.retryLater(w, p, serial);
     }
     const ref2 = { name: w.name, image: ref, rootfs: p.paths.rootfs, policySerial: serial };
@@ -383,7 +384,6 @@ export class Runner {
     });
   }
 
-  // a start the runtime refused is retried like a crash, as the restart policy says
   private async retryLater(w: Workload, p: Plan, serial: number): Promise<void> {
     if (p.c.restart === 'never') return;
     await this.restartLater(w, { image: { name: p.image.name, tag: p.image.tag, digest: p.image.sha256 }, rootfs: p.paths.rootfs, serial });
