@@ -246,6 +246,7 @@ export class Runner {
       check = await verifyRootfs(p.paths, key);
     } catch (err) {
       const e = asSealkitError(err);
+      // the manifest itself cannot vouch for the rootfs: named by its absolute path, not a rootfs file
       await this.tamper(p, serial, [{ file: p.paths.manifest, kind: 'modified', expectedSha256: null, actualSha256: null }]);
       return this.refuse(w, p, serial, e.code, `${e.message}; container "${w.name}" was not started`, null, manifestAt);
     }
