@@ -244,19 +244,23 @@ test.serial('a start the runtime refuses leaves no container behind in container
   t.is(events.of('container.started').filter((e) => e.data.name === 'broken').length, 0);
 });
 
-test.serial('a runner killed with SIGKILL and started again adopts the running task: same pid, no second container.started', async (t) => {
+test.serial('a runner stopped (SIGTERM) or killed (SIGKILL) and started again adopts the running task: same pid, no second container.started', async (t) => {
   const g = (await tasks()).get('guard')!;
   t.is(g.status, 'RUNNING');
   const startedBefore = events.of('container.started').length;
-  await runner.stop('SIGKILL');
-  t.deepEqual((await tasks()).get('guard'), g, 'the workload outlives the runner');
-  runner = await startService('runner', env);
-  await runner.waitForLog((r) => r.msg === 'adopted a running container' && r.container === 'guard');
-  await runner.waitForLog((r) => r.msg === 'reconciled');
-  const row = (await ps()).find((r) => r.name === 'guard');
-  t.is(row?.state, 'running');
-  t.is(row?.pid, g.pid);
-  t.deepEqual((await tasks()).get('guard'), g);
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    const code = await runner.stop(signal);
+    if (signal === 'SIGTERM') t.is(code, 0, 'a clean stop');
+    t.deepEqual((await tasks()).get('guard'), g, `the workload outlives the runner's ${signal}`);
+    runner = await startService('runner', env);
+    await runner.waitForLog((r) => r.msg === 'adopted a running container' && r.container === 'guard');
+    await runner.waitForLog((r) => r.msg === 'reconciled');
+    const row = (await ps()).find((r) => r.name === 'guard');
+    t.is(row?.state, 'running');
+    t.is(row?.pid, g.pid);
+    t.deepEqual((await tasks()).get('guard'), g);
+  }
   t.is(events.of('container.started').length, startedBefore, 'no second container.started');
+  t.false(events.of('container.stopped').some((e) => e.data.name === 'guard' && e.data.reason === 'shutdown'));
   t.deepEqual(await containerIds(), ['guard']);
 });
