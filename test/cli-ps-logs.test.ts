@@ -127,6 +127,10 @@ test.serial('ps lists the running container with its image digest, restarts and 
   const cells = row.split(/\s+/);
   t.deepEqual(cells.slice(0, 5), [NAME, 'sealkit/web:1', image.sha256.slice(0, 12), 'running', '1']);
   t.regex(cells[5], /^(\d+s|\d+m\d\ds)$/);
+
+  // status counts them (it exits 1 here: auditor and nodeinfo are not run)
+  const s = await sealkit(['status', '--json', '--timeout', '2'], cli);
+  t.deepEqual((JSON.parse(s.stdout) as { containers: unknown }).containers, { running: 1, total: 1 });
 });
 
 test.serial('logs prints what the container wrote, across its runs', async (t) => {
