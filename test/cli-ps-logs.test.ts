@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNats, type NatsServer } from './helpers/nats.ts';
@@ -9,8 +9,8 @@ import { buildImage, type BuiltImage } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
 import { makeAdmin, policyYaml, pushPolicy, type Admin } from './helpers/policy.ts';
 import { runReadme, spawnReadme } from './helpers/readme.ts';
-import { sealkit } from './helpers/cli.ts';
-import type { Shell } from './helpers/make.ts';
+import { assertBuilt, sealkit, sealkitBin } from './helpers/cli.ts';
+import { spawnGroup, type Shell } from './helpers/make.ts';
 import { repoRoot } from '../services/lib/config.ts';
 import type { NatsConnection } from 'nats';
 
@@ -20,10 +20,11 @@ import type { NatsConnection } from 'nats';
 // what logs prints is what the container wrote.
 
 const NAME = 'web';
+const NS = 'services.linuxkit';
 // busybox alone makes the image; the container says hello, then echoes
 // whatever the test drops into its tmpfs, so that a line is written exactly
 // when the test wants one
-const SCRIPT = 'echo hello from web; while :; do if [ -f /run/say/line ]; then /bin/busybox cat /run/say/line; /bin/busybox rm /run/say/line; fi; /bin/busybox sleep 0.2; done';
+const SCRIPT = 'echo hello from web; trap "exit 0" TERM; while :; do if [ -f /run/say/line ]; then /bin/busybox cat /run/say/line; /bin/busybox rm /run/say/line; fi; /bin/busybox sleep 0.2; done';
 
 let nats: NatsServer;
 let ctd: ContainerdServer;
@@ -44,7 +45,7 @@ async function push(containers: unknown[]): Promise<void> {
   serial++;
   const yaml = policyYaml({
     serial,
-    images: [{ name: image.name, tag: image.tag, source: `file://${join(work, 'web.tar')}`, sha256: image.sha256, import: { containerd: { namespace: 'services.linuxkit' }, docker: false } }],
+    images: [{ name: image.name, tag: image.tag, source: `file://${join(work, 'web.tar')}`, sha256: image.sha256, import: { containerd: { namespace: NS }, docker: false } }],
     containers,
   });
   await pushPolicy(adminNc, yaml, admin.key);
@@ -72,9 +73,8 @@ test.before(async () => {
     SEALKIT_TRUST: admin.trustPath,
     SEALKIT_CONTAINERD_SOCK: ctd.sock,
     SEALKIT_CONTAINER_STORE: join(work, 'containers'),
-    SEALKIT_KMSG: join(work, 'kmsg'),
+    SEALKIT_IMA_NAMESPACES: join(work, 'no-ima-namespaces'),
   };
-  await writeFile(env.SEALKIT_KMSG, '');
   cli = { SEALKIT_STATE: nats.stateDir, SEALKIT_NATS_URL: nats.url };
   adminNc = await nats.connectAs('admin');
   events = new EventLog(adminNc, 'container.*');
@@ -85,11 +85,12 @@ test.after.always(async () => {
   events?.close();
   await adminNc?.close();
   await Promise.all(services.map((s) => s.stop()));
-  // nothing of the test's left running in containerd
+  // nothing left in containerd: tasks and containers go before it does
   if (ctd) {
-    for (const id of (await ctd.ctr(['tasks', 'ls', '-q'], 'services.linuxkit').catch(() => '')).split('\n').filter(Boolean)) await ctd.ctr(['tasks', 'kill', '-s', 'SIGKILL', id], 'services.linuxkit').catch(() => '');
+    for (const id of (await ctd.ctr(['tasks', 'ls', '-q'], NS).catch(() => '')).split('\n').filter(Boolean)) await ctd.ctr(['tasks', 'delete', '--force', id], NS).catch(() => '');
+    for (const id of (await ctd.ctr(['containers', 'ls', '-q'], NS).catch(() => '')).split('\n').filter(Boolean)) await ctd.ctr(['containers', 'delete', id], NS).catch(() => '');
+    await ctd.cleanup();
   }
-  await ctd?.cleanup();
   await nats?.cleanup();
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -150,8 +151,19 @@ test.serial('an unknown name is refused, naming the containers the runner knows'
   t.is(r.stdout, '');
 });
 
+// An interactive shell runs a command in a process group of its own, the
+// terminal's foreground group, and Ctrl-C is SIGINT to that group: sealkit's
+// own exit status is what the person sees (under "sh -c" it would be the
+// shell's, which dies of the signal itself).
+function follower(args: string[] = []): Shell {
+  assertBuilt();
+  const f = spawnGroup(sealkitBin, ['logs', NAME, '--follow', ...args], { cwd: repoRoot, env: cli });
+  shells.push(f);
+  return f;
+}
+
 test.serial('logs --follow prints a line the container writes after it started, and Ctrl-C ends it with 0', async (t) => {
-  const f = spawnReadme('bin/sealkit logs web --follow', { cwd: repoRoot, env: { ...process.env, ...cli } });
+  const f = follower();
   shells.push(f);
   await f.waitFor(/following web from byte \d+/, 30_000);
   t.regex(f.output(), /hello from web/);
@@ -159,12 +171,19 @@ test.serial('logs --follow prints a line the container writes after it started, 
   const marker = `written after follow started ${process.hrtime.bigint()}`;
   await say(ps.containers[0].pid, marker);
   await f.waitFor(new RegExp(`^${marker}$`, 'm'), 10_000);
+
+  // rotated under it (copytruncate): the follower says so and reads the new start
+  await truncate(join(nats.stateDir, 'runner', 'logs', `${NAME}.log`), 0);
+  await say(ps.containers[0].pid, 'after truncation');
+  // without the restart from 0 it would ask past the new end and print nothing
+  await f.waitFor(/^after truncation$/m, 10_000);
+  t.regex(f.output(), /sealkit: the log of web was truncated or rotated \(it has \d+ bytes, \d+ were printed\); printing it from its start/);
   f.signal('SIGINT');
   const end = await f.exited;
   t.deepEqual(end, { code: 0, signal: null }, f.output());
 });
 
-test.serial('logs --follow ends by itself, exit 0, when the container is removed from the policy', async (t) => {
+test.serial('logs --follow, as the README shows it, ends by itself, exit 0, when the container is removed from the policy', async (t) => {
   const f = spawnReadme('bin/sealkit logs web --follow', { cwd: repoRoot, env: { ...process.env, ...cli } });
   shells.push(f);
   await f.waitFor(/following web from byte \d+/, 30_000);
@@ -173,4 +192,19 @@ test.serial('logs --follow ends by itself, exit 0, when the container is removed
   const end = await f.exited;
   t.deepEqual(end, { code: 0, signal: null }, f.output());
   t.regex(f.output(), /web was removed from the node/);
+});
+
+test.serial('logs --follow ends with exit 1 and says so when the bus goes away and stays away', async (t) => {
+  // the log of a removed container is kept, and can still be followed
+  const f = follower(['--timeout', '1']);
+  await f.waitFor(/following web from byte \d+/, 30_000);
+  await nats.stop();
+  try {
+    const end = await f.exited;
+    t.deepEqual(end, { code: 1, signal: null }, f.output());
+    t.regex(f.output(), /lost the bus at nats:\/\/127\.0\.0\.1:\d+ and it did not come back within 1 s; stopped following web/);
+    t.regex(f.output(), /SEALKIT_UNAVAILABLE/);
+  } finally {
+    await nats.restart();
+  }
 });
