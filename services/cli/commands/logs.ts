@@ -75,7 +75,8 @@ class Reader {
     let reply = await this.ask({ max: Math.min(bytes, CHUNK) });
     if (bytes > CHUNK && reply.from > 0) reply = await this.ask({ from: Math.max(0, reply.size - bytes), max: CHUNK });
     write(reply.data);
-    // what was written while this read is the follower's, not the tail's
+    // a reply may stop short (its size cap, a split character): read on to
+    // the size that reply saw; what is written after that is --follow's
     return this.until(reply.next, reply.size);
   }
 
