@@ -100,7 +100,9 @@ test.serial('status names the node and shows every service with the pid the host
   t.is(pretty.code, 0, pretty.stderr);
   t.regex(pretty.stdout, new RegExp(`^node: ${NODE}`, 'm'));
   t.regex(pretty.stdout, new RegExp(`^  policy\\s+pid ${nsPolicy.hostPid}, up \\d+s$`, 'm'));
-  t.regex(pretty.stderr, /waiting for 6 services to answer sealkit\.ping \(timeout 5 s\)/);
+  // the runner answers runner.ps; no policy names a container yet
+  t.regex(pretty.stdout, /^containers: 0 running of 0$/m);
+  t.regex(pretty.stderr, /waiting for 7 services to answer sealkit\.ping \(timeout 5 s\)/);
 });
 
 test.serial('status names the services that do not answer and exits 1', async (t) => {
@@ -111,7 +113,7 @@ test.serial('status names the services that do not answer and exits 1', async (t
   t.regex(r.stdout, /^ {2}auditor\s+NOT ANSWERING \(no reply to sealkit\.ping within 3 s\)$/m);
   t.regex(r.stdout, /^ {2}importer\s+NOT ANSWERING/m);
   t.regex(r.stdout, /^ {2}fetcher\s+pid \d+/m);
-  t.regex(r.stderr, /2 of 6 services do not answer: importer, auditor/);
+  t.regex(r.stderr, /2 of 7 services do not answer: importer, auditor/);
   const j = await sealkit(['status', '--json', '--timeout', '3'], cli);
   t.is(j.code, 1);
   t.deepEqual((JSON.parse(j.stdout) as { missing: string[] }).missing.sort(), ['auditor', 'importer']);
