@@ -42,6 +42,13 @@ export interface ProcessBatch extends LookupBatch {
   synced?: Promise<void>;
 }
 
+export interface Denied {
+  pid: number | null;
+  mntNs: number | null;
+  path: string; // as the kernel printed it
+  ino: number | null;
+}
+
 // the container a live process is in, none (a host process), or the process is gone
 type InProcess = { w: Workload; match: MatchKind } | 'none' | 'gone';
 
@@ -53,6 +60,7 @@ const MAX_ANCESTORS = 32;
 
 export class Containers {
   private readonly runs = new Map<string, Workload>();
+  private asking?: Promise<void>;
 
   constructor(
     private readonly manifests: ManifestIndex,
@@ -86,7 +94,21 @@ export class Containers {
   // not the rootfs, the serial nor the namespaces: those come from the
   // image's label manifest and from /proc. A run learnt of after the question was asked is
   // newer than the answer and stays as it is.
-  async fromPs(entries: PsEntry[], askedAt: number, log: Logger): Promise<void> {
+  // `ask` fetches runner.ps; a denial that maps to nothing waits for an
+  // answer under way (the auditor asks at its start, when containers may
+  // already be running and failing)
+  refresh(ask: () => Promise<PsEntry[] | null>, log: Logger): Promise<void> {
+    const askedAt = this.now();
+    const p: Promise<void> = ask()
+      .then((entries) => (entries ? this.fromPs(entries, askedAt, log) : undefined))
+      .finally(() => {
+        if (this.asking === p) this.asking = undefined;
+      });
+    this.asking = p;
+    return p;
+  }
+
+  private async fromPs(entries: PsEntry[], askedAt: number, log: Logger): Promise<void> {
     const now = new Map<string, Workload>();
     for (const e of entries) {
       if (e.state !== 'running' || e.pid === null) continue;
@@ -114,16 +136,22 @@ export class Containers {
    * The workload a denial happened in, with its file on the host, or null
    * when none of the containers the runner started explains it.
    */
-  async ofDenial(d: { pid: number | null; mntNs: number | null; path: string; ino: number | null }, batch: ProcessBatch): Promise<WorkloadOwner | null> {
+  async ofDenial(d: Denied, batch: ProcessBatch): Promise<WorkloadOwner | null> {
+    const found = await this.find(d, batch);
+    if (found || !this.sync || batch.synced) return found;
+    // the runner published container.started before this record was read,
+    // and the event may still be on its way (or the answer to runner.ps):
+    // once per batch, let what the server sent before now arrive, and look again
+    await (batch.synced = this.sync().then(
+      () => this.asking,
+      () => {},
+    ));
+    return this.find(d, batch);
+  }
+
+  private async find(d: Denied, batch: ProcessBatch): Promise<WorkloadOwner | null> {
     if (this.runs.size === 0) return null;
-    let hit = await this.inProcess(d, batch);
-    if (hit === 'none' && this.sync) {
-      // the runner published container.started before this record was read,
-      // or the process's start outran it: once per batch, let the events
-      // the server sent before now arrive, and look again
-      await (batch.synced ??= this.sync().catch(() => {}));
-      hit = await this.inProcess(d, batch);
-    }
+    const hit = await this.inProcess(d, batch);
     // a live process outside every container: the path is its own, on the host
     if (hit === 'none') return null;
     const rel = d.path.replace(/^\/+/, '');
@@ -132,7 +160,7 @@ export class Containers {
     return m ? inWorkload(hit.w, m, rel, hit.match) : null;
   }
 
-  private async inProcess(d: { pid: number | null; mntNs: number | null }, batch: ProcessBatch): Promise<InProcess> {
+  private async inProcess(d: Denied, batch: ProcessBatch): Promise<InProcess> {
     const w = d.mntNs === null ? undefined : this.known.find((k) => k.mntNs === d.mntNs);
     if (w) return { w, match: 'mnt-ns' };
     if (d.pid === null) return 'gone';
@@ -270,17 +298,16 @@ export function followRunner(nc: NatsConnection, containers: Containers, log: Lo
       },
     });
   }
-  const ask = async () => {
-    const askedAt = Date.now();
-    try {
-      const reply = checkReply(contract.runner.ps, await request(nc, contract.runner.ps.subject, {}, { timeout: 5000 }));
-      await containers.fromPs(reply.containers, askedAt, log);
-      log.debug('containers from runner.ps', { running: containers.running.map((w) => w.name) });
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SEALKIT_NO_RESPONDER') log.debug('no runner answers runner.ps; no containers to tie denials to until it starts one');
-      else log.warn('runner.ps failed; denials are tied to containers from the container.* events alone', { err: err as Error });
-    }
-  };
+  const ask = () =>
+    containers.refresh(async () => {
+      try {
+        return checkReply(contract.runner.ps, await request(nc, contract.runner.ps.subject, {}, { timeout: 5000 })).containers;
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SEALKIT_NO_RESPONDER') log.debug('no runner answers runner.ps; no containers to tie denials to until it starts one');
+        else log.warn('runner.ps failed; denials are tied to containers from the container.* events alone', { err: err as Error });
+        return null;
+      }
+    }, log);
   void ask();
   void (async () => {
     for await (const s of nc.status()) if (s.type === 'reconnect') void ask();
