@@ -45,6 +45,7 @@ let node: Node;
 let auditor: RunningService;
 let denials: EventLog;
 let seq = 0;
+let started: ContainerStarted;
 
 interface Node {
   name: string;
@@ -125,8 +126,8 @@ async function makeNode(name: string): Promise<Node> {
   return { name, state, kmsg, key };
 }
 
-function startAuditor(n: Node): Promise<RunningService> {
-  return startService('auditor', { SEALKIT_STATE: n.state, SEALKIT_NATS_URL: s.url, SEALKIT_NODE: n.name, SEALKIT_KMSG: n.kmsg, SEALKIT_AUDIT_POLL_MS: '20' });
+function startAuditor(n: Node, env: Record<string, string> = {}, wrap?: string[]): Promise<RunningService> {
+  return startService('auditor', { SEALKIT_STATE: n.state, SEALKIT_NATS_URL: s.url, SEALKIT_NODE: n.name, SEALKIT_KMSG: n.kmsg, SEALKIT_AUDIT_POLL_MS: '20', ...env }, { wrap });
 }
 
 // The record IMA prints when it refuses an exec: pid and path as the process
@@ -171,7 +172,7 @@ test.before(async () => {
   node = await makeNode('n-box');
   auditor = await startAuditor(node);
   box = await startSandbox('web');
-  const started: ContainerStarted = {
+  started = {
     name: 'web',
     image,
     rootfs,
@@ -264,4 +265,20 @@ serial('an auditor started after the container learns of it from runner.ps', asy
   await answered;
   // runner.ps names no serial: the one the rootfs was labelled under
   t.like(await denied(late, denials, box.app, '/bin/app'), { workload: 'web', container: rootfsName, policySerial: LABELLED_SERIAL, file: join(rootfs, 'bin/app'), match: 'pid' });
+});
+
+serial('an auditor in a pid namespace of its own reads the host pids through the host /proc bound into it', async (t) => {
+  // as linuxkit.yml runs it: its own pid namespace, the host's procfs at /host/proc
+  const hostProc = join(dir, 'host-proc');
+  await mkdir(hostProc);
+  const wrap = ['unshare', '--pid', '--mount', '--kill-child', 'sh', '-c', 'mount --rbind /proc "$0" && mount -t proc proc /proc && exec "$@"', hostProc];
+  const n = await makeNode('n-pidns');
+  const inNs = await startAuditor(n, { SEALKIT_HOST_PROC: hostProc }, wrap);
+  // unshare ignores SIGTERM while it waits; its death kills the auditor (--kill-child)
+  t.teardown(() => inNs.stop('SIGKILL'));
+  // the runner's event for the container, as after a restart of it
+  await runner.publish(contract.container.started.subject, { ...started, restarts: 1 });
+  t.true(await runner.flush(10_000));
+  // the container's process is alive, but not in the auditor's pid namespace: only the host /proc shows it
+  t.like(await denied(n, denials, box.app, '/bin/app'), { workload: 'web', match: 'pid', file: join(rootfs, 'bin/app') });
 });

@@ -58,16 +58,31 @@ export const ENDED_KEPT_MS = 5 * 60_000;
 // ancestry deeper than this is not a container's (and not worth the reads)
 const MAX_ANCESTORS = 32;
 
+export interface ContainersOptions {
+  manifests: ManifestIndex;
+  // a round trip to the bus: the container.* events sent before it are in
+  sync?: () => Promise<void>;
+  // the host's /proc: record pids are the host's, and a service in a pid
+  // namespace of its own reads them through a bind of the host's procfs
+  proc?: string;
+  now?: () => number;
+}
+
 export class Containers {
   private readonly runs = new Map<string, Workload>();
   private asking?: Promise<void>;
 
-  constructor(
-    private readonly manifests: ManifestIndex,
-    // a round trip to the bus: the container.* events sent before it are in
-    private readonly sync?: () => Promise<void>,
-    private readonly now: () => number = Date.now,
-  ) {}
+  private readonly manifests: ManifestIndex;
+  private readonly sync?: () => Promise<void>;
+  private readonly proc: string;
+  private readonly now: () => number;
+
+  constructor(o: ContainersOptions) {
+    this.manifests = o.manifests;
+    this.sync = o.sync;
+    this.proc = o.proc ?? '/proc';
+    this.now = o.now ?? Date.now;
+  }
 
   get running(): Workload[] {
     return [...this.runs.values()].filter((w) => w.endedAt === null);
@@ -117,7 +132,7 @@ export class Containers {
         log.warn('runner.ps names a running container whose image has no label manifest here; its denials are tied to it by path only', { container: e.name, image: e.image });
         continue;
       }
-      const proc = await readProcess(e.pid);
+      const proc = await readProcess(this.proc, e.pid);
       // which of the init's cgroups the runner made is not said (on a v1 host
       // some are the runner's own): the namespace and the ancestry tell
       now.set(e.name, { name: e.name, image: m.image, rootfs: m.rootfs, policySerial: m.policySerial, pid: e.pid, mntNs: proc?.mntNs ?? null, cgroup: null, seenAt: askedAt, endedAt: null });
@@ -166,7 +181,7 @@ export class Containers {
     if (d.pid === null) return 'gone';
     const procs = (batch.processes ??= new Map());
     let p = procs.get(d.pid);
-    if (!p) procs.set(d.pid, (p = readProcess(d.pid)));
+    if (!p) procs.set(d.pid, (p = readProcess(this.proc, d.pid)));
     const proc = await p;
     return proc ? this.ofProcess(d.pid, proc, batch) : 'gone';
   }
@@ -189,7 +204,7 @@ export class Containers {
       const w = running.find((k) => k.pid === at);
       if (w) return { w, match: 'pid' };
       let next = parents.get(at);
-      if (!next) parents.set(at, (next = readPpid(at)));
+      if (!next) parents.set(at, (next = readPpid(this.proc, at)));
       at = await next;
     }
     return 'none';
@@ -245,18 +260,18 @@ interface ProcFacts {
 }
 
 // What /proc says about a process now; null when it is gone.
-async function readProcess(pid: number): Promise<ProcFacts | null> {
+async function readProcess(proc: string, pid: number): Promise<ProcFacts | null> {
   const [ns, cgroups, ppid] = await Promise.all([
-    stat(`/proc/${pid}/ns/mnt`).then((s) => s.ino, () => null),
-    readFile(`/proc/${pid}/cgroup`, 'utf8').then(cgroupPaths, () => null),
-    readPpid(pid),
+    stat(`${proc}/${pid}/ns/mnt`).then((s) => s.ino, () => null),
+    readFile(`${proc}/${pid}/cgroup`, 'utf8').then(cgroupPaths, () => null),
+    readPpid(proc, pid),
   ]);
   return ppid === null && cgroups === null ? null : { mntNs: ns, cgroups: cgroups ?? [], ppid };
 }
 
-async function readPpid(pid: number): Promise<number | null> {
+async function readPpid(proc: string, pid: number): Promise<number | null> {
   try {
-    const m = /^PPid:\s+(\d+)$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+    const m = /^PPid:\s+(\d+)$/m.exec(await readFile(`${proc}/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : null;
   } catch {
     return null;

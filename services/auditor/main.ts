@@ -34,7 +34,7 @@ await runService('auditor', async ({ nc, events, log, state, root }) => {
       void manifests.reload();
     },
   });
-  const containers = new Containers(manifests, () => nc.flush());
+  const containers = new Containers({ manifests, sync: () => nc.flush(), proc: process.env.SEALKIT_HOST_PROC || '/proc' });
   followRunner(nc, containers, log.child({ concern: 'containers' }));
   const auditor = new Auditor({
     source,
