@@ -105,13 +105,9 @@ export class Containers {
     if (w && w.endedAt === null && (pid === undefined || pid === w.pid)) w.endedAt = this.now();
   }
 
-  // What runs now, as the runner answers runner.ps. Its lines name the image,
-  // not the rootfs, the serial nor the namespaces: those come from the
-  // image's label manifest and from /proc. A run learnt of after the question was asked is
-  // newer than the answer and stays as it is.
-  // `ask` fetches runner.ps; a denial that maps to nothing waits for an
-  // answer under way (the auditor asks at its start, when containers may
-  // already be running and failing)
+  // What runs now, as `ask` fetches it from runner.ps. A denial that maps to
+  // nothing waits for an answer under way: the auditor asks at its start,
+  // when containers may already be running and failing.
   refresh(ask: () => Promise<PsEntry[] | null>, log: Logger): Promise<void> {
     const askedAt = this.now();
     const p: Promise<void> = ask()
@@ -123,6 +119,10 @@ export class Containers {
     return p;
   }
 
+  // runner.ps names the image, not the rootfs, the serial nor the
+  // namespaces: those come from the image's label manifest and from /proc.
+  // A run learnt of after the question was asked is newer than the answer
+  // and stays as it is.
   private async fromPs(entries: PsEntry[], askedAt: number, log: Logger): Promise<void> {
     const now = new Map<string, Workload>();
     for (const e of entries) {
@@ -194,7 +194,7 @@ export class Containers {
       const w = running.find((k) => k.mntNs === proc.mntNs);
       if (w) return { w, match: 'pid' };
     }
-    const w = running.find((k) => k.cgroup !== null && k.cgroup !== '/' && proc.cgroups.some((c) => within(c, k.cgroup!)));
+    const w = running.find((k) => k.cgroup !== null && proc.cgroups.some((c) => within(c, k.cgroup!)));
     if (w) return { w, match: 'cgroup' };
     // /proc/<pid>/ns/mnt needs ptrace access, the cgroup may be one the
     // runner did not name: the task's init among the ancestors settles it
@@ -247,10 +247,11 @@ function inWorkload(w: Workload, m: LabelManifest, rel: string, match: MatchKind
   };
 }
 
-// cgroup paths as /proc/<pid>/cgroup prints them; the runner's may be under /sys/fs/cgroup
+// cgroup paths as /proc/<pid>/cgroup prints them; the runner's may be under
+// /sys/fs/cgroup. The root cgroup holds every process: it names no container.
 function within(path: string, cgroup: string): boolean {
   const c = cgroup.replace(/^\/sys\/fs\/cgroup/, '').replace(/\/+$/, '');
-  return path === c || path.startsWith(c + '/');
+  return c !== '' && (path === c || path.startsWith(c + '/'));
 }
 
 interface ProcFacts {
