@@ -1,4 +1,5 @@
-import { lstat, readFile, stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request, type NatsConnection } from '../lib/bus.ts';
 import { checkEvent, checkReply, contract, type ContainerStarted, type PsEntry } from '../lib/contract.ts';
@@ -37,8 +38,8 @@ export interface WorkloadOwner extends FileOwner {
 export interface ProcessBatch extends LookupBatch {
   // one batch of records, one look at each pid's /proc: a storm of denials
   // from one process costs its reads once
-  processes?: Map<number, Promise<ProcFacts | null>>;
-  parents?: Map<number, Promise<number | null>>;
+  processes?: Map<number, ProcFacts | null>;
+  parents?: Map<number, number | null>;
   synced?: Promise<void>;
 }
 
@@ -71,6 +72,7 @@ export interface ContainersOptions {
 export class Containers {
   private readonly runs = new Map<string, Workload>();
   private asking?: Promise<void>;
+  private hostMntNs?: number | null;
 
   private readonly manifests: ManifestIndex;
   private readonly sync?: () => Promise<void>;
@@ -132,7 +134,7 @@ export class Containers {
         log.warn('runner.ps names a running container whose image has no label manifest here; its denials are tied to it by path only', { container: e.name, image: e.image });
         continue;
       }
-      const proc = await readProcess(this.proc, e.pid);
+      const proc = readProcess(this.proc, e.pid);
       // which of the init's cgroups the runner made is not said (on a v1 host
       // some are the runner's own): the namespace and the ancestry tell
       now.set(e.name, { name: e.name, image: m.image, rootfs: m.rootfs, policySerial: m.policySerial, pid: e.pid, mntNs: proc?.mntNs ?? null, cgroup: null, seenAt: askedAt, endedAt: null });
@@ -153,10 +155,11 @@ export class Containers {
    */
   async ofDenial(d: Denied, batch: ProcessBatch): Promise<WorkloadOwner | null> {
     const found = await this.find(d, batch);
-    if (found || !this.sync || batch.synced) return found;
-    // the runner published container.started before this record was read,
-    // and the event may still be on its way (or the answer to runner.ps):
-    // once per batch, let what the server sent before now arrive, and look again
+    if (found || !this.sync || batch.synced || !this.unannounced(d, batch)) return found;
+    // a process in a container the auditor does not know (yet): the runner
+    // may have published container.started before this record was read, the
+    // event still on its way (or the answer to runner.ps). Once per batch,
+    // let what the server sent before now arrive, and look again.
     await (batch.synced = this.sync().then(
       () => this.asking,
       () => {},
@@ -164,9 +167,25 @@ export class Containers {
     return this.find(d, batch);
   }
 
+  // Alive, in a mount namespace not the host's: some container's process.
+  // Only then is the bus asked, so a node without a runner pays one failed
+  // stat per denial and no round trip.
+  private unannounced(d: Denied, batch: ProcessBatch): boolean {
+    this.hostMntNs ??= mntNsOf(this.proc, 1);
+    const ns = d.mntNs ?? (d.pid === null ? null : this.process(d.pid, batch)?.mntNs ?? null);
+    return ns !== null && this.hostMntNs !== null && ns !== this.hostMntNs;
+  }
+
+  private process(pid: number, batch: ProcessBatch): ProcFacts | null {
+    const procs = (batch.processes ??= new Map());
+    let p = procs.get(pid);
+    if (p === undefined) procs.set(pid, (p = readProcess(this.proc, pid)));
+    return p;
+  }
+
   private async find(d: Denied, batch: ProcessBatch): Promise<WorkloadOwner | null> {
     if (this.runs.size === 0) return null;
-    const hit = await this.inProcess(d, batch);
+    const hit = this.inProcess(d, batch);
     // a live process outside every container: the path is its own, on the host
     if (hit === 'none') return null;
     const rel = d.path.replace(/^\/+/, '');
@@ -175,18 +194,15 @@ export class Containers {
     return m ? inWorkload(hit.w, m, rel, hit.match) : null;
   }
 
-  private async inProcess(d: Denied, batch: ProcessBatch): Promise<InProcess> {
+  private inProcess(d: Denied, batch: ProcessBatch): InProcess {
     const w = d.mntNs === null ? undefined : this.known.find((k) => k.mntNs === d.mntNs);
     if (w) return { w, match: 'mnt-ns' };
     if (d.pid === null) return 'gone';
-    const procs = (batch.processes ??= new Map());
-    let p = procs.get(d.pid);
-    if (!p) procs.set(d.pid, (p = readProcess(this.proc, d.pid)));
-    const proc = await p;
+    const proc = this.process(d.pid, batch);
     return proc ? this.ofProcess(d.pid, proc, batch) : 'gone';
   }
 
-  private async ofProcess(pid: number, proc: ProcFacts, batch: ProcessBatch): Promise<InProcess> {
+  private ofProcess(pid: number, proc: ProcFacts, batch: ProcessBatch): InProcess {
     const running = this.running;
     const byInit = running.find((w) => w.pid === pid);
     if (byInit) return { w: byInit, match: 'pid' };
@@ -204,8 +220,8 @@ export class Containers {
       const w = running.find((k) => k.pid === at);
       if (w) return { w, match: 'pid' };
       let next = parents.get(at);
-      if (!next) parents.set(at, (next = readPpid(this.proc, at)));
-      at = await next;
+      if (next === undefined) parents.set(at, (next = readPpid(this.proc, at)));
+      at = next;
     }
     return 'none';
   }
@@ -260,19 +276,33 @@ interface ProcFacts {
   ppid: number | null;
 }
 
-// What /proc says about a process now; null when it is gone.
-async function readProcess(proc: string, pid: number): Promise<ProcFacts | null> {
-  const [ns, cgroups, ppid] = await Promise.all([
-    stat(`${proc}/${pid}/ns/mnt`).then((s) => s.ino, () => null),
-    readFile(`${proc}/${pid}/cgroup`, 'utf8').then(cgroupPaths, () => null),
-    readPpid(proc, pid),
-  ]);
-  return ppid === null && cgroups === null ? null : { mntNs: ns, cgroups: cgroups ?? [], ppid };
+// What /proc says about a process now; null when it is gone. Read
+// synchronously: procfs answers from memory, and a libuv round trip per
+// read was what a denial's latency waited on under load (see source.ts).
+function readProcess(proc: string, pid: number): ProcFacts | null {
+  const ppid = readPpid(proc, pid);
+  if (ppid === null) return null;
+  let cgroups: string[] = [];
+  try {
+    cgroups = cgroupPaths(readFileSync(`${proc}/${pid}/cgroup`, 'utf8'));
+  } catch {
+    // gone since, or hidden: the namespace and the ancestry still tell
+  }
+  return { mntNs: mntNsOf(proc, pid), cgroups, ppid };
 }
 
-async function readPpid(proc: string, pid: number): Promise<number | null> {
+// the namespace's inode, as the runner reports it; reading it needs ptrace access
+function mntNsOf(proc: string, pid: number): number | null {
   try {
-    const m = /^PPid:\s+(\d+)$/m.exec(await readFile(`${proc}/${pid}/status`, 'utf8'));
+    return statSync(`${proc}/${pid}/ns/mnt`).ino;
+  } catch {
+    return null;
+  }
+}
+
+function readPpid(proc: string, pid: number): number | null {
+  try {
+    const m = /^PPid:\s+(\d+)$/m.exec(readFileSync(`${proc}/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : null;
   } catch {
     return null;
