@@ -74,16 +74,18 @@ async function childOf(pid: number): Promise<number> {
   throw new Error(`process ${pid} started no child within 10 s`);
 }
 
-async function startSandbox(name: string): Promise<Sandbox> {
+// script: what the namespace's init runs; its first child is the workload's process
+async function startSandbox(name: string, script = 'sleep 600 & wait'): Promise<Sandbox> {
   const cgroup = `/sealkit-test-${process.pid}-${name}`;
   const cgroupDir = join('/sys/fs/cgroup/pids', cgroup);
   await mkdir(cgroupDir);
   // --kill-child: the namespace's init dies with unshare, and its child with it
-  const proc = spawn('unshare', ['--mount', '--pid', '--kill-child', 'sh', '-c', 'sleep 600 & wait'], { stdio: 'ignore' });
+  const proc = spawn('unshare', ['--mount', '--pid', '--kill-child', 'sh', '-c', script], { stdio: 'ignore' });
   const init = await childOf(proc.pid!);
   const app = await childOf(init);
   for (const pid of [init, app]) await writeFile(join(cgroupDir, 'cgroup.procs'), String(pid));
-  const mntNs = (await stat(`/proc/${app}/ns/mnt`)).ino;
+  // what the runner reports: the namespace of the task's init
+  const mntNs = (await stat(`/proc/${init}/ns/mnt`)).ino;
   return { proc, init, app, mntNs, cgroup, cgroupDir };
 }
 
@@ -281,4 +283,16 @@ serial('an auditor in a pid namespace of its own reads the host pids through the
   t.true(await runner.flush(10_000));
   // the container's process is alive, but not in the auditor's pid namespace: only the host /proc shows it
   t.like(await denied(n, denials, box.app, '/bin/app'), { workload: 'web', match: 'pid', file: join(rootfs, 'bin/app') });
+});
+
+serial('a process that made a mount namespace of its own inside the container is tied by its ancestry', async (t) => {
+  // the cgroup the runner reports on a host whose unified hierarchy holds no containers (this one's)
+  const worker = await startSandbox('worker', 'unshare --mount sleep 600 & wait');
+  t.teardown(() => stopSandbox(worker));
+  // unshare has made the namespace once it has become sleep
+  while ((await readFile(`/proc/${worker.app}/comm`, 'utf8')).trim() !== 'sleep') await new Promise((r) => setTimeout(r, 10));
+  t.not((await stat(`/proc/${worker.app}/ns/mnt`)).ino, worker.mntNs);
+  await runner.publish(contract.container.started.subject, { ...started, name: 'worker', pid: worker.init, mntNs: worker.mntNs, cgroup: '/' });
+  t.true(await runner.flush(10_000));
+  t.like(await denied(node, denials, worker.app, '/bin/app'), { workload: 'worker', match: 'pid', file: join(rootfs, 'bin/app') });
 });
