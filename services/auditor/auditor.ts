@@ -209,7 +209,8 @@ export class Auditor {
       if (!isDenial(parsed.record)) continue;
       this.stats.denials++;
       const data = await this.describe(parsed.record, kernel, rec.text, lookups);
-      outputs.push(...this.storm.offer({ key: `${data.file}\0${data.cause}\0${data.process.comm}`, seq: pos, data }, now));
+      // two containers run from one rootfs failing on one file are two facts
+      outputs.push(...this.storm.offer({ key: `${data.file}\0${data.cause}\0${data.process.comm}\0${data.workload ?? ''}`, seq: pos, data }, now));
     }
     this.cursor.offset = batch.records[batch.records.length - 1].end;
 
