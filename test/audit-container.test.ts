@@ -8,6 +8,9 @@ import type { NatsConnection } from 'nats';
 import { startNats, type NatsServer } from './helpers/nats.ts';
 import { startService, type RunningService } from './helpers/service.ts';
 import { EventLog } from './helpers/events.ts';
+import { startContainerd } from './helpers/containerd.ts';
+import { buildImage } from './helpers/images.ts';
+import { makeAdmin, policyYaml, pushPolicy } from './helpers/policy.ts';
 import { encode } from '../services/lib/bus.ts';
 import { contract, type ContainerStarted, type PsEntry } from '../services/lib/contract.ts';
 import { createLogger } from '../services/lib/log.ts';
@@ -18,15 +21,19 @@ import { containerName } from '../services/lib/rootfs/names.ts';
 
 // A denial inside a workload container: the kernel prints the path the
 // process saw (/bin/app), and the auditor, a real process following a
-// kmsg-format file, names the container from the record's pid. The container
-// is a real process tree in its own mount and pid namespaces and its own
-// cgroup (unshare, as root), announced on the bus with the runner's
-// credentials as the runner announces the tasks it starts.
+// kmsg-format file, names the container from the record's pid. First with a
+// container the real runner starts through containerd and runc; then, for
+// what the runner does not vary (a record's own mount namespace, a cgroup, a
+// nested namespace, an auditor started late or in its own pid namespace),
+// with a real process tree in its own mount and pid namespaces and cgroup
+// (unshare, as root), announced on the bus with the runner's credentials as
+// the runner announces the tasks it starts.
 
 const root = process.getuid?.() === 0;
 const serial = root ? test.serial : test.serial.skip;
 
 const SHA = (c: string) => c.repeat(64);
+const NS = 'services.linuxkit';
 const image = { name: 'example/app', tag: '1.0', digest: SHA('a') };
 const rootfsName = containerName(image.name, image.tag);
 const LABELLED_SERIAL = 7; // the rootfs was labelled under this policy
@@ -144,7 +151,7 @@ function denial(pid: number, name: string, extra = ''): { seq: number; line: str
   return { seq: n, line };
 }
 
-async function denied(n: Node, log: EventLog, pid: number, name: string, extra = ''): Promise<Record<string, any>> {
+async function denied(n: Pick<Node, 'name' | 'kmsg'>, log: EventLog, pid: number, name: string, extra = ''): Promise<Record<string, any>> {
   const d = denial(pid, name, extra);
   await appendFile(n.kmsg, d.line);
   return (await log.wait((e) => e.type === 'audit.denial' && e.source === `sealkit/auditor/${n.name}` && e.data.kernel.seq === d.seq)).data;
@@ -197,6 +204,68 @@ test.after.always(async () => {
   runner?.close();
   await s?.cleanup();
   if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+serial('a denial inside a container the runner started names it, its image digest and policy serial', async (t) => {
+  const ctd = await startContainerd();
+  const work = await mkdtemp(join(tmpdir(), 'sealkit-audit-runner-'));
+  const admin = await makeAdmin(s.stateDir);
+  const busybox = await readFile('/bin/busybox');
+  const img = await buildImage({ name: 'sealkit/app', tag: 'v1', layers: [{ 'bin/busybox': busybox }] });
+  await writeFile(join(work, 'v1.tar'), img.archive);
+  const kmsg = join(work, 'kmsg');
+  await writeFile(kmsg, '');
+  const env = {
+    SEALKIT_STATE: s.stateDir,
+    SEALKIT_NATS_URL: s.url,
+    SEALKIT_NODE: 'n-runner',
+    SEALKIT_TRUST: admin.trustPath,
+    SEALKIT_CONTAINERD_SOCK: ctd.sock,
+    SEALKIT_CONTAINER_STORE: join(work, 'containers'),
+    SEALKIT_RUNNER_STOP_GRACE_MS: '3000',
+    SEALKIT_IMA_NAMESPACES: join(work, 'no-ima-namespaces'),
+  };
+  const services: RunningService[] = [];
+  t.teardown(async () => {
+    for (const svc of services.reverse()) await svc.stop();
+    const tasks = await ctd.ctr(['tasks', 'ls', '-q'], NS).catch(() => '');
+    for (const id of tasks.split('\n').filter(Boolean)) await ctd.ctr(['tasks', 'delete', '--force', id], NS).catch(() => {});
+    const containers = await ctd.ctr(['containers', 'ls', '-q'], NS).catch(() => '');
+    for (const id of containers.split('\n').filter(Boolean)) await ctd.ctr(['containers', 'delete', id], NS).catch(() => {});
+    await ctd.cleanup();
+    await rm(work, { recursive: true, force: true });
+  });
+  for (const name of ['policy', 'fetcher', 'importer', 'ima', 'runner']) services.push(await startService(name, env));
+  services.push(await startService('auditor', { ...env, SEALKIT_KMSG: kmsg, SEALKIT_AUDIT_POLL_MS: '20' }));
+  const admNc = await s.connectAs('admin');
+  const events = new EventLog(monitor, ['container.started', 'ima.labeled']);
+  t.teardown(() => events.close());
+  const yaml = policyYaml({
+    serial: 1,
+    images: [{ name: img.name, tag: img.tag, source: `file://${join(work, 'v1.tar')}`, sha256: img.sha256 }],
+    containers: [{ name: 'app', image: img.name, command: ['/bin/busybox', 'sh', '-c', 'trap "exit 0" TERM; /bin/busybox sleep 1000 & wait'] }],
+  });
+  await pushPolicy(admNc, yaml, admin.key);
+  const started = (await events.wait((e) => e.type === 'container.started' && e.data.name === 'app', 120_000)).data;
+  const labeled = (await events.wait('ima.labeled')).data;
+  const n = { name: 'n-runner', kmsg };
+  // the task's init is the shell; its child, busybox's sleep, execs and the
+  // kernel refuses it: the record names the path the process saw
+  const app = await childOf(started.pid);
+  const d = await denied(n, denials, app, '/bin/busybox');
+  t.like(d, {
+    workload: 'app',
+    container: labeled.container,
+    image: { name: img.name, tag: img.tag, digest: img.sha256 },
+    policySerial: 1,
+    file: join(started.rootfs, 'bin/busybox'),
+    path: '/bin/busybox',
+    expectedSha256: createHash('sha256').update(busybox).digest('hex'),
+    match: 'pid',
+    process: { pid: app },
+  });
+  // a process of the container gone before its record is read: its path in the container's rootfs
+  t.like(await denied(n, denials, exitedPid(), '/bin/busybox'), { workload: 'app', match: 'rootfs-path', file: join(started.rootfs, 'bin/busybox') });
 });
 
 serial('a denial by a process inside the container names the container, its image digest and policy serial, and the file on the host', async (t) => {
