@@ -297,7 +297,7 @@ export class Auditor {
       owner = await this.o.manifests.lookup(f.file, f.ino, lookups);
       // a path under the store is the host's view of it: no container to look
       // for, and no /proc to read in a storm of them
-      if (owner?.match !== 'rootfs-prefix' && this.o.containers) {
+      if (owner?.match !== 'rootfs-prefix' && this.o.containers && !this.o.containers.idle) {
         inWorkload = await this.o.containers.ofDenial({ pid: f.process.pid, mntNs: f.mntNs, path: f.file, ino: f.ino }, lookups);
         if (inWorkload) owner = inWorkload;
       }
