@@ -182,9 +182,12 @@ export class Containers {
   // 10–24 µs on the loaded test machine, where the storm spends about 300 µs
   // per event.
   private unannounced(d: Denied, batch: ProcessBatch): boolean {
-    this.hostMntNs ??= mntNsOf(this.proc, 1);
-    const ns = d.mntNs ?? (d.pid === null ? null : (batch.processes?.get(d.pid)?.mntNs ?? mntNsOf(this.proc, d.pid)));
-    return ns !== null && this.hostMntNs !== null && ns !== this.hostMntNs;
+    // null when init's is hidden (ptrace: init holds capabilities the
+    // auditor lacks), and so is that of every host process that does
+    if (this.hostMntNs === undefined) this.hostMntNs = mntNsOf(this.proc, 1);
+    const seen = d.pid === null ? undefined : batch.processes?.get(d.pid);
+    const ns = d.mntNs ?? (d.pid === null ? null : seen !== undefined ? (seen?.mntNs ?? null) : mntNsOf(this.proc, d.pid));
+    return ns !== null && ns !== this.hostMntNs;
   }
 
   private process(pid: number, batch: ProcessBatch): ProcFacts | null {
