@@ -140,7 +140,7 @@ export class Containers {
       if (e.state !== 'running' || e.pid === null) continue;
       const m = await this.manifests.ofImage(e.image);
       if (!m) {
-        log.warn('runner.ps names a running container whose image has no label manifest here; its denials are tied to it by path only', { container: e.name, image: e.image });
+        log.warn('runner.ps names a running container whose image has no label manifest here; its denials name no container until its container.started says where it runs from', { container: e.name, image: e.image });
         continue;
       }
       const proc = readProcess(this.proc, e.pid);
