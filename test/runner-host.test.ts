@@ -94,7 +94,7 @@ async function push(image: BuiltImage, containers: Container[]) {
 
 const web: Container = { name: 'web', command: ['/bin/busybox', 'sh', '-c', SERVE, 'web'], onTamper: 'report' };
 const guard: Container = { name: 'guard', command: ['/bin/busybox', 'sh', '-c', SERVE, 'guard'], onTamper: 'stop', mounts: [{ type: 'tmpfs', destination: '/scratch' }], resources: { pids: 32 } };
-const crash: Container = { name: 'crash', command: ['/bin/busybox', 'sh', '-c', 'echo crashing; exit 1'], restart: 'on-failure', backoff: { initial: '200ms', max: '2s' } };
+const crash: Container = { name: 'crash', command: ['/bin/busybox', 'sh', '-c', 'echo crashing; exit 1'], restart: 'on-failure', backoff: { initial: '200ms', max: '10s' } };
 
 const of = (type: string, name: string, more: (d: any) => boolean = () => true) => (e: { type: string; data: any }) => e.type === type && e.data?.name === name && more(e.data);
 
@@ -168,6 +168,7 @@ test.serial('a container that exits 1 is restarted with a doubling backoff, re-v
     await events.wait(of('container.started', 'crash', (d) => d.restarts === attempt), 30_000);
   }
   t.deepEqual(delays, [200, 400, 800]);
+  t.true(events.of('container.started').filter((e) => e.data.name === 'crash').every((e) => e.data.verifiedFiles === 2), 'every restart re-hashed the rootfs first');
   t.true(events.of('container.exited').filter((e) => e.data.name === 'crash').length >= 3);
 });
 
@@ -194,6 +195,17 @@ test.serial('a file changed in the rootfs stops the container whose policy says 
   const rows = await ps();
   t.is(rows.find((r) => r.name === 'guard')?.state, 'refused');
   t.is(events.of('container.started').filter((e) => e.data.name === 'guard').at(-1), guardStarted, 'guard was not started again');
+
+  // a policy change of guard lifts the block, but not the check before its start
+  guard.env = ['TRY=2'];
+  await push(v1, [web, guard]);
+  const again = await events.wait((e) => e.type === 'container.refused' && e.data.name === 'guard' && e !== refused, 30_000);
+  t.is(again.data.file, '/etc/motd');
+  t.regex(again.data.reason, /modified against its label manifest.*not started/);
+  const own = await events.wait((e) => e.type === 'audit.tamper' && e.source.startsWith('sealkit/runner/'));
+  t.like(own.data, { file: 'etc/motd', kind: 'modified', action: 'blocked', container: tamper.data.container, policySerial: serial });
+  t.false((await tasks()).has('guard'));
+  t.is(events.of('container.started').filter((e) => e.data.name === 'guard').at(-1), guardStarted);
 });
 
 test.serial('a new digest for the image replaces its running container and starts the refused one from the new rootfs', async (t) => {
@@ -219,6 +231,17 @@ test.serial('a container removed from the policy is stopped, and no task or cont
   t.false((await tasks()).has('web'));
   t.false((await containerIds()).includes('web'));
   t.deepEqual((await ps()).map((r) => r.name), ['guard']);
+});
+
+test.serial('a start the runtime refuses leaves no container behind in containerd', async (t) => {
+  await push(v2, [guard, { name: 'broken', command: ['/bin/nope'], restart: 'never' }]);
+  const refused = await events.wait(of('container.refused', 'broken'), 60_000);
+  t.is(refused.data.code, 'SEALKIT_START_FAILED');
+  t.regex(refused.data.reason, /\/bin\/nope/);
+  t.false((await containerIds()).includes('broken'), 'what the failed start created was deleted');
+  t.false((await tasks()).has('broken'));
+  t.is((await ps()).find((r) => r.name === 'broken')?.state, 'refused');
+  t.is(events.of('container.started').filter((e) => e.data.name === 'broken').length, 0);
 });
 
 test.serial('a runner killed with SIGKILL and started again adopts the running task: same pid, no second container.started', async (t) => {

@@ -22,6 +22,7 @@ export interface TaskExit {
 
 const UNREACHABLE = /failed to dial|connection refused|connection reset|no such file or directory.*sock|Unavailable|transport is closing|error reading from server|context deadline exceeded|broken pipe/i;
 const NOT_FOUND = /not found/i;
+const EXISTS = /already exists/i;
 
 export class Ctr {
   constructor(
@@ -34,7 +35,7 @@ export class Ctr {
     return ['--address', this.sock, '--connect-timeout', '3s', '--namespace', this.namespace];
   }
 
-  private run(args: string[]): Promise<{ stdout: string; stderr: string }> {
+  private exec(args: string[]): Promise<{ stdout: string; stderr: string }> {
     return new Promise((resolve, reject) => {
       execFile(this.bin, [...this.base(), ...args], { maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
         if (!err) return resolve({ stdout, stderr });
@@ -45,22 +46,22 @@ export class Ctr {
         if (UNREACHABLE.test(msg)) {
           return reject(new SealkitError('SEALKIT_UNAVAILABLE', `containerd at ${this.sock} is not answering (${msg}); the runner retries when it is back`, { sock: this.sock }));
         }
-        reject(new SealkitError('SEALKIT_START_FAILED', `ctr ${args.slice(0, 2).join(' ')} ${args.at(-1)} in namespace ${this.namespace} failed: ${msg}`, { notFound: NOT_FOUND.test(msg) }));
+        reject(new SealkitError('SEALKIT_START_FAILED', `ctr ${args.slice(0, 2).join(' ')} ${args.at(-1)} in namespace ${this.namespace} failed: ${msg}`, { notFound: NOT_FOUND.test(msg), exists: EXISTS.test(msg) }));
       });
     });
   }
 
-  async create(id: string, specFile: string, labels: Record<string, string>): Promise<void> {
-    await this.run(['containers', 'create', '--config', specFile, ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]), id]);
-  }
-
-  // containerd's shim appends stdout and stderr to the file itself
-  async start(id: string, logFile: string): Promise<void> {
-    await this.run(['tasks', 'start', '--detach', '--log-uri', `file://${logFile}`, id]);
+  // Create the container from the spec and start its task, in one ctr
+  // (each ctr is a process and a connection: two would cost a bare
+  // `ctr run`'s time again). containerd's shim appends stdout and stderr to
+  // logFile itself; the task's pid lands in pidFile. On failure the caller
+  // removes whatever was made.
+  async run(id: string, specFile: string, labels: Record<string, string>, logFile: string, pidFile: string): Promise<void> {
+    await this.exec(['run', '--detach', '--config', specFile, '--log-uri', `file://${logFile}`, '--pid-file', pidFile, ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]), id]);
   }
 
   async tasks(): Promise<Map<string, Task>> {
-    const { stdout } = await this.run(['tasks', 'ls']);
+    const { stdout } = await this.exec(['tasks', 'ls']);
     const out = new Map<string, Task>();
     for (const line of stdout.split('\n').slice(1)) {
       const [id, pid, status] = line.trim().split(/\s+/);
@@ -72,7 +73,7 @@ export class Ctr {
   // Containers carrying `label`, with their labels: the runner's, never the
   // node's own services that share the namespace.
   async containers(label: string): Promise<Map<string, Record<string, string>>> {
-    const { stdout } = await this.run(['containers', 'ls', '--quiet', `labels.${JSON.stringify(label)}`]);
+    const { stdout } = await this.exec(['containers', 'ls', '--quiet', `labels.${JSON.stringify(label)}`]);
     const out = new Map<string, Record<string, string>>();
     for (const id of stdout.split('\n').map((l) => l.trim()).filter(Boolean)) {
       const labels = await this.labels(id);
@@ -84,7 +85,7 @@ export class Ctr {
   // null: no such container
   async labels(id: string): Promise<Record<string, string> | null> {
     try {
-      const { stdout } = await this.run(['containers', 'info', id]);
+      const { stdout } = await this.exec(['containers', 'info', id]);
       return ((JSON.parse(stdout) as { Labels?: Record<string, string> }).Labels ?? {});
     } catch (err) {
       if (isNotFound(err)) return null;
@@ -95,7 +96,7 @@ export class Ctr {
   // false: no task to signal (it has already exited)
   async kill(id: string, signal: 'SIGTERM' | 'SIGKILL'): Promise<boolean> {
     try {
-      await this.run(['tasks', 'kill', '--signal', signal, id]);
+      await this.exec(['tasks', 'kill', '--signal', signal, id]);
       return true;
     } catch (err) {
       if (isNotFound(err) || /process already finished/i.test((err as Error).message)) return false;
@@ -107,7 +108,7 @@ export class Ctr {
   // nothing); null when there was no task.
   async deleteTask(id: string, force = false): Promise<number | null> {
     try {
-      const { stderr } = await this.run(['tasks', 'delete', ...(force ? ['--force'] : []), id]);
+      const { stderr } = await this.exec(['tasks', 'delete', ...(force ? ['--force'] : []), id]);
       const m = /exit code (\d+)/.exec(stderr);
       return m ? Number(m[1]) : 0;
     } catch (err) {
@@ -118,7 +119,7 @@ export class Ctr {
 
   async deleteContainer(id: string): Promise<void> {
     try {
-      await this.run(['containers', 'delete', id]);
+      await this.exec(['containers', 'delete', id]);
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
@@ -147,6 +148,10 @@ export class Ctr {
     child.once('close', (code) => ended(stderr.trim() || `ctr events exited with ${code}`));
     return child;
   }
+}
+
+export function isExisting(err: unknown): boolean {
+  return err instanceof SealkitError && err.data?.exists === true;
 }
 
 export function isNotFound(err: unknown): boolean {

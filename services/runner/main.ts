@@ -50,7 +50,7 @@ await runService('runner', async ({ nc, events, log, state, root }) => {
 
   const stopping = new AbortController();
   let adopted = false;
-  const reconcile = (why: string) => (adopted ? runner.reconcile(why) : Promise.resolve());
+  const reconcile = (why: string, tasks = false) => (adopted ? runner.reconcile(why, { tasks }) : Promise.resolve());
 
   // /tasks/exit as they happen; the stream is opened again when it ends
   // (containerd restarted), and a reconcile then catches what it missed
@@ -61,7 +61,7 @@ await runService('runner', async ({ nc, events, log, state, root }) => {
       const ended = new Promise<string>((resolve) => {
         exits = ctr.followExits((e) => runner.onExit(e), resolve);
       });
-      void reconcile('exit stream opened');
+      void reconcile('exit stream opened', true);
       const why = await ended;
       if (stopping.signal.aborted) return;
       log.warn('the containerd event stream ended; opening it again', { why, retryInMs: backoff.delayMs });
@@ -85,12 +85,12 @@ await runService('runner', async ({ nc, events, log, state, root }) => {
     await runner.adopt();
     adopted = true;
     void follow();
-    await reconcile('start');
+    await reconcile('start', true);
   };
   void adopt();
 
   policy.onChange(() => reconcile('policy changed'));
-  const timer = setInterval(() => void reconcile('periodic'), envInt('SEALKIT_RUNNER_RECONCILE_MS', 30_000));
+  const timer = setInterval(() => void reconcile('periodic', true), envInt('SEALKIT_RUNNER_RECONCILE_MS', 30_000));
 
   const tamper = nc.subscribe(subjects.audit.tamper, {
     callback: (_err, msg) => {

@@ -16,9 +16,8 @@ import type {
 } from '../lib/contract.ts';
 import { containerName } from '../lib/rootfs/names.ts';
 import { containerPaths, type ContainerPaths, type StoreLayout } from '../lib/rootfs/store.ts';
-import { readManifestKey, verifyRootfs, type FileFinding } from '../lib/rootfs/verify.ts';
-import { readManifest } from '../lib/manifest.ts';
-import { Ctr, isNotFound, type TaskExit } from './containerd.ts';
+import { readManifestKey, readVerifiedManifest, verifyRootfs, type FileFinding } from '../lib/rootfs/verify.ts';
+import { Ctr, isExisting, isNotFound, type Task, type TaskExit } from './containerd.ts';
 import { runSpecFor, workloadSpec } from './process.ts';
 
 // The runner's core: keep the containers the policy names running, each from
@@ -145,17 +144,19 @@ export class Runner {
   }
 
   // Bring containerd to what the policy says. Without a policy (none yet, or
-  // the bus unreadable) nothing is touched.
-  reconcile(why: string): Promise<void> {
+  // the bus unreadable) nothing is touched. With `tasks`, first look for
+  // exits the event stream did not report (it was down, or we were): the
+  // periodic reconcile and a reopened stream ask for it; one woken by a
+  // policy change or a label need not pay a `ctr tasks ls` before its start.
+  reconcile(why: string, opts: { tasks?: boolean } = {}): Promise<void> {
     return this.serial(`reconcile (${why})`, async () => {
       if (this.closed) return;
       const policy = this.o.policy();
       if (!policy) return;
-      const tasks = await this.o.ctr.tasks();
-      // exits the event stream did not report (it was down, or we were)
-      for (const w of this.workloads.values()) {
+      const tasks = opts.tasks ? await this.o.ctr.tasks() : new Map<string, Task>();
+      for (const w of opts.tasks ? this.workloads.values() : []) {
         const t = w.run && tasks.get(w.name);
-        if (w.run && !w.stopping && t?.status !== 'RUNNING') {
+        if (w.run && !w.stopping && (!t || t.status === 'STOPPED')) {
           await this.exited(w, { id: w.name, pid: w.run.pid, status: (await this.o.ctr.deleteTask(w.name)) ?? 0 });
         }
       }
@@ -245,6 +246,7 @@ export class Runner {
       check = await verifyRootfs(p.paths, key);
     } catch (err) {
       const e = asSealkitError(err);
+      // the manifest itself cannot vouch for the rootfs: named by its absolute path, not a rootfs file
       await this.tamper(p, serial, [{ file: p.paths.manifest, kind: 'modified', expectedSha256: null, actualSha256: null }]);
       return this.refuse(w, p, serial, e.code, `${e.message}; container "${w.name}" was not started`, null, manifestAt);
     }
@@ -265,14 +267,9 @@ export class Runner {
       return this.refuse(w, p, serial, e.code, e.message, null, manifestAt);
     }
     const specHash = sha256Hex(JSON.stringify(spec));
-    const existing = await this.o.ctr.labels(w.name);
-    if (existing && existing[LABELS.spec] === undefined) {
-      return this.refuse(w, p, serial, 'SEALKIT_CONFIG', `containerd namespace ${this.o.ctr.namespace} already holds a container "${w.name}" that sealkit did not start; rename the policy's container`, null, manifestAt);
-    }
-    if (existing) await this.remove(w.name); // what a runner killed mid-start left behind
-
     w.state = 'starting';
     const specFile = join(this.o.specDir, `${w.name}.json`);
+    const pidFile = join(this.o.specDir, `${w.name}.pid`);
     await writeFileAtomic(specFile, JSON.stringify(spec, null, 2));
     const startedAt = new Date();
     const labels = {
@@ -284,20 +281,33 @@ export class Runner {
       [LABELS.restarts]: String(w.restarts),
       [LABELS.started]: startedAt.toISOString(),
     };
+    // containerd creates the task (its mount namespace) and starts it in one
+    // call: a kernel with IMA namespaces would take the container's appraisal
+    // policy between the two. None is written (no kernel here has them; see
+    // README), so nothing sits between them.
+    const run = () => this.o.ctr.run(w.name, specFile, labels, join(this.o.logDir, `${w.name}.log`), pidFile);
     let pid: number;
     try {
-      await this.o.ctr.create(w.name, specFile, labels);
-      // Between create and start the kernel's IMA namespace (where it has
-      // one) would take this container's appraisal policy. None is written:
-      // no kernel here offers it (see README).
-      await this.o.ctr.start(w.name, join(this.o.logDir, `${w.name}.log`));
-      pid = (await this.o.ctr.tasks()).get(w.name)?.pid ?? 0;
+      await run().catch(async (err) => {
+        if (!isExisting(err)) throw err;
+        // a container of that name: ours (a runner killed mid-start) is
+        // replaced; one sealkit did not start is not touched
+        const theirs = await this.o.ctr.labels(w.name);
+        if (theirs && theirs[LABELS.spec] === undefined) {
+          throw new SealkitError('SEALKIT_CONFIG', `containerd namespace ${this.o.ctr.namespace} already holds a container "${w.name}" that sealkit did not start; rename the policy's container`, { foreign: true });
+        }
+        await this.remove(w.name);
+        await run();
+      });
+      pid = Number((await readFile(pidFile, 'utf8')).trim()) || 0;
     } catch (err) {
-      // never a half-created container: what create or start made goes
-      await this.remove(w.name).catch((e) => this.o.log.error('cannot remove a container whose start failed', { container: w.name, err: e as Error }));
       const e = asSealkitError(err);
+      // never a half-created container: what the start made goes (not someone else's)
+      if (!e.data?.foreign) await this.remove(w.name).catch((x) => this.o.log.error('cannot remove a container whose start failed', { container: w.name, err: x as Error }));
       if (e.code === 'SEALKIT_UNAVAILABLE') return this.wait(w, e.message);
-      await this.refuse(w, p, serial, e.code, `container "${w.name}" could not be started: ${e.message}`, null, manifestAt, false);
+      if (e.data?.foreign) return this.refuse(w, p, serial, e.code, e.message, null, manifestAt);
+      // retried like a crash, as the restart policy says; with never, not until something changes
+      await this.refuse(w, p, serial, e.code, `container "${w.name}" could not be started: ${e.message}`, null, manifestAt, p.c.restart === 'never');
       return this.retryLater(w, p, serial);
     }
     const ref2 = { name: w.name, image: ref, rootfs: p.paths.rootfs, policySerial: serial };
@@ -375,7 +385,6 @@ export class Runner {
     });
   }
 
-  // a start the runtime refused is retried like a crash, as the restart policy says
   private async retryLater(w: Workload, p: Plan, serial: number): Promise<void> {
     if (p.c.restart === 'never') return;
     await this.restartLater(w, { image: { name: p.image.name, tag: p.image.tag, digest: p.image.sha256 }, rootfs: p.paths.rootfs, serial });
@@ -512,14 +521,14 @@ export class Runner {
   private async labelledDigest(p: Plan): Promise<string | null> {
     const key = await this.manifestKey();
     if (!key) return null;
-    return readManifest(p.paths.manifest, key).then((m) => (m.rootfs === p.paths.rootfs ? m.image.digest : null), () => null);
+    return readVerifiedManifest(p.paths.manifest, key).then((m) => (m.rootfs === p.paths.rootfs ? m.image.digest : null), () => null);
   }
 
   // the spec the container would be created with now; null when it cannot be known yet
   private async specHash(p: Plan): Promise<string | null> {
     const key = await this.manifestKey();
     if (!key) return null;
-    const m = await readManifest(p.paths.manifest, key);
+    const m = await readVerifiedManifest(p.paths.manifest, key);
     if (m.image.digest !== p.image.sha256) return null;
     return sha256Hex(JSON.stringify(workloadSpec(runSpecFor(p.c, m.process, p.paths.rootfs))));
   }

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import YAML from 'yaml';
-import { sha256File } from '../digest.ts';
+import { sha256File, sha256Hex } from '../digest.ts';
 import { SealkitError } from '../errors.ts';
 import { readManifest, sha256Of, type LabelManifest } from '../manifest.ts';
 import { checkPublicKey, type PublicKey } from '../sign.ts';
@@ -25,8 +25,25 @@ export interface RootfsCheck {
 // files hashed at once: enough to keep the disk busy, few enough file descriptors
 const HASH_CONCURRENCY = 8;
 
+// The manifest bytes last found to carry a valid signature, per path: the
+// same bytes under the same key verify the same way, and a start should not
+// wait for tweetnacl's ed25519 (tens of ms on a loaded node) to say so again.
+const verified = new Map<string, { sha256: string; key: string; manifest: LabelManifest }>();
+
+export async function readVerifiedManifest(path: string, key: PublicKey): Promise<LabelManifest> {
+  const bytes = await readFile(path).catch(() => null);
+  const sha256 = bytes && sha256Hex(bytes);
+  const hit = verified.get(path);
+  if (hit && hit.sha256 === sha256 && hit.key === `${key.id}:${key.ed25519}`) return structuredClone(hit.manifest);
+  const manifest = await readManifest(path, key);
+  // kept only when what was verified is what was hashed (no write in between)
+  const again = await readFile(path).catch(() => null);
+  if (sha256 && again && sha256Hex(again) === sha256) verified.set(path, { sha256, key: `${key.id}:${key.ed25519}`, manifest: structuredClone(manifest) });
+  return manifest;
+}
+
 export async function verifyRootfs(paths: ContainerPaths, key: PublicKey): Promise<RootfsCheck> {
-  const manifest = await readManifest(paths.manifest, key);
+  const manifest = await readVerifiedManifest(paths.manifest, key);
   if (manifest.rootfs !== paths.rootfs) {
     throw new SealkitError('SEALKIT_MANIFEST_CORRUPT', `label manifest ${paths.manifest} vouches for ${manifest.rootfs}, not ${paths.rootfs}; relabel the container`, { rootfs: paths.rootfs });
   }
