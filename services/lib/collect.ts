@@ -61,3 +61,15 @@ export class CollectSchedule {
     await this.running;
   }
 }
+
+// Work that must not overlap a collection (an import, a label judged by an
+// older policy, which could otherwise add a name or a tree right after the
+// collection looked) takes turns with it through one of these.
+export function takingTurns(): <T>(fn: () => Promise<T>) => Promise<T> {
+  let turn: Promise<unknown> = Promise.resolve();
+  return (fn) => {
+    const run = turn.then(fn);
+    turn = run.catch(() => {});
+    return run;
+  };
+}
