@@ -1,7 +1,7 @@
 import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { syncDir, writeFileAtomic } from '../lib/atomic.ts';
+import { readRecords, syncDir, writeFileAtomic } from '../lib/atomic.ts';
 import { sha256File, SHA256_HEX } from '../lib/digest.ts';
 import type { Sink } from './download.ts';
 import { diskFull, isDiskFull } from '../lib/errors.ts';
@@ -119,17 +119,8 @@ export class Cache {
     await writeFileAtomic(this.heldPath(h), JSON.stringify({ name: h.name, tag: h.tag, sha256: h.sha256, source: h.source }));
   }
 
-  async held(): Promise<HeldImage[]> {
-    const out: HeldImage[] = [];
-    for (const n of await readdir(this.heldDir)) {
-      if (!n.endsWith('.json')) continue;
-      try {
-        out.push(JSON.parse(await readFile(join(this.heldDir, n), 'utf8')) as HeldImage);
-      } catch {
-        // a torn temp file never gets renamed into place
-      }
-    }
-    return out;
+  held(): Promise<HeldImage[]> {
+    return readRecords<HeldImage>(this.heldDir);
   }
 
   async release(h: HeldImage): Promise<void> {
