@@ -176,7 +176,7 @@ export class EventPublisher {
     if (!this.o.dir || Date.now() - this.lastSaveTry < 1000) return;
     this.lastSaveTry = Date.now();
     const groups = new Map<string, Pending[]>();
-    for (const p of this.queue) if (p.unsaved) groups.set(p.file!, [...(groups.get(p.file!) ?? []), p]);
+    for (const p of this.queue) if (p.unsaved) groupOf(groups, p.file!).push(p);
     for (const [file, members] of groups) if (!(await this.save(file, members))) return;
   }
 
@@ -187,7 +187,7 @@ export class EventPublisher {
   private async release(done: Pending[]): Promise<void> {
     if (!this.o.dir) return;
     const byFile = new Map<string, Pending[]>();
-    for (const p of done) if (p.file) byFile.set(p.file, [...(byFile.get(p.file) ?? []), p]);
+    for (const p of done) if (p.file) groupOf(byFile, p.file).push(p);
     await Promise.all([...byFile].map(async ([file, members]) => {
       const left = (this.unacked.get(file) ?? members.length) - members.length;
       if (left > 0) {
@@ -306,4 +306,11 @@ export class EventPublisher {
       await this.backoff.wait();
     }
   }
+}
+
+// a storm's batch puts thousands of events in one group: push, never copy
+function groupOf(m: Map<string, Pending[]>, file: string): Pending[] {
+  let g = m.get(file);
+  if (!g) m.set(file, (g = []));
+  return g;
 }

@@ -1,4 +1,4 @@
-import type { KvEntry, NatsConnection, QueuedIterator } from 'nats';
+import type { KV, KvEntry, NatsConnection, QueuedIterator } from 'nats';
 import { policyBucket, policyKey } from './subjects.ts';
 import { verifySignedPolicy, type Policy, type SignedPolicy } from './policy.ts';
 import type { PublicKey } from './sign.ts';
@@ -13,6 +13,12 @@ import { Backoff } from './backoff.ts';
 // made while the bus was away is seen once it is back.
 export class PolicyFollower {
   private current: Policy | null = null;
+  // the record last taken or refused, as stored: the watch's first value
+  // repeats the one refresh() read, and each reconnect repeats it again;
+  // verifying it anew (signature, YAML, schema) would give the same answer.
+  // By content, not revision: a bucket made again starts its revisions at 1.
+  private seen = '';
+  private kv?: Promise<KV>;
   private readonly listeners: Array<(p: Policy, prev: Policy | null) => void | Promise<void>> = [];
 
   constructor(
@@ -42,8 +48,9 @@ export class PolicyFollower {
   async refresh(): Promise<Policy | null> {
     let entry: KvEntry | null;
     try {
-      entry = await (await this.nc.jetstream().views.kv(policyBucket, { bindOnly: true })).get(policyKey);
+      entry = await (await this.bucket()).get(policyKey);
     } catch (err) {
+      this.kv = undefined;
       this.log.warn('cannot read the policy from the bus; keeping the one in force', { err: err as Error });
       return this.current;
     }
@@ -66,10 +73,10 @@ export class PolicyFollower {
     })();
     while (!this.nc.isClosed() && !this.nc.isDraining()) {
       try {
-        const kv = await this.nc.jetstream().views.kv(policyBucket, { bindOnly: true });
-        watch = await kv.watch({ key: policyKey, initializedFn: () => backoff.reset() });
+        watch = await (await this.bucket()).watch({ key: policyKey, initializedFn: () => backoff.reset() });
         for await (const entry of watch) await this.take(entry);
       } catch (err) {
+        this.kv = undefined;
         if (!this.nc.isClosed() && !this.nc.isDraining()) {
           this.log.warn('cannot watch the policy on the bus; keeping the one in force', { retryInMs: backoff.delayMs, err: err as Error });
         }
@@ -78,14 +85,22 @@ export class PolicyFollower {
     }
   }
 
+  // bound once; a failure drops it so the next use binds again
+  private bucket(): Promise<KV> {
+    return (this.kv ??= this.nc.jetstream().views.kv(policyBucket, { bindOnly: true }));
+  }
+
   private async take(entry: KvEntry): Promise<void> {
     if (entry.operation !== 'PUT' || !entry.value.length) {
       this.log.warn('the policy record was removed from the KV bucket; keeping the one in force', { operation: entry.operation, revision: entry.revision });
       return;
     }
+    const stored = entry.string();
+    if (stored === this.seen) return;
+    this.seen = stored;
     let next: Policy;
     try {
-      next = verifySignedPolicy(JSON.parse(entry.string()) as SignedPolicy, this.trust, 'policy in the KV bucket');
+      next = verifySignedPolicy(JSON.parse(stored) as SignedPolicy, this.trust, 'policy in the KV bucket');
     } catch (err) {
       this.log.error('policy in the KV bucket failed verification; keeping the one in force', { revision: entry.revision, err: err as Error });
       return;
