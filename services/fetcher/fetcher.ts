@@ -162,14 +162,14 @@ export class Fetcher {
     }
   }
 
-  /** Remove the cache entries of images the policy in force no longer names; after the fetches under way, before the next. */
-  collect(policy: Policy): Promise<CollectRun> {
+  /** Run `fn` after the fetches under way and before the next: a collection's turn. */
+  alone<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.queue.then(async () => {
       let finished = () => {};
       this.collecting = new Promise<void>((resolve) => (finished = resolve));
       try {
         await Promise.allSettled([...this.inflight.values()]);
-        return await this.sweep(policy);
+        return await fn();
       } finally {
         finished();
       }
@@ -178,7 +178,8 @@ export class Fetcher {
     return run;
   }
 
-  private async sweep(policy: Policy): Promise<CollectRun> {
+  /** Remove the cache entries of images `policy` no longer names (in a turn of alone()). */
+  async collect(policy: Policy): Promise<CollectRun> {
     const got = await collectCache(this.cache, policy, (h) => this.forget(h));
     for (const c of got.images) {
       const data: Collected = { ...c, kind: 'cache', policySerial: policy.serial };

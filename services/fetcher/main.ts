@@ -17,7 +17,7 @@ await runService('fetcher', async ({ nc, events, log, state }) => {
   const follower = new PolicyFollower(nc, trust, log);
   // in the background: a long download must not hold up the next policy
   follower.onChange((policy) => void fetcher.onPolicy(policy));
-  const collection = new CollectSchedule({ graceMs: collectGraceMs(), policy: () => follower.policy, collect: (p) => fetcher.collect(p), log });
+  const collection = new CollectSchedule({ graceMs: collectGraceMs(), policy: () => follower.policy, collect: (p) => fetcher.collect(p), turn: (fn) => fetcher.alone(fn), log });
   follower.onChange(() => collection.soon());
 
   serve(

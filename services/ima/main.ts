@@ -94,7 +94,7 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
     }
   };
   const alone = takingTurns();
-  const collection = new CollectSchedule({ graceMs: collectGraceMs(), policy: () => follower.policy, collect: (p) => alone(() => ima.collect(p, inUse)), log });
+  const collection = new CollectSchedule({ graceMs: collectGraceMs(), policy: () => follower.policy, collect: (p) => ima.collect(p, inUse), turn: alone, log });
   follower.onChange(() => collection.soon());
   collection.soon();
 

@@ -22,13 +22,18 @@ export interface CollectRun {
   kept: number;
 }
 
+export type Turns = <T>(fn: () => Promise<T>) => Promise<T>;
+
 export class CollectSchedule {
   private timer?: NodeJS.Timeout;
   private running: Promise<void> = Promise.resolve();
   private stopped = false;
 
+  // turn: what the run waits for before it reads the policy in force (the
+  // work it must not overlap), so that it never judges by one made stale
+  // while it waited
   constructor(
-    private readonly o: { graceMs: number; policy: () => Policy | null; collect: (policy: Policy) => Promise<CollectRun>; log: Logger },
+    private readonly o: { graceMs: number; policy: () => Policy | null; collect: (policy: Policy) => Promise<CollectRun>; turn?: Turns; log: Logger },
   ) {}
 
   /** (Re)arm: a newer policy within the grace postpones the run. */
@@ -41,17 +46,20 @@ export class CollectSchedule {
 
   private run(): Promise<void> {
     this.timer = undefined;
-    this.running = this.running.then(async () => {
-      const policy = this.o.policy();
-      if (!policy || this.stopped) return;
-      try {
-        const { kept } = await this.o.collect(policy);
-        if (kept > 0) this.soon();
-      } catch (err) {
-        this.o.log.error('collection failed; it is tried again after the grace delay', { serial: policy.serial, retryInMs: this.o.graceMs, err: err as Error });
-        this.soon();
-      }
-    });
+    const turn = this.o.turn ?? ((fn) => fn());
+    this.running = this.running.then(() =>
+      turn(async () => {
+        const policy = this.o.policy();
+        if (!policy || this.stopped) return;
+        try {
+          const { kept } = await this.o.collect(policy);
+          if (kept > 0) this.soon();
+        } catch (err) {
+          this.o.log.error('collection failed; it is tried again after the grace delay', { serial: policy.serial, retryInMs: this.o.graceMs, err: err as Error });
+          this.soon();
+        }
+      }),
+    );
     return this.running;
   }
 
@@ -65,7 +73,7 @@ export class CollectSchedule {
 // Work that must not overlap a collection (an import, a label judged by an
 // older policy, which could otherwise add a name or a tree right after the
 // collection looked) takes turns with it through one of these.
-export function takingTurns(): <T>(fn: () => Promise<T>) => Promise<T> {
+export function takingTurns(): Turns {
   let turn: Promise<unknown> = Promise.resolve();
   return (fn) => {
     const run = turn.then(fn);
