@@ -1,6 +1,6 @@
 import test from 'ava';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
@@ -11,17 +11,15 @@ import { startService, type RunningService } from './helpers/service.ts';
 import { EventLog } from './helpers/events.ts';
 import { makeAdmin, policyYaml, putPolicy, type Admin } from './helpers/policy.ts';
 import { buildImage, type BuiltImage } from './helpers/images.ts';
-import { encode } from '../services/lib/bus.ts';
 import { containerName } from '../services/lib/rootfs/names.ts';
-import type { PsEntry } from '../services/lib/contract.ts';
 
 // What the policy no longer names is collected, by each service, after the
 // grace delay: the fetcher's cache entries, the importer's containerd and
 // Docker images, the ima service's rootfs and manifest. Real nats-server,
 // containerd, dockerd and services; what someone else put into containerd
 // or Docker is never touched, and a rootfs a container runs from stays until
-// the runner says it is gone (runner.ps answered here with the runner's own
-// bus user: no runner service that starts containers exists on this branch).
+// the runner (the real one, running it through containerd and runc) no
+// longer lists it, or while the runner does not answer.
 
 const GRACE_MS = 1500;
 const NS = 'services.linuxkit';
@@ -35,6 +33,7 @@ let events: EventLog;
 let work: string;
 let store: string;
 let serial = 0;
+let runner: RunningService;
 const services: Record<string, RunningService> = {};
 const images: Record<string, BuiltImage> = {};
 
@@ -45,16 +44,23 @@ const manifestOf = (img: BuiltImage) => join(nats.stateDir, 'ima', 'manifests', 
 const ctrRefs = async () => (await ctd.ctr(['images', 'ls', '-q'], NS)).split('\n').filter(Boolean);
 const dockerTags = async () => (await dockerd.docker.listImages()).flatMap((i) => i.RepoTags ?? []);
 
-async function setPolicy(list: BuiltImage[]): Promise<number> {
+async function setPolicy(list: BuiltImage[], containers: Array<Record<string, unknown>> = []): Promise<number> {
   serial++;
   const yaml = policyYaml({
     serial,
     images: list.map((img) => ({ name: img.name, tag: img.tag, source: `file://${archivePath(img)}`, sha256: img.sha256, import: { containerd: { namespace: NS }, docker: true } })),
+    containers,
   });
   await putPolicy(adminNc, yaml, admin.key);
   return serial;
 }
 
+const keptLog = (why: RegExp, after: number) =>
+  services.ima.waitForLog((r) => r.msg === 'not collected yet: the rootfs of an image the policy no longer names' && r.image === 'gc/busy:1' && why.test(String(r.why)) && Number(r.time) > after, 30_000);
+async function tasks(): Promise<Map<string, string>> {
+  const out = await ctd.ctr(['tasks', 'ls'], NS);
+  return new Map(out.trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/)).map(([id, , status]) => [id, status]));
+}
 const labeled = (img: BuiltImage) => events.wait((e) => e.type === 'ima.labeled' && e.data.image.digest === img.sha256, 90_000);
 const collected = (img: BuiltImage, kind: string, ms = 30_000) => events.wait((e) => e.type === 'image.collected' && e.data.image.name === img.name && e.data.kind === kind, ms);
 
@@ -65,11 +71,12 @@ test.before(async () => {
   store = join(work, 'containers');
   admin = await makeAdmin(nats.stateDir);
   adminNc = await nats.connectAs('admin');
-  events = new EventLog(adminNc, ['image.*', 'ima.*']);
-  for (const [k, name] of [['keep', 'gc/keep'], ['drop', 'gc/drop'], ['busy', 'gc/busy'], ['other', 'someone/else']] as const) {
+  events = new EventLog(adminNc, ['image.*', 'ima.*', 'container.*']);
+  for (const [k, name] of [['keep', 'gc/keep'], ['drop', 'gc/drop'], ['other', 'someone/else']] as const) {
     images[k] = await buildImage({ name, tag: '1', format: 'docker', layers: [{ 'bin/app': `#!/bin/sh\necho ${k}\n`, 'etc/which': `${k}\n` }] });
-    await writeFile(archivePath(images[k]), images[k].archive);
   }
+  images.busy = await buildImage({ name: 'gc/busy', tag: '1', format: 'docker', layers: [{ 'bin/busybox': readFileSync('/bin/busybox') }] });
+  for (const img of Object.values(images)) await writeFile(archivePath(img), img.archive);
   const env = {
     SEALKIT_STATE: nats.stateDir,
     SEALKIT_NATS_URL: nats.url,
@@ -78,15 +85,25 @@ test.before(async () => {
     SEALKIT_DOCKER_SOCK: dockerd.sock,
     SEALKIT_CONTAINER_STORE: store,
     SEALKIT_COLLECT_GRACE_MS: String(GRACE_MS),
+    SEALKIT_RUNNER_STOP_GRACE_MS: '20000',
+    SEALKIT_IMA_NAMESPACES: join(work, 'no-ima-namespaces'),
   };
   for (const name of ['fetcher', 'importer', 'ima']) services[name] = await startService(name, env);
+  runner = await startService('runner', env);
   await adminNc.flush();
 });
 
 test.after.always(async () => {
+  if (runner?.proc.pid) process.kill(runner.proc.pid, 'SIGCONT');
+  await runner?.stop();
   await Promise.all(Object.values(services).map((s) => s.stop()));
   events?.close();
   await dockerd?.cleanup();
+  // nothing left in containerd: tasks and containers go before it does
+  if (ctd) {
+    for (const id of (await ctd.ctr(['tasks', 'ls', '-q'], NS).catch(() => '')).split('\n').filter(Boolean)) await ctd.ctr(['tasks', 'delete', '--force', id], NS).catch(() => {});
+    for (const id of (await ctd.ctr(['containers', 'ls', '-q'], NS).catch(() => '')).split('\n').filter(Boolean)) await ctd.ctr(['containers', 'delete', id], NS).catch(() => {});
+  }
   await ctd?.cleanup();
   await nats?.cleanup();
   if (work) await rm(work, { recursive: true, force: true });
@@ -146,45 +163,40 @@ test.serial('an image dropped from the policy loses its cache entry, containerd 
   t.true(existsSync(cacheFile(drop)) && existsSync(join(rootfsOf(drop), 'bin/app')) && (await ctrRefs()).includes('docker.io/gc/drop:1'));
 });
 
-test.serial('a rootfs a container still runs from is kept, through an unanswered runner.ps too, and collected once the runner no longer runs it', async (t) => {
+test.serial('a rootfs a container still runs from is kept, through a runner that does not answer too, and collected once the container is gone', async (t) => {
   const { keep, busy } = images;
-  await setPolicy([keep, busy]);
-  const lab = await labeled(busy);
-  // runner.ps answered with the runner's own bus user; silent at first (a runner too busy to answer)
-  const runnerNc = await nats.connectAs('runner');
-  t.teardown(() => runnerNc.close());
-  let answer: PsEntry[] | 'silent' = 'silent';
-  const asked: number[] = [];
-  runnerNc.subscribe('runner.ps', {
-    callback: (_err, msg) => {
-      asked.push(Date.now());
-      if (answer !== 'silent') msg.respond(encode({ containers: answer }));
-    },
-  });
-  await runnerNc.flush();
-  const entry = (state: PsEntry['state']): PsEntry => ({ name: 'web', image: { name: busy.name, tag: busy.tag, digest: busy.sha256 }, state, pid: state === 'running' ? 4242 : null, restarts: 0, startedAt: new Date().toISOString(), reason: null });
+  // pid 1 of the container ignores SIGTERM: the runner waits out its stop grace, listing it as running
+  const c = { name: 'busy-c', image: busy.name, command: ['/bin/busybox', 'sleep', '1000'] };
+  await setPolicy([keep, busy], [c]);
+  const started = await events.wait((e) => e.type === 'container.started' && e.data.name === c.name, 90_000);
+  const rootfs = started.data.rootfs as string;
+  t.is(rootfs, rootfsOf(busy));
 
-  const keptLog = (why: RegExp, after: number) => services.ima.waitForLog((r) => r.msg === 'not collected yet: the rootfs of an image the policy no longer names' && r.image === 'gc/busy:1' && why.test(String(r.why)) && Number(r.time) > after, 30_000);
+  // a runner that does not answer runner.ps may be running anything
+  process.kill(runner.proc.pid!, 'SIGSTOP');
   const t0 = Date.now();
   await setPolicy([keep]);
   await keptLog(/runner\.ps/, t0);
-  t.true(existsSync(join(lab.data.rootfs, 'bin/app')), 'kept while the runner does not answer');
+  t.true(existsSync(join(rootfs, 'bin/busybox')) && existsSync(manifestOf(busy)), 'kept while the runner does not answer');
 
-  answer = [entry('running')];
+  // the runner stops the container (SIGTERM ignored, SIGKILL after its grace) and lists it running meanwhile
   const t1 = Date.now();
+  process.kill(runner.proc.pid!, 'SIGCONT');
   await keptLog(/a container still runs from it/, t1);
-  await keptLog(/a container still runs from it/, Date.now()); // asked again at the next run, kept again
-  t.true(existsSync(join(lab.data.rootfs, 'bin/app')) && existsSync(manifestOf(busy)), 'kept while a container runs from it');
+  t.is((await tasks()).get(c.name), 'RUNNING');
+  t.true(existsSync(join(rootfs, 'bin/busybox')) && existsSync(manifestOf(busy)), 'kept while a container runs from it');
   t.false(events.of('image.collected').some((e) => e.data.image.name === busy.name && e.data.kind === 'rootfs'));
-  // the runner's image and cache entries are not the ima's to keep: they went after the grace
-  t.truthy(await collected(busy, 'cache'));
+  // its cache entry and containerd image are not what the container runs from: gone after the grace
+  await Promise.all([collected(busy, 'cache'), collected(busy, 'containerd')]);
 
-  // the container is gone (stopped, and then no longer listed)
-  answer = [entry('stopped')];
+  // the container ends: the next collection removes the rootfs, after the runner said it stopped
+  await ctd.ctr(['tasks', 'kill', '--signal', 'SIGKILL', c.name], NS);
+  const stopped = await events.wait((e) => e.type === 'container.stopped' && e.data.name === c.name, 30_000);
   const gone = await collected(busy, 'rootfs');
-  t.deepEqual(gone.data.where, [lab.data.rootfs, manifestOf(busy)]);
-  t.false(existsSync(lab.data.rootfs));
+  t.true(Date.parse(gone.time) >= Date.parse(stopped.time));
+  t.deepEqual(gone.data.where, [rootfs, manifestOf(busy)]);
+  t.false(existsSync(rootfs));
   t.false(existsSync(manifestOf(busy)));
-  t.true(asked.length >= 3);
+  t.false((await tasks()).has(c.name));
   t.true(existsSync(join(rootfsOf(keep), 'bin/app')));
 });
