@@ -13,18 +13,18 @@ import type { Cache, HeldImage } from './cache.ts';
 
 const MAX_MANIFEST = 4 * 1024 * 1024;
 
-export interface CacheCollection {
-  images: Array<Omit<Collected, 'kind' | 'policySerial'>>;
-  unnamed: { files: number; bytes: number }; // entries no record named
-}
+export type CacheRemoved = Omit<Collected, 'kind' | 'policySerial'>;
 
-export async function collectCache(cache: Cache, policy: Policy, forget: (h: HeldImage) => Promise<void>): Promise<CacheCollection> {
+// report: called for each image once its files are gone and before its
+// record is released, so a run cut short reports it again (same event id)
+// rather than never.
+export async function collectCache(cache: Cache, policy: Policy, forget: (h: HeldImage) => Promise<void>, report: (r: CacheRemoved) => Promise<void>): Promise<{ files: number; bytes: number }> {
   const keep = new Set<string>();
   for (const img of policy.images) for (const hex of await reaches(cache, img)) keep.add(hex);
   const named = new Set(policy.images.map((i) => key(i)));
   const keepRefs = new Set(policy.images.filter((i) => i.source.startsWith('oci://')).map((i) => i.sha256));
 
-  const out: CacheCollection = { images: [], unnamed: { files: 0, bytes: 0 } };
+  const unnamed = { files: 0, bytes: 0 }; // entries no record named
   const removed = new Set<string>();
   const drop = async (hex: string): Promise<number> => {
     if (keep.has(hex) || removed.has(hex)) return 0;
@@ -46,18 +46,18 @@ export async function collectCache(cache: Cache, policy: Policy, forget: (h: Hel
       if (n) where.push(cache.path(hex));
       bytes += n;
     }
+    await report({ image: { name: h.name, tag: h.tag, digest: h.sha256 }, where, bytes });
     await cache.release(h);
-    out.images.push({ image: { name: h.name, tag: h.tag, digest: h.sha256 }, where, bytes });
   }
   for (const ref of await cache.refs()) if (!keepRefs.has(ref)) await cache.removeRef(ref);
   for (const hex of await cache.entries()) {
     const n = await drop(hex);
     if (removed.has(hex)) {
-      out.unnamed.files++;
-      out.unnamed.bytes += n;
+      unnamed.files++;
+      unnamed.bytes += n;
     }
   }
-  return out;
+  return unnamed;
 }
 
 function key(i: { name: string; tag: string; sha256: string }): string {

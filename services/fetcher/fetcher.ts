@@ -180,14 +180,13 @@ export class Fetcher {
 
   /** Remove the cache entries of images `policy` no longer names (in a turn of alone()). */
   async collect(policy: Policy): Promise<CollectRun> {
-    const got = await collectCache(this.cache, policy, (h) => this.forget(h));
-    for (const c of got.images) {
+    const unnamed = await collectCache(this.cache, policy, (h) => this.forget(h), async (c) => {
       const data: Collected = { ...c, kind: 'cache', policySerial: policy.serial };
       const id = `collected-cache-${createHash('sha256').update(JSON.stringify([c.image, policy.serial])).digest('hex').slice(0, 32)}`;
       this.o.log.info('collected: cache entries of an image the policy no longer names', { image: `${c.image.name}:${c.image.tag}`, sha256: c.image.digest, files: c.where.length, bytes: c.bytes, serial: policy.serial });
       await this.o.events.publish(subjects.image.collected, data, { id, headers: { 'Sealkit-Image': `${c.image.name}:${c.image.tag}` }, subject: `${c.image.name}:${c.image.tag}` });
-    }
-    if (got.unnamed.files) this.o.log.info('collected: cache entries no image names', { files: got.unnamed.files, bytes: got.unnamed.bytes, serial: policy.serial });
+    });
+    if (unnamed.files) this.o.log.info('collected: cache entries no image names', { ...unnamed, serial: policy.serial });
     return { kept: 0 };
   }
 

@@ -211,7 +211,8 @@ export class Ima {
   // it is labelled, never before), unless a container still runs from one.
   // Each goes in an order a crash cannot spoil: no longer watched, the tree
   // renamed out of the way and removed, then its manifest (the record that
-  // brings a half-removed tree back to the next run), then its directory.
+  // brings a half-removed tree back to the next run), then its directory;
+  // the event says so once all of it is gone.
   async collect(policy: Policy, inUse: () => Promise<InUse>): Promise<CollectRun> {
     const named = new Set(policy.images.map((i) => `${i.name}:${i.tag}`));
     const gone = [...this.containers.values()].filter((w) => !named.has(`${w.manifest.image.name}:${w.manifest.image.tag}`));

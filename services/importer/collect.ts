@@ -17,8 +17,11 @@ export type Removed = Omit<Collected, 'policySerial'>;
 // The name:tag an image was imported as, from before the sealkit.image label.
 export type Known = (sha256: string) => Array<{ name: string; tag: string }>;
 
-export async function collectContainerd(ctr: Containerd, policy: Policy, known: Known): Promise<Removed[]> {
-  const out: Removed[] = [];
+// Each removal is reported as soon as it is done: a runtime that fails half
+// way must not take the news of what already went with it.
+export type Report = (r: Removed) => Promise<void>;
+
+export async function collectContainerd(ctr: Containerd, policy: Policy, known: Known, report: Report): Promise<void> {
   for (const ns of await ctr.namespaces()) {
     const wanted = new Set(policy.images.flatMap((i) => (i.import.containerd && i.import.containerd.namespace === ns ? [containerdRef(i.name, i.tag)] : [])));
     for (const img of await ctr.list(ns, `labels."${LABELS.sha256}"`)) {
@@ -26,10 +29,9 @@ export async function collectContainerd(ctr: Containerd, policy: Policy, known: 
       const as = importedAs(img.labels[LABELS.image]) ?? known(sha256).find((k) => containerdRef(k.name, k.tag) === img.ref);
       if (!as || containerdRef(as.name, as.tag) !== img.ref || wanted.has(img.ref)) continue;
       await ctr.remove(ns, [img.ref]);
-      out.push({ image: { name: as.name, tag: as.tag, digest: sha256 }, kind: 'containerd', where: [`${ns}/${img.ref}`], bytes: null });
+      await report({ image: { name: as.name, tag: as.tag, digest: sha256 }, kind: 'containerd', where: [`${ns}/${img.ref}`], bytes: null });
     }
   }
-  return out;
 }
 
 function importedAs(label: string | undefined): { name: string; tag: string } | undefined {
@@ -38,8 +40,7 @@ function importedAs(label: string | undefined): { name: string; tag: string } | 
   return { name: label.slice(0, at), tag: label.slice(at + 1) };
 }
 
-export async function collectDocker(docker: DockerTarget, policy: Policy, tags: Map<string, string>): Promise<Removed[]> {
-  const out: Removed[] = [];
+export async function collectDocker(docker: DockerTarget, policy: Policy, tags: Map<string, string>, report: Report): Promise<void> {
   const wanted = new Set(policy.images.filter((i) => i.import.docker).flatMap((i) => [`${i.name}:${i.tag}`, `${i.name}:${DockerTarget.digestTag(i.sha256)}`]));
   for (const { id, digestTag, name, sha256 } of await docker.sealkitImages()) {
     if (wanted.has(digestTag)) continue;
@@ -49,7 +50,6 @@ export async function collectDocker(docker: DockerTarget, policy: Policy, tags: 
     if (tag !== undefined && !wanted.has(`${name}:${tag}`) && (await docker.idOf(`${name}:${tag}`)) === id) where.unshift(`${name}:${tag}`);
     await docker.untag(where);
     tags.delete(digestTag);
-    out.push({ image: { name, tag: tag ?? '', digest: sha256 }, kind: 'docker', where, bytes: null });
+    await report({ image: { name, tag: tag ?? '', digest: sha256 }, kind: 'docker', where, bytes: null });
   }
-  return out;
 }

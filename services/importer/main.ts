@@ -87,16 +87,19 @@ async function start(ctx: ServiceContext) {
     // images imported before the sealkit.image label are known by the journal
     const journaled = (await journal.list()).map((e) => e.image).filter((i) => i && typeof i.sha256 === 'string');
     const known = (sha256: string) => journaled.filter((i) => i.sha256 === sha256);
-    const removed: Removed[] = await collectContainerd(containerd, p, known);
-    if (docker) {
-      removed.push(...(await collectDocker(docker, p, dockerTags.map)));
-      await dockerTags.save();
-    }
-    for (const r of removed) {
+    const report = async (r: Removed) => {
       const ref = `${r.image.name}:${r.image.tag}`;
       log.info('collected: an image the policy no longer names', { kind: r.kind, image: ref, sha256: r.image.digest, where: r.where, serial: p.serial });
       const id = `collected-${r.kind}-${createHash('sha256').update(JSON.stringify([r.where, r.image.digest, p.serial])).digest('hex').slice(0, 32)}`;
       await events.publish(subjects.image.collected, { ...r, policySerial: p.serial }, { id, subject: ref, headers: { 'Sealkit-Image': ref } });
+    };
+    await collectContainerd(containerd, p, known, report);
+    if (docker) {
+      try {
+        await collectDocker(docker, p, dockerTags.map, report);
+      } finally {
+        await dockerTags.save();
+      }
     }
     return { kept: 0 };
   };
