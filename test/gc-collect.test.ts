@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +34,7 @@ let work: string;
 let store: string;
 let serial = 0;
 let runner: RunningService;
+let env: Record<string, string>;
 const services: Record<string, RunningService> = {};
 const images: Record<string, BuiltImage> = {};
 
@@ -77,7 +78,7 @@ test.before(async () => {
   }
   images.busy = await buildImage({ name: 'gc/busy', tag: '1', format: 'docker', layers: [{ 'bin/busybox': readFileSync('/bin/busybox') }] });
   for (const img of Object.values(images)) await writeFile(archivePath(img), img.archive);
-  const env = {
+  env = {
     SEALKIT_STATE: nats.stateDir,
     SEALKIT_NATS_URL: nats.url,
     SEALKIT_TRUST: admin.trustPath,
@@ -199,4 +200,21 @@ test.serial('a rootfs a container still runs from is kept, through a runner that
   t.false(existsSync(manifestOf(busy)));
   t.false((await tasks()).has(c.name));
   t.true(existsSync(join(rootfsOf(keep), 'bin/app')));
+});
+
+test.serial('a rootfs removal cut short by a crash is finished at the next start: the staging tree cleared, the manifest and directory removed, and reported', async (t) => {
+  const { keep } = images;
+  const dir = join(store, containerName(keep.name, keep.tag));
+  // the state a kill leaves right after the first step of a removal: the
+  // tree under an unfinished staging name, its manifest still in place
+  await services.ima.stop();
+  await rename(rootfsOf(keep), join(dir, '.rootfs.unpack-0badc0de.gone'));
+  await setPolicy([]);
+  const t0 = Date.now();
+  services.ima = await startService('ima', env);
+  const e = await collected(keep, 'rootfs');
+  t.true(Date.parse(e.time) - t0 >= GRACE_MS, 'at start-up, after the grace');
+  t.deepEqual(e.data.where, [rootfsOf(keep), manifestOf(keep)]);
+  t.false(existsSync(dir), 'no staging tree, no directory left');
+  t.false(existsSync(manifestOf(keep)));
 });
