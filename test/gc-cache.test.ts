@@ -15,13 +15,9 @@ import { startFetcherRig, type FetcherRig } from './helpers/fetcher.ts';
 let rig: FetcherRig;
 let reg: Registry;
 test.before(async () => {
-  rig = await startFetcherRig();
-  reg = await startRegistry();
+  [rig, reg] = await Promise.all([startFetcherRig(), startRegistry()]);
 });
-test.after.always(async () => {
-  await reg?.stop();
-  await rig?.cleanup();
-});
+test.after.always(() => Promise.all([reg?.stop(), rig?.cleanup()]));
 
 test.serial('a registry image no longer named loses its manifest, config, layers, archive and ref; a layer it shares with a named image stays', async (t) => {
   const shared = { 'lib/shared.so': 'shared bytes\n' };
