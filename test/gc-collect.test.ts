@@ -121,6 +121,9 @@ test.serial('an image dropped from the policy loses its cache entry, containerd 
   await ctd.ctr(['images', 'import', '--no-unpack', join(work, 'other.tar')], NS);
   await ctd.ctr(['images', 'tag', 'docker.io/gc/drop:1', 'docker.io/someone/copy:1'], NS);
   await dockerd.docker.getImage('gc/drop:1').tag({ repo: 'someone/copy', tag: '1' });
+  // as imported before the sealkit.image label existed: the importer's journal knows it
+  await ctd.ctr(['images', 'label', 'docker.io/gc/drop:1', 'sealkit.image='], NS);
+  t.notRegex(await ctd.ctr(['images', 'ls', 'name==docker.io/gc/drop:1'], NS), /sealkit\.image=/);
   const before = await ctrRefs();
   t.true(before.includes('docker.io/gc/drop:1') && before.includes('docker.io/someone/else:1') && before.includes('docker.io/someone/copy:1'), before.join(' '));
 

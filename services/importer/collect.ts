@@ -14,7 +14,8 @@ import { containerdRef, LABELS } from './importer.ts';
 
 export type Removed = Omit<Collected, 'policySerial'>;
 
-// The name:tag an image was imported as, from before the sealkit.image label.
+// The name:tag an image was imported as, for what was imported before the
+// sealkit.image label and the Docker tag record.
 export type Known = (sha256: string) => Array<{ name: string; tag: string }>;
 
 // Each removal is reported as soon as it is done: a runtime that fails half
@@ -40,11 +41,11 @@ function importedAs(label: string | undefined): { name: string; tag: string } | 
   return { name: label.slice(0, at), tag: label.slice(at + 1) };
 }
 
-export async function collectDocker(docker: DockerTarget, policy: Policy, tags: Map<string, string>, report: Report): Promise<void> {
+export async function collectDocker(docker: DockerTarget, policy: Policy, tags: Map<string, string>, known: Known, report: Report): Promise<void> {
   const wanted = new Set(policy.images.filter((i) => i.import.docker).flatMap((i) => [`${i.name}:${i.tag}`, `${i.name}:${DockerTarget.digestTag(i.sha256)}`]));
   for (const { id, digestTag, name, sha256 } of await docker.sealkitImages()) {
     if (wanted.has(digestTag)) continue;
-    const tag = tags.get(digestTag);
+    const tag = tags.get(digestTag) ?? known(sha256).find((k) => k.name === name)?.tag;
     const where = [digestTag];
     // name:tag goes only while it is still the image the digest tag names
     if (tag !== undefined && !wanted.has(`${name}:${tag}`) && (await docker.idOf(`${name}:${tag}`)) === id) where.unshift(`${name}:${tag}`);

@@ -84,7 +84,7 @@ async function start(ctx: ServiceContext) {
   const alone = takingTurns();
 
   const collect = async (p: Policy) => {
-    // images imported before the sealkit.image label are known by the journal
+    // what was imported before the sealkit.image label and the Docker tag record is known by the journal
     const journaled = (await journal.list()).map((e) => e.image).filter((i) => i && typeof i.sha256 === 'string');
     const known = (sha256: string) => journaled.filter((i) => i.sha256 === sha256);
     const report = async (r: Removed) => {
@@ -96,7 +96,7 @@ async function start(ctx: ServiceContext) {
     await collectContainerd(containerd, p, known, report);
     if (docker) {
       try {
-        await collectDocker(docker, p, dockerTags.map, report);
+        await collectDocker(docker, p, dockerTags.map, known, report);
       } finally {
         await dockerTags.save();
       }
