@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { syncDir, writeFileAtomic } from '../lib/atomic.ts';
+import { readRecords, syncDir, writeFileAtomic } from '../lib/atomic.ts';
 import { sha256File, SHA256_HEX } from '../lib/digest.ts';
 import type { Sink } from './download.ts';
 import { diskFull, isDiskFull } from '../lib/errors.ts';
@@ -9,21 +9,34 @@ import { diskFull, isDiskFull } from '../lib/errors.ts';
 // The quarantine and the content-addressed cache live side by side under
 // <state>/fetcher, on one filesystem, so that admitting a verified file is
 // one atomic rename. A cache file is never trusted: every use re-hashes it.
+// Beside the content, one small record per image verified into it says which
+// image (name, tag, pin) the entries are for, so that collection can name
+// what it removes.
+
+export interface HeldImage {
+  name: string;
+  tag: string;
+  sha256: string; // the pin
+  source: string;
+}
 
 export class Cache {
   readonly quarantineDir: string;
   readonly blobDir: string;
   readonly refDir: string;
+  readonly heldDir: string;
 
   constructor(readonly root: string) {
     this.quarantineDir = join(root, 'quarantine');
     this.blobDir = join(root, 'cache', 'sha256');
     this.refDir = join(root, 'cache', 'oci'); // registry manifest hex → assembled archive hex
+    this.heldDir = join(root, 'cache', 'images'); // which images the entries were verified for
   }
 
   async init(): Promise<void> {
     await mkdir(this.blobDir, { recursive: true });
     await mkdir(this.refDir, { recursive: true });
+    await mkdir(this.heldDir, { recursive: true });
     // whatever a crashed run left in quarantine was never verified
     await rm(this.quarantineDir, { recursive: true, force: true });
     await mkdir(this.quarantineDir, { recursive: true });
@@ -81,8 +94,37 @@ export class Cache {
     await writeFileAtomic(join(this.refDir, manifestHex), archiveHex + '\n');
   }
 
+  async removeRef(manifestHex: string): Promise<void> {
+    await rm(join(this.refDir, manifestHex), { force: true });
+  }
+
+  async refs(): Promise<string[]> {
+    return (await readdir(this.refDir)).filter((n) => SHA256_HEX.test(n));
+  }
+
   async entries(): Promise<string[]> {
     return (await readdir(this.blobDir)).filter((n) => SHA256_HEX.test(n));
+  }
+
+  /** Bytes of a cache file, 0 when it is gone. */
+  async size(hex: string): Promise<number> {
+    return stat(this.path(hex)).then((s) => s.size, () => 0);
+  }
+
+  private heldPath(h: HeldImage): string {
+    return join(this.heldDir, `${h.sha256}-${createHash('sha256').update(`${h.name}:${h.tag}`).digest('hex').slice(0, 16)}.json`);
+  }
+
+  async hold(h: HeldImage): Promise<void> {
+    await writeFileAtomic(this.heldPath(h), JSON.stringify({ name: h.name, tag: h.tag, sha256: h.sha256, source: h.source }));
+  }
+
+  held(): Promise<HeldImage[]> {
+    return readRecords<HeldImage>(this.heldDir);
+  }
+
+  async release(h: HeldImage): Promise<void> {
+    await rm(this.heldPath(h), { force: true });
   }
 }
 

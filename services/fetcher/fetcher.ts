@@ -10,8 +10,10 @@ import type { Logger } from '../lib/log.ts';
 import type { EventPublisher } from '../lib/outbox.ts';
 import type { ImagePolicy, Policy } from '../lib/policy.ts';
 import { subjects } from '../lib/subjects.ts';
-import type { RejectedImage, VerifiedImage } from '../lib/contract.ts';
-import { Cache } from './cache.ts';
+import type { Collected, RejectedImage, VerifiedImage } from '../lib/contract.ts';
+import type { CollectRun } from '../lib/collect.ts';
+import { Cache, type HeldImage } from './cache.ts';
+import { collectCache } from './collect.ts';
 import { download, memorySink, type Rules } from './download.ts';
 import { assembleOci, checkDescriptor, fetchBlob, fetchManifest, parseOciSource, pickPlatform, type Descriptor, type OciRef, type VerifiedManifest } from './registry.ts';
 import { checkImageSignatures, MAX_SIGNATURE_FILE, parseSignatureFile, signatureUrl, type Statement } from './signatures.ts';
@@ -38,6 +40,7 @@ export class Fetcher {
   private retry?: { timer: NodeJS.Timeout; ms: number };
   private readonly fromDisk = new Set<string>(); // verified by a previous run, not yet re-hashed by this one
   private readonly fullReported = new Set<string>(); // images whose disk-full rejection was published
+  private collecting: Promise<unknown> = Promise.resolve(); // a fetch waits for a collection under way
 
   constructor(private readonly o: FetcherOptions) {
     this.cache = new Cache(o.dir);
@@ -125,6 +128,7 @@ export class Fetcher {
 
   private async run(img: ImagePolicy, policy: Policy, request?: string): Promise<VerifiedImage> {
     const log = this.o.log.child({ image: img.name });
+    await this.collecting;
     const started = Date.now();
     try {
       let result: VerifiedImage;
@@ -134,8 +138,11 @@ export class Fetcher {
         throw isDiskFull(err) ? diskFull(this.o.dir, `fetching ${img.name}:${img.tag}`, err) : err;
       }
       // the same verification, repeated (after a crash, or by a concurrent
-      // request), carries the same id: the stream stores it once
-      const id = `verified-${createHash('sha256').update(JSON.stringify([fingerprint(img, policy), result.archive.sha256, request ?? null])).digest('hex').slice(0, 32)}`;
+      // request), carries the same id: the stream stores it once. Under a
+      // later policy it is news: the image may have been collected meanwhile,
+      // and the importer and ima must take it again.
+      const id = `verified-${createHash('sha256').update(JSON.stringify([fingerprint(img, policy), result.archive.sha256, request ?? null, policy.serial])).digest('hex').slice(0, 32)}`;
+      await this.cache.hold({ name: img.name, tag: img.tag, sha256: img.sha256, source: img.source });
       await this.o.events.publish(subjects.image.verified, result, { id, headers: { 'Sealkit-Image': img.name }, subject: img.name });
       this.verified.set(img.name, fingerprint(img, policy));
       this.fullReported.delete(img.name);
@@ -153,6 +160,43 @@ export class Fetcher {
       log.warn('image rejected', { code: e.code, reason: e.message });
       throw e;
     }
+  }
+
+  /** Run `fn` after the fetches under way and before the next: a collection's turn. */
+  alone<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(async () => {
+      let finished = () => {};
+      this.collecting = new Promise<void>((resolve) => (finished = resolve));
+      try {
+        await Promise.allSettled([...this.inflight.values()]);
+        return await fn();
+      } finally {
+        finished();
+      }
+    });
+    this.queue = run.then(() => {}, () => {});
+    return run;
+  }
+
+  /** Remove the cache entries of images `policy` no longer names (in a turn of alone()). */
+  async collect(policy: Policy): Promise<CollectRun> {
+    const unnamed = await collectCache(this.cache, policy, (h) => this.forget(h), async (c) => {
+      const data: Collected = { ...c, kind: 'cache', policySerial: policy.serial };
+      const id = `collected-cache-${createHash('sha256').update(JSON.stringify([c.image, policy.serial])).digest('hex').slice(0, 32)}`;
+      this.o.log.info('collected: cache entries of an image the policy no longer names', { image: `${c.image.name}:${c.image.tag}`, sha256: c.image.digest, files: c.where.length, bytes: c.bytes, serial: policy.serial });
+      await this.o.events.publish(subjects.image.collected, data, { id, headers: { 'Sealkit-Image': `${c.image.name}:${c.image.tag}` }, subject: `${c.image.name}:${c.image.tag}` });
+    });
+    if (unnamed.files) this.o.log.info('collected: cache entries no image names', { ...unnamed, serial: policy.serial });
+    return { kept: 0 };
+  }
+
+  // Having verified an image is forgotten with its entries: named again, it is fetched again.
+  private async forget(h: HeldImage): Promise<void> {
+    const fp = this.verified.get(h.name);
+    const img = fp ? ((JSON.parse(fp) as [ImagePolicy])[0] ?? undefined) : undefined;
+    if (!img || img.tag !== h.tag || img.sha256 !== h.sha256) return;
+    this.verified.delete(h.name);
+    await this.saveVerified();
   }
 
   private async reject(img: ImagePolicy, policy: Policy, code: string, reason: string, actualSha256: string | undefined, imageEvent: boolean): Promise<void> {

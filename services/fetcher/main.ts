@@ -1,4 +1,5 @@
 import { decode, serve } from '../lib/bus.ts';
+import { CollectSchedule, collectGraceMs } from '../lib/collect.ts';
 import { trustPath } from '../lib/config.ts';
 import { SealkitError } from '../lib/errors.ts';
 import { PolicyFollower } from '../lib/policy-follow.ts';
@@ -16,6 +17,8 @@ await runService('fetcher', async ({ nc, events, log, state }) => {
   const follower = new PolicyFollower(nc, trust, log);
   // in the background: a long download must not hold up the next policy
   follower.onChange((policy) => void fetcher.onPolicy(policy));
+  const collection = new CollectSchedule({ graceMs: collectGraceMs(), policy: () => follower.policy, collect: (p) => fetcher.collect(p), turn: (fn) => fetcher.alone(fn), log });
+  follower.onChange(() => collection.soon());
 
   serve(
     nc,
@@ -34,4 +37,6 @@ await runService('fetcher', async ({ nc, events, log, state }) => {
     { log },
   );
   await follower.start();
+  collection.soon();
+  return { stop: () => collection.stop() };
 });

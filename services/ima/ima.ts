@@ -1,16 +1,17 @@
-import { chmod, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createPublicKey } from 'node:crypto';
 import { SealkitError, diskFull, isDiskFull } from '../lib/errors.ts';
 import { sha256File, parseSha256 } from '../lib/digest.ts';
 import { subjects } from '../lib/subjects.ts';
-import type { ImportedImage, Labeled, Tamper } from '../lib/contract.ts';
+import type { Collected, ImportedImage, Labeled, Tamper } from '../lib/contract.ts';
+import type { CollectRun } from '../lib/collect.ts';
 import { imageProcess, readManifest, writeManifest, manifestFiles, type LabelManifest, MANIFEST_VERSION } from '../lib/manifest.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Policy, Limits } from '../lib/policy.ts';
 import type { PublicKey, SecretKeyFile } from '../lib/sign.ts';
 import type { PublishOptions } from '../lib/outbox.ts';
-import { commit, discardUnfinished, stagingPath, unpackInto } from '../lib/rootfs/unpack.ts';
+import { commit, discardUnfinished, removeRootfs, stagingPath, unpackInto } from '../lib/rootfs/unpack.ts';
 import { containerName, CONTAINER_NAME } from '../lib/rootfs/names.ts';
 import { containerPaths, type StoreLayout } from '../lib/rootfs/store.ts';
 import { HashPool } from './hashpool.ts';
@@ -41,6 +42,9 @@ export interface ImaOptions {
   enforcement?: () => Enforcement;
   debounceMs?: number;
 }
+
+// Which images containers run from now (name:tag), or why that is unknown.
+export type InUse = { known: true; images: Set<string> } | { known: false; why: string };
 
 interface Watched {
   manifest: LabelManifest;
@@ -76,6 +80,10 @@ export class Ima {
   // Pick up every container labelled before this start, and watch it.
   async start(): Promise<void> {
     await mkdir(this.manifests, { recursive: true });
+    // unpacks and removals a killed run left unfinished
+    for (const c of await readdir(this.o.store).catch(() => [] as string[])) {
+      if (CONTAINER_NAME.test(c)) await discardUnfinished(containerPaths(this.layout, c).rootfs);
+    }
     for (const f of (await readdir(this.manifests)).filter((n) => n.endsWith('.json') && !n.startsWith('.'))) {
       try {
         await this.track(await readManifest(join(this.manifests, f), this.pub));
@@ -196,6 +204,63 @@ export class Ima {
     await this.o.publish(subjects.ima.labeled, labeled, { id: eventId ? `${eventId}.labeled` : undefined, headers: { 'Sealkit-Container': container, 'Sealkit-Image': `${ev.name}:${ev.tag}` } });
     this.o.log.info('already labelled from this image and intact; not unpacking again', { ...labeled });
     return labeled;
+  }
+
+  // Labelled rootfs trees of images the policy in force no longer names
+  // (by name and tag: a new digest of a named image replaces its tree when
+  // it is labelled, never before), unless a container still runs from one.
+  // Each goes in an order a crash cannot spoil: no longer watched, the tree
+  // renamed out of the way and removed, then its manifest (the record that
+  // brings a half-removed tree back to the next run), then its directory;
+  // the event says so once all of it is gone.
+  async collect(policy: Policy, inUse: () => Promise<InUse>): Promise<CollectRun> {
+    const named = new Set(policy.images.map((i) => `${i.name}:${i.tag}`));
+    const gone = [...this.containers.values()].filter((w) => !named.has(`${w.manifest.image.name}:${w.manifest.image.tag}`));
+    if (gone.length === 0) return { kept: 0 };
+    const using = await inUse();
+    let kept = 0;
+    for (const w of gone) {
+      const m = w.manifest;
+      const image = `${m.image.name}:${m.image.tag}`;
+      if (!using.known || using.images.has(image)) {
+        kept++;
+        this.o.log.info('not collected yet: the rootfs of an image the policy no longer names', { container: m.container, image, why: using.known ? 'a container still runs from it' : using.why, serial: policy.serial });
+        continue;
+      }
+      await this.collectOne(w, policy.serial);
+    }
+    return { kept };
+  }
+
+  private async collectOne(w: Watched, serial: number): Promise<void> {
+    const m = w.manifest;
+    w.watcher?.close();
+    clearTimeout(w.timer);
+    await w.running?.catch(() => {});
+    this.containers.delete(m.container);
+    const paths = containerPaths(this.layout, m.container);
+    const where = [paths.manifest];
+    let bytes = 0;
+    try {
+      // a manifest signed here names its tree; a tree outside the store (moved since) is left alone
+      if (m.rootfs === paths.rootfs) {
+        for (const f of Object.keys(m.files)) bytes += await lstat(join(m.rootfs, f)).then((s) => s.size, () => 0);
+        await removeRootfs(m.rootfs);
+        where.unshift(m.rootfs);
+      }
+      await rm(paths.manifest, { force: true });
+    } catch (err) {
+      await this.track(m); // still there: the next run tries again
+      throw err;
+    }
+    await rmdir(paths.dir).catch(() => {}); // kept when something else lives there
+    for (const k of [...this.reported]) if (k.startsWith(`${m.container}|`)) this.reported.delete(k);
+    const data: Collected = { image: m.image, kind: 'rootfs', where, bytes, policySerial: serial };
+    this.o.log.info('collected: the rootfs of an image the policy no longer names', { container: m.container, image: `${m.image.name}:${m.image.tag}`, where, bytes, serial });
+    await this.o.publish(subjects.image.collected, data, {
+      id: `collected-rootfs-${m.container}-${m.image.digest.slice(0, 16)}-${serial}`,
+      headers: { 'Sealkit-Container': m.container, 'Sealkit-Image': `${m.image.name}:${m.image.tag}` },
+    });
   }
 
   // Re-read the manifest from disk (it must still carry the node's

@@ -1,4 +1,5 @@
-import { decode, serve } from '../lib/bus.ts';
+import { decode, request, serve } from '../lib/bus.ts';
+import { CollectSchedule, collectGraceMs, takingTurns } from '../lib/collect.ts';
 import { runService } from '../lib/service.ts';
 import { PolicyFollower } from '../lib/policy-follow.ts';
 import { readTrust } from '../lib/sign.ts';
@@ -7,9 +8,9 @@ import { defaultLimits } from '../lib/policy.ts';
 import { streams, subjects } from '../lib/subjects.ts';
 import { consumeDurable, type DurableSpec } from '../lib/consumer.ts';
 import { SealkitError, asSealkitError } from '../lib/errors.ts';
-import { checkEvent, contract, type ImportedImage, type LabelFailed } from '../lib/contract.ts';
+import { checkEvent, checkReply, contract, type ImportedImage, type LabelFailed } from '../lib/contract.ts';
 import { parseEvent } from '../lib/envelope.ts';
-import { Ima } from './ima.ts';
+import { Ima, type InUse } from './ima.ts';
 import { HashPool } from './hashpool.ts';
 import { loadOrCreateManifestKey } from './keys.ts';
 import { loadOrCreateSigningKey, type SigningKey } from './digsig.ts';
@@ -26,6 +27,10 @@ const imported: DurableSpec = {
   ackWaitMs: envInt('SEALKIT_IMA_ACK_WAIT_MS', 60_000),
   maxAckPending: 1,
 };
+
+// How long the runner has to say what runs before a rootfs is kept for the next collection.
+const RUNNER_PS_TIMEOUT_MS = 3000;
+const RUNNING = new Set(['starting', 'running', 'restarting']);
 
 // The ima service: labels rootfs trees from imported images, reports the
 // enforcement in use, appraises in userspace, answers ima.verify/ima.status.
@@ -76,6 +81,23 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
     containers: ima.list().map((m) => ({ container: m.container, image: m.image, rootfs: m.rootfs, files: Object.keys(m.files).length, policySerial: m.policySerial })),
   }), { log });
 
+  // No runner answering means no runner, so nothing runs; a runner that does
+  // not answer in time may be running anything.
+  const inUse = async (): Promise<InUse> => {
+    try {
+      const ps = checkReply(contract.runner.ps, await request(nc, subjects.runner.ps, {}, { timeout: RUNNER_PS_TIMEOUT_MS }));
+      return { known: true, images: new Set(ps.containers.filter((c) => RUNNING.has(c.state)).map((c) => `${c.image.name}:${c.image.tag}`)) };
+    } catch (err) {
+      const e = asSealkitError(err);
+      if (e.code === 'SEALKIT_NO_RESPONDER') return { known: true, images: new Set() };
+      return { known: false, why: `runner.ps: ${e.message}` };
+    }
+  };
+  const alone = takingTurns();
+  const collection = new CollectSchedule({ graceMs: collectGraceMs(), policy: () => follower.policy, collect: (p) => ima.collect(p, inUse), turn: alone, log });
+  follower.onChange(() => collection.soon());
+  collection.soon();
+
   const loop = consumeDurable(nc, imported, log, async (msg) => {
     let ev: ImportedImage;
     let id: string | undefined;
@@ -89,7 +111,7 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
     }
     const policy = follower.policy;
     try {
-      await ima.label(ev, policy?.limits ?? defaultLimits, id);
+      await alone(() => ima.label(ev, policy?.limits ?? defaultLimits, id));
     } catch (err) {
       const e = asSealkitError(err);
       if (e.code === 'SEALKIT_DISK_FULL') {
@@ -109,6 +131,7 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
 
   return {
     async stop() {
+      await collection.stop();
       await loop.stop();
       await ima.stop();
       await pool.close();

@@ -88,6 +88,10 @@ export class Containerd {
     return (await this.list(ns, `name~=${JSON.stringify(re)}`)).filter((i) => i.ref.startsWith(prefix));
   }
 
+  async namespaces(): Promise<string[]> {
+    return (await this.run('default', ['namespaces', 'ls', '-q'])).split('\n').map((l) => l.trim()).filter(Boolean);
+  }
+
   async label(ns: string, ref: string, labels: Record<string, string>): Promise<void> {
     await this.run(ns, ['images', 'label', ref, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)]);
   }

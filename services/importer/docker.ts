@@ -25,6 +25,37 @@ export class DockerTarget {
     return a && b && a === b ? a : undefined;
   }
 
+  // Images carrying a digest tag: the ones sealkit put there.
+  async sealkitImages(): Promise<Array<{ id: string; digestTag: string; name: string; sha256: string }>> {
+    let images: Docker.ImageInfo[];
+    try {
+      images = await this.docker.listImages();
+    } catch (err) {
+      throw this.wrap(err, 'list images');
+    }
+    return images.flatMap((i) =>
+      (i.RepoTags ?? []).flatMap((t) => {
+        const m = /^(.+):sha256-([0-9a-f]{64})$/.exec(t);
+        return m ? [{ id: i.Id, digestTag: t, name: m[1], sha256: m[2] }] : [];
+      }),
+    );
+  }
+
+  idOf(ref: string): Promise<string | undefined> {
+    return this.inspect(ref);
+  }
+
+  // Remove names; the image goes with its last one.
+  async untag(refs: string[]): Promise<void> {
+    for (const ref of refs) {
+      try {
+        await this.docker.getImage(ref).remove();
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode !== 404) throw this.wrap(err, `remove ${ref}`);
+      }
+    }
+  }
+
   private async inspect(ref: string): Promise<string | undefined> {
     try {
       return (await this.docker.getImage(ref).inspect()).Id;

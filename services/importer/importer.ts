@@ -8,6 +8,7 @@ import { openArchive, recheck, type CachedArchive, type CheckedArchive } from '.
 import type { Containerd, CtrImage } from './ctr.ts';
 import { DockerTarget } from './docker.ts';
 import type { ArchiveMeta } from './names.ts';
+import type { DockerTags } from './dockertags.ts';
 
 // The importer's core: decide whether a verified image may be imported,
 // re-check the cached archive, import it under a staging name, check what
@@ -20,11 +21,14 @@ export interface Outcome {
 }
 
 export const STAGING = 'sealkit-staging/';
-export const LABELS = { source: 'sealkit.source', sha256: 'sealkit.sha256', manifest: 'sealkit.manifest', serial: 'sealkit.policy-serial' } as const;
+// sealkit.image: the name:tag it was imported as, so that a copy under
+// another name (`ctr images tag` copies labels) is not taken for sealkit's
+export const LABELS = { source: 'sealkit.source', sha256: 'sealkit.sha256', manifest: 'sealkit.manifest', serial: 'sealkit.policy-serial', image: 'sealkit.image' } as const;
 
 export interface ImporterOptions {
   containerd: Containerd;
   docker?: DockerTarget; // absent when no Docker socket is configured
+  dockerTags?: DockerTags; // the tag given to each image put into Docker
   cacheDir: string; // <state>/fetcher/cache
   log: Logger;
 }
@@ -82,6 +86,7 @@ export class Importer {
             if (!this.o.docker) throw new SealkitError('SEALKIT_CONFIG', `policy imports ${label} into Docker, but the importer has no Docker socket; set SEALKIT_DOCKER_SOCK`);
             const id = await this.o.docker.present(ev.name, ev.tag, ev.sha256);
             if (id) {
+              await this.o.dockerTags?.record(`${ev.name}:${DockerTarget.digestTag(ev.sha256)}`, ev.tag);
               log.info('already in docker; not importing again', { id });
               targets.push({ runtime: 'docker', ref: label, id });
               continue;
@@ -178,6 +183,7 @@ export class Importer {
         [LABELS.sha256]: ev.sha256,
         [LABELS.manifest]: ev.manifestDigest ?? 'none',
         [LABELS.serial]: String(ev.policySerial),
+        [LABELS.image]: `${ev.name}:${ev.tag}`,
       });
       const ref = containerdRef(ev.name, ev.tag);
       await ctr.tag(ns, chosen.ref, ref);
@@ -243,7 +249,9 @@ export class Importer {
     }
     if (read.status === 'rejected') throw read.reason;
     const id = loaded.value;
-    // the digest tag first: name:tag appears only on a complete, checked image
+    // the digest tag first: name:tag appears only on a complete, checked image;
+    // and the record of name:tag before it exists, so collection can find it
+    await this.o.dockerTags?.record(`${ev.name}:${DockerTarget.digestTag(ev.sha256)}`, ev.tag);
     await docker.tag(id, ev.name, DockerTarget.digestTag(ev.sha256));
     await docker.tag(id, ev.name, ev.tag);
     log.info('imported into docker', { ref: label, id, ms: Date.now() - t0 });

@@ -1,7 +1,7 @@
-import { readdir, readFile, rm, mkdir } from 'node:fs/promises';
+import { readFile, rm, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { writeFileAtomic } from '../lib/atomic.ts';
+import { readRecords, writeFileAtomic } from '../lib/atomic.ts';
 import type { VerifiedImage } from '../lib/contract.ts';
 
 // One file per image.verified event being handled. `importing` survives a
@@ -48,15 +48,7 @@ export class Journal {
   }
 
   async list(): Promise<JournalEntry[]> {
-    const out: JournalEntry[] = [];
-    for (const name of await readdir(this.dir)) {
-      if (!name.endsWith('.json')) continue;
-      try {
-        out.push(JSON.parse(await readFile(join(this.dir, name), 'utf8')) as JournalEntry);
-      } catch {
-        // a torn temp file never gets renamed into place
-      }
-    }
+    const out = await readRecords<JournalEntry>(this.dir);
     return out.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
   }
 

@@ -14,12 +14,17 @@ import { Containerd } from './ctr.ts';
 import { DockerTarget } from './docker.ts';
 import { Importer, type Outcome } from './importer.ts';
 import { Journal } from './journal.ts';
+import { DockerTags } from './dockertags.ts';
+import { collectContainerd, collectDocker, type Removed } from './collect.ts';
+import { CollectSchedule, collectGraceMs, takingTurns } from '../lib/collect.ts';
+import { createHash } from 'node:crypto';
 
 // Environment:
 //   SEALKIT_CONTAINERD_SOCK  containerd's socket (default /run/containerd/containerd.sock)
 //   SEALKIT_DOCKER_SOCK      Docker's socket; unset means images are not imported into Docker
 //   SEALKIT_FETCHER_CACHE    the fetcher's cache (default <state>/fetcher/cache)
 //   SEALKIT_IMPORTER_ACK_WAIT_MS  JetStream ack wait (default 60000); a long import keeps its message alive
+//   SEALKIT_COLLECT_GRACE_MS  delay before images the policy no longer names are removed (default 60000)
 const DEFAULT_NAMESPACE = 'services.linuxkit';
 
 // image.verified through the durable "importer". More than one message may be
@@ -39,9 +44,13 @@ async function start(ctx: ServiceContext) {
   await policy.start();
   const containerd = new Containerd(process.env.SEALKIT_CONTAINERD_SOCK ?? '/run/containerd/containerd.sock');
   const dockerSock = process.env.SEALKIT_DOCKER_SOCK;
+  const docker = dockerSock ? new DockerTarget(dockerSock) : undefined;
+  const dockerTags = new DockerTags(join(state, 'docker-tags.json'));
+  await dockerTags.load();
   const importer = new Importer({
     containerd,
-    docker: dockerSock ? new DockerTarget(dockerSock) : undefined,
+    docker,
+    dockerTags,
     cacheDir: process.env.SEALKIT_FETCHER_CACHE ?? join(root, 'fetcher', 'cache'),
     log,
   });
@@ -72,6 +81,32 @@ async function start(ctx: ServiceContext) {
     }
   };
 
+  const alone = takingTurns();
+
+  const collect = async (p: Policy) => {
+    // what was imported before the sealkit.image label and the Docker tag record is known by the journal
+    const journaled = (await journal.list()).map((e) => e.image).filter((i) => i && typeof i.sha256 === 'string');
+    const known = (sha256: string) => journaled.filter((i) => i.sha256 === sha256);
+    const report = async (r: Removed) => {
+      const ref = `${r.image.name}:${r.image.tag}`;
+      log.info('collected: an image the policy no longer names', { kind: r.kind, image: ref, sha256: r.image.digest, where: r.where, serial: p.serial });
+      const id = `collected-${r.kind}-${createHash('sha256').update(JSON.stringify([r.where, r.image.digest, p.serial])).digest('hex').slice(0, 32)}`;
+      await events.publish(subjects.image.collected, { ...r, policySerial: p.serial }, { id, subject: ref, headers: { 'Sealkit-Image': ref } });
+    };
+    await collectContainerd(containerd, p, known, report);
+    if (docker) {
+      try {
+        await collectDocker(docker, p, dockerTags.map, known, report);
+      } finally {
+        await dockerTags.save();
+      }
+    }
+    return { kept: 0 };
+  };
+  const collection = new CollectSchedule({ graceMs: collectGraceMs(), policy: () => policy.policy, collect, turn: alone, log });
+  policy.onChange(() => collection.soon());
+  collection.soon();
+
   // Import one verified image to completion; false when stopped first.
   const handle = async (eventId: string, image: VerifiedImage, stopping: AbortSignal): Promise<boolean> => {
     const seen = await journal.get(eventId);
@@ -91,7 +126,7 @@ async function start(ctx: ServiceContext) {
         warned = true;
       } else {
         try {
-          outcome = await importer.importImage(image, current);
+          outcome = await alone(() => importer.importImage(image, current));
         } catch (err) {
           const e = asSealkitError(err);
           if (e.code !== 'SEALKIT_UNAVAILABLE') {
@@ -154,6 +189,7 @@ async function start(ctx: ServiceContext) {
   return {
     async stop() {
       stopping.abort();
+      await collection.stop();
       await work;
       await loop?.stop();
     },

@@ -1,4 +1,4 @@
-import { open, rename, mkdir, rm } from 'node:fs/promises';
+import { open, readdir, readFile, rename, mkdir, rm } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -32,4 +32,19 @@ export async function syncDir(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+// The records of a directory written one per file with writeFileAtomic: only
+// whole ones (a temp file of a write cut short never becomes a .json).
+export async function readRecords<T>(dir: string): Promise<T[]> {
+  const out: T[] = [];
+  for (const name of await readdir(dir)) {
+    if (!name.endsWith('.json')) continue;
+    try {
+      out.push(JSON.parse(await readFile(join(dir, name), 'utf8')) as T);
+    } catch {
+      // gone meanwhile, or not ours
+    }
+  }
+  return out;
 }

@@ -135,6 +135,17 @@ export interface ImportFailure {
 }
 const importFailure: Check<ImportFailure> = object({ name: string, tag: string, sha256: string, code: errorCode, reason: string, runtime: oneOf('containerd', 'docker', 'none') });
 
+/** image.collected: state a service held for an image the policy in force no longer names, removed. */
+export type CollectedKind = 'cache' | 'containerd' | 'docker' | 'rootfs';
+export interface Collected {
+  image: { name: string; tag: string; digest: string }; // digest: the pinned sha256 (hex) it was held for
+  kind: CollectedKind;
+  where: string[]; // cache files, <namespace>/<ref>, docker tags, the rootfs and its manifest
+  bytes: number | null; // freed, where the service can tell
+  policySerial: number; // the policy in force, which no longer names it
+}
+const collected: Check<Collected> = object({ image: imageRef, kind: oneOf('cache', 'containerd', 'docker', 'rootfs'), where: list(string), bytes: nullable(count), policySerial: count });
+
 /** image.progress: bytes of one download so far. */
 export interface Progress {
   name: string;
@@ -443,6 +454,8 @@ export const contract = {
     rejected: event('image.rejected', { from: ['fetcher'], stream: 'events', data: opaque<RejectedImage>() }),
     imported: event('image.imported', { from: ['importer'], stream: 'events', to: ['ima'], data: importedImage }),
     importFailed: event('image.import_failed', { from: ['importer'], stream: 'events', data: importFailure }),
+    // each service collects its own state: cache entries, runtime images, rootfs trees
+    collected: event('image.collected', { from: ['fetcher', 'importer', 'ima'], stream: 'events', data: collected }),
   },
   ima: {
     labeled: event('ima.labeled', { from: ['ima'], stream: 'events', to: ['auditor', 'runner'], data: labeled }),

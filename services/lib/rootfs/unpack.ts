@@ -40,6 +40,18 @@ export async function discardUnfinished(dest: string): Promise<void> {
   for (const n of entries) if (n.startsWith(prefix)) await rm(join(dirname(dest), n), { recursive: true, force: true });
 }
 
+// Remove a committed rootfs. It is renamed to an unfinished staging name
+// first, in one step: from then on nothing starts from it, and a run killed
+// while the tree is being removed leaves only what discardUnfinished clears.
+export async function removeRootfs(dest: string): Promise<void> {
+  try {
+    await rename(dest, `${stagingPath(dest)}.gone`);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  await discardUnfinished(dest);
+}
+
 // Build the rootfs in `staging` (which must not exist). The caller labels it
 // and then calls commit(); on any error it removes the staging directory.
 export async function unpackInto(archive: string, staging: string, opts: ArchiveOptions): Promise<Unpacked> {
