@@ -102,7 +102,7 @@ test('an anonymous reader cannot answer a message it reads, so it cannot forge a
 });
 
 test('only the policy service can write the policy bucket', async (t) => {
-  for (const user of ['fetcher', 'importer', 'ima', 'auditor', 'nodeinfo'] as const) {
+  for (const user of ['fetcher', 'importer', 'ima', 'runner', 'auditor', 'nodeinfo'] as const) {
     const nc = await nats.connectAs(user);
     const kv = await nc.jetstream().views.kv(policyBucket, { bindOnly: true });
     await t.throwsAsync(kv.put(policyKey, new Uint8Array([1])), { message: /Permissions Violation/ }, user);

@@ -76,7 +76,7 @@ test.serial('push a signed policy with the CLI: the image is verified, imported 
   const url = http.route('/e2e.tar.gz', { body: image.archive });
   http.route('/e2e.tar.gz.sig', { body: await readFile(join(work, 'e2e.tar.gz.sig')) });
 
-  for (const name of ['policy', 'fetcher', 'importer', 'ima', 'auditor', 'nodeinfo']) services.push(await startService(name, env));
+  for (const name of ['policy', 'fetcher', 'importer', 'ima', 'runner', 'auditor', 'nodeinfo']) services.push(await startService(name, env));
 
   const anon = await nats.connectAs(null);
   const events = new EventLog(anon, ['image.*', 'ima.*', 'audit.*', 'policy.applied']);
@@ -150,7 +150,7 @@ test.serial('sealkit status and sealkit watch show the node as an operator sees 
   const status = await sealkit(['status', '--json'], cliEnv);
   t.is(status.code, 0, status.stderr);
   const s = JSON.parse(status.stdout) as { services: Array<{ service: string }>; policy: { serial: number }; node: { os: { kernel: string } } };
-  t.deepEqual(s.services.map((x) => x.service).sort(), ['auditor', 'fetcher', 'ima', 'importer', 'nodeinfo', 'policy']);
+  t.deepEqual(s.services.map((x) => x.service).sort(), ['auditor', 'fetcher', 'ima', 'importer', 'nodeinfo', 'policy', 'runner']);
   t.is(s.policy.serial, 1);
   t.truthy(s.node.os.kernel);
 

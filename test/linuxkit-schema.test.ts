@@ -44,10 +44,10 @@ test('a key LinuxKit does not know is rejected', async (t) => {
 test('every sealkit service runs as its own service with its own bus credentials', async (t) => {
   const doc = await image();
   const services = new Map<string, Record<string, any>>(doc.services.map((s: Record<string, any>) => [s.name, s]));
-  for (const name of ['nats-server', 'policy', 'fetcher', 'importer', 'ima', 'auditor', 'nodeinfo']) {
+  for (const name of ['nats-server', 'policy', 'fetcher', 'importer', 'ima', 'runner', 'auditor', 'nodeinfo']) {
     t.truthy(services.get(name), `service ${name} is missing`);
   }
-  for (const name of ['policy', 'fetcher', 'importer', 'ima', 'auditor', 'nodeinfo']) {
+  for (const name of ['policy', 'fetcher', 'importer', 'ima', 'runner', 'auditor', 'nodeinfo']) {
     const s = services.get(name)!;
     t.is(s.image, `sealkit/${name}:dev`);
     t.true(s.env.includes(`SEALKIT_NATS_CREDS=/etc/sealkit/bus/creds/${name}.json`), `${name} uses its own credentials`);
