@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 import { runService } from '../lib/service.ts';
 import { envInt } from '../lib/config.ts';
-import { checkEvent, contract } from '../lib/contract.ts';
-import { parseEvent } from '../lib/envelope.ts';
+import { contract } from '../lib/contract.ts';
+import { storeLayout } from '../lib/rootfs/store.ts';
 import { Auditor, DEFAULT_FALLBACK_MS, type Format } from './auditor.ts';
 import { ManifestIndex } from './manifests.ts';
 import { Containers, followRunner } from './containers.ts';
@@ -18,22 +18,12 @@ await runService('auditor', async ({ nc, events, log, state, root }) => {
   const cursorFile = join(state, 'cursor.json');
   const saved = await readCursor(cursorFile);
   const source = await openSource(path, saved && saved.path === path ? { identity: saved.identity, offset: saved.offset } : undefined);
-  const manifests = new ManifestIndex(join(root, 'ima', 'manifests'), join(root, 'ima', 'manifest-key.pub'), log.child({ concern: 'manifests' }));
-  // the manifests on disk are what counts (signed, re-read): an ima.labeled
-  // that is not well formed is still a hint to look
-  nc.subscribe(contract.ima.labeled.subject, {
-    callback: (err, msg) => {
-      if (!err) {
-        try {
-          const ev = checkEvent(contract.ima.labeled, parseEvent(msg.data));
-          log.debug('ima.labeled: reloading the label manifests', { container: ev.data.container });
-        } catch (e) {
-          log.warn('ima.labeled is malformed; reloading the label manifests anyway', { err: e as Error });
-        }
-      }
-      void manifests.reload();
-    },
-  });
+  const layout = storeLayout(root);
+  const manifests = new ManifestIndex(layout.manifests, layout.manifestKey, log.child({ concern: 'manifests' }));
+  // the manifests on disk are what counts (signed, re-read): ima.labeled,
+  // well formed or not, is only the hint to look now rather than at the
+  // directory watch's next turn
+  nc.subscribe(contract.ima.labeled.subject, { callback: (err) => void (err || manifests.reload()) });
   const containers = new Containers({ manifests, sync: () => nc.flush(), proc: process.env.SEALKIT_HOST_PROC || '/proc' });
   followRunner(nc, containers, log.child({ concern: 'containers' }));
   const auditor = new Auditor({

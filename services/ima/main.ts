@@ -45,8 +45,9 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
 
   const selectNow = async () => select({ kernel: await probeKernel(), hostPolicy: await readRecord(state) }, follower.policy?.ima.mode ?? 'enforce');
   let selected: Selected = await selectNow();
-  const announce = async () => {
-    selected = await selectNow();
+  // at start the kernel was just probed; after a mode change, probe again
+  const announce = async (fresh = false) => {
+    if (!fresh) selected = await selectNow();
     log.info('enforcement', { ...selected.report });
     await events.publish(subjects.ima.enforcing, selected.report);
   };
@@ -63,7 +64,7 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
     enforcement: () => selected.enforcement,
   });
   await ima.start();
-  await announce();
+  await announce(true);
   follower.onChange(async (p, prev) => {
     ima.rearm();
     if (p.ima.mode !== prev?.ima.mode) await announce();
