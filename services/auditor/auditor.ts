@@ -48,6 +48,7 @@ export class Auditor {
   private cursor!: Cursor<DenialData>;
   private chain: Promise<void> = Promise.resolve();
   private saved: Promise<void> = Promise.resolve();
+  private nextCursor?: Cursor<DenialData>;
   private stopped = false;
   private pendingDrain = false;
   private loop?: Promise<void>;
@@ -282,11 +283,21 @@ export class Auditor {
   // to 45 ms on a loaded machine, and a denial waited behind it): its events
   // are in the outbox already, and a crash before the write only means they
   // are read and published again under the same ids, which the stream drops.
+  // Only the newest cursor waiting is written: in a storm each batch saves,
+  // and a queue of stale cursors (each with its storm snapshot) would be
+  // synced one after another behind the batches.
   private save(): void {
-    const cursor = { ...this.cursor, storm: this.storm.snapshot(), updatedAt: new Date().toISOString() };
-    this.saved = this.saved
-      .then(() => writeCursor(this.o.cursorFile, cursor))
-      .catch((err) => this.o.log.error('cannot write the auditor cursor; the records since the last one written are read again after a restart', { file: this.o.cursorFile, err: err as Error }));
+    const queued = this.nextCursor !== undefined;
+    this.nextCursor = { ...this.cursor, storm: this.storm.snapshot(), updatedAt: new Date().toISOString() };
+    if (!queued) this.saved = this.saved.then(() => this.writeNext());
+  }
+
+  private async writeNext(): Promise<void> {
+    const cursor = this.nextCursor!;
+    this.nextCursor = undefined;
+    await writeCursor(this.o.cursorFile, cursor).catch((err) =>
+      this.o.log.error('cannot write the auditor cursor; the records since the last one written are read again after a restart', { file: this.o.cursorFile, err: err as Error }),
+    );
   }
 
   private async describe(r: IntegrityRecord, kernel: { seq: number | null; usec: number | null }, raw: string, lookups: ProcessBatch): Promise<DenialData> {
