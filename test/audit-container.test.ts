@@ -373,3 +373,23 @@ serial('a process that made a mount namespace of its own inside the container is
   await heard(auditor, 'worker');
   t.like(await denied(node, denials, worker.app, '/bin/app'), { workload: 'worker', match: 'pid', file: join(rootfs, 'bin/app') });
 });
+
+serial('a container whose task died with no runner there to say so claims neither its namespace number nor its pid, both handed on since', async (t) => {
+  // the task dies while the runner is down: no container.exited, and the
+  // auditor's table still has it running
+  const gone = await startSandbox('gone');
+  await stopSandbox(gone);
+  const next = await startSandbox('next');
+  t.teardown(() => stopSandbox(next));
+  // the kernel hands a freed namespace's inode number to the next namespace
+  // made (the lowest free one), and a pid to the next process once pids wrap:
+  // as if both had gone to the next container
+  await runner.publish(contract.container.started.subject, { ...started, name: 'ns-reused', pid: gone.init, mntNs: next.mntNs, cgroup: '/' });
+  await runner.publish(contract.container.started.subject, { ...started, name: 'next', pid: next.init, mntNs: next.mntNs, cgroup: '/' });
+  await heard(auditor, 'next');
+  t.like(await denied(node, denials, next.app, '/bin/app'), { workload: 'next', match: 'pid', file: join(rootfs, 'bin/app') });
+  // its init's pid is a process of the next container's now, in a namespace not the one announced
+  await runner.publish(contract.container.started.subject, { ...started, name: 'pid-reused', pid: next.app, mntNs: box.mntNs, cgroup: '/' });
+  await heard(auditor, 'pid-reused');
+  t.like(await denied(node, denials, next.app, '/bin/app'), { workload: 'next', match: 'pid', file: join(rootfs, 'bin/app') });
+});

@@ -217,7 +217,7 @@ export class Containers {
   }
 
   private ofProcess(pid: number, proc: ProcFacts, batch: ProcessBatch): InProcess {
-    const running = this.running;
+    const running = this.running.filter((w) => this.alive(w, batch));
     const byInit = running.find((w) => w.pid === pid);
     if (byInit) return { w: byInit, match: 'pid' };
     if (proc.mntNs !== null) {
@@ -238,6 +238,16 @@ export class Containers {
       at = next;
     }
     return 'none';
+  }
+
+  // The run's init still lives, in the namespace it was announced with. A
+  // task that died while no runner was there to say so stays in the table,
+  // and the kernel hands its namespace's inode number (the lowest free one)
+  // and, once pids wrap, its pid to whatever starts next: a process in those
+  // is not the container's.
+  private alive(w: Workload, batch: ProcessBatch): boolean {
+    const init = this.process(w.pid, batch);
+    return init !== null && (init.mntNs === null || w.mntNs === null || init.mntNs === w.mntNs);
   }
 
   // The process is gone: the path in the rootfs of the containers that ran,
@@ -296,8 +306,11 @@ interface ProcFacts {
 function readProcess(proc: string, pid: number): ProcFacts | null {
   // one stat tells a gone process, without the cost of an exception
   if (!statSync(`${proc}/${pid}`, { throwIfNoEntry: false })) return null;
-  const ppid = readPpid(proc, pid);
-  if (ppid === null) return null;
+  const status = readStatus(proc, pid);
+  // a zombie has exited: its namespaces are released (their numbers free to
+  // be handed on), its pid is held only until its parent reaps it
+  if (!status || status.exited) return null;
+  const { ppid } = status;
   let cgroups: string[] = [];
   try {
     cgroups = cgroupPaths(readFileSync(`${proc}/${pid}/cgroup`, 'utf8'));
@@ -317,13 +330,18 @@ function mntNsOf(proc: string, pid: number): number | null {
   }
 }
 
-function readPpid(proc: string, pid: number): number | null {
+function readStatus(proc: string, pid: number): { ppid: number; exited: boolean } | null {
   try {
-    const m = /^PPid:\s+(\d+)$/m.exec(readFileSync(`${proc}/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : null;
+    const text = readFileSync(`${proc}/${pid}/status`, 'utf8');
+    const ppid = /^PPid:\s+(\d+)$/m.exec(text);
+    return ppid ? { ppid: Number(ppid[1]), exited: /^State:\s+[ZX]/m.test(text) } : null;
   } catch {
     return null;
   }
+}
+
+function readPpid(proc: string, pid: number): number | null {
+  return readStatus(proc, pid)?.ppid ?? null;
 }
 
 // "4:memory:/a/b" → "/a/b"
