@@ -104,6 +104,7 @@ test('the defaults the schema shows editors are the ones the node applies', (t) 
     serial: 1,
     keys: [{ id: 'release', ed25519: 'A'.repeat(43) + '=' }],
     images: [{ name: 'acme/base', tag: '1', source: 'https://images.example/a.tar', sha256: 'a'.repeat(64), signatures: { keys: ['release'] }, import: { containerd: {} }, redirects: {} }],
+    containers: [{ name: 'web', image: 'acme/base', backoff: {}, resources: {}, mounts: [{ type: 'tmpfs', destination: '/tmp' }] }],
     verifiers: [{ subject: 'verify.image.cosign' }],
     ima: {},
     limits: {},
@@ -113,8 +114,11 @@ test('the defaults the schema shows editors are the ones the node applies', (t) 
   t.is(explicit.limits.fetchTimeout, '30m');
   t.deepEqual(validatePolicy(explicit), validatePolicy(bare));
   const { import: _i, redirects: _r, ...fewest } = bare.images[0];
+  const { backoff: _b, resources: _rs, ...fewestContainer } = bare.containers[0];
   const { ima: _m, limits: _l, ...top } = bare;
-  t.deepEqual(validatePolicy({ ...top, images: [fewest] }), validatePolicy(bare), 'an absent mapping takes the same defaults as an empty one');
+  t.deepEqual(validatePolicy({ ...top, images: [fewest], containers: [fewestContainer] }), validatePolicy(bare), 'an absent mapping takes the same defaults as an empty one');
+  const c = validatePolicy(bare).containers[0];
+  t.deepEqual([c.restart, c.network, c.onTamper, c.capabilities, c.backoff], ['always', 'none', 'stop', [], { initialMs: 1000, maxMs: 300_000 }], 'a container runs with no capabilities and no network unless the policy says so');
 });
 
 // The refusals a push answers with: SEALKIT_POLICY_SCHEMA, the path of the
@@ -165,6 +169,18 @@ const refusals: Array<[string, (d: Json) => unknown, string]> = [
   ['an unsupported scheme', (d) => (img(d).source = 'ftp://images.example/a.tar'), 'images[0].source'],
   ['an oci:// digest other than sha256', (d) => (img(d).source = `oci://reg.example/alpine@sha256:${'d'.repeat(64)}`), 'images[0].sha256'],
   ['duplicate image names', (d) => d.images.push({ ...img(d), tag: '2' }), 'images[1].name'],
+  ['a container of an image not under images:', (d) => (d.containers = [{ name: 'web', image: 'library/busybox' }]), 'containers[0].image'],
+  ['a container without an image', (d) => (d.containers = [{ name: 'web' }]), 'containers[0].image'],
+  ['an upper-case container name', (d) => (d.containers = [{ name: 'Web', image: 'library/alpine' }]), 'containers[0].name'],
+  ['duplicate container names', (d) => (d.containers = [{ name: 'web', image: 'library/alpine' }, { name: 'web', image: 'library/alpine' }]), 'containers[1].name'],
+  ['a restart policy that does not exist', (d) => (d.containers = [{ name: 'web', image: 'library/alpine', restart: 'sometimes' }]), 'containers[0].restart'],
+  ['a capability that does not exist', (d) => (d.containers = [{ name: 'web', image: 'library/alpine', capabilities: ['CAP_NET_BIND_SERVICE', 'CAP_ROOT'] }]), 'containers[0].capabilities[1]'],
+  ['a memory limit under 4Mi', (d) => (d.containers = [{ name: 'web', image: 'library/alpine', resources: { memory: '1Mi' } }]), 'containers[0].resources.memory'],
+  ['a bind mount without a source', (d) => (d.containers = [{ name: 'web', image: 'library/alpine', mounts: [{ type: 'bind', destination: '/etc/app' }] }]), 'containers[0].mounts[0].source'],
+  ['a relative mount destination', (d) => (d.containers = [{ name: 'web', image: 'library/alpine', mounts: [{ type: 'tmpfs', destination: 'tmp' }] }]), 'containers[0].mounts[0].destination'],
+  ['a user name instead of a uid', (d) => (d.containers = [{ name: 'web', image: 'library/alpine', user: 'nobody' }]), 'containers[0].user'],
+  ['a backoff that starts above its max', (d) => (d.containers = [{ name: 'web', image: 'library/alpine', backoff: { initial: '10m', max: '1m' } }]), 'containers[0].backoff.initial'],
+  ['a network mode that does not exist', (d) => (d.containers = [{ name: 'web', image: 'library/alpine', network: 'bridge' }]), 'containers[0].network'],
 ];
 
 for (const [what, spoil, path] of refusals) {
