@@ -8,7 +8,8 @@ import { denialFacts, isDenial, parseAuditMessage, type IntegrityRecord } from '
 import { Storm, type Output } from './storm.ts';
 import { readCursor, writeCursor, type Cursor } from './cursor.ts';
 import type { Source } from './source.ts';
-import type { FileOwner, LookupBatch, ManifestIndex } from './manifests.ts';
+import type { FileOwner, ManifestIndex } from './manifests.ts';
+import type { Containers, ProcessBatch, WorkloadOwner } from './containers.ts';
 
 // The auditor's core: read what the source has, keep kernel integrity
 // failures, tie each to its container and image, let the storm control
@@ -24,6 +25,9 @@ export interface AuditorOptions {
   source: Source;
   format: Format;
   manifests: ManifestIndex;
+  // the workload containers the runner started; without them a denial is
+  // tied to a rootfs by its path alone
+  containers?: Containers;
   events: Publisher;
   cursorFile: string;
   log: Logger;
@@ -150,7 +154,7 @@ export class Auditor {
     const parseLost = { n: 0, firstSeq: 0, sample: '' };
     const spoof: SpoofData = { count: 0, firstSeq: 0, lastSeq: 0, samples: [] };
     const extra: Array<{ subject: string; data: LostData | SpoofData; id: string }> = [];
-    const lookups: LookupBatch = {};
+    const lookups: ProcessBatch = {};
 
     for (const rec of batch.records) {
       this.stats.records++;
@@ -263,6 +267,7 @@ export class Auditor {
         id: out.id,
         headers: {
           'Sealkit-Container': data.container ?? undefined,
+          'Sealkit-Workload': data.workload ?? undefined,
           'Sealkit-Image': data.image ? `${data.image.name}:${data.image.tag}` : undefined,
           'Sealkit-Digest': data.image?.digest,
         },
@@ -283,12 +288,22 @@ export class Auditor {
       .catch((err) => this.o.log.error('cannot write the auditor cursor; the records since the last one written are read again after a restart', { file: this.o.cursorFile, err: err as Error }));
   }
 
-  private async describe(r: IntegrityRecord, kernel: { seq: number | null; usec: number | null }, raw: string, lookups: LookupBatch): Promise<DenialData> {
+  private async describe(r: IntegrityRecord, kernel: { seq: number | null; usec: number | null }, raw: string, lookups: ProcessBatch): Promise<DenialData> {
     const f = denialFacts(r);
     let owner: FileOwner | null = null;
-    if (f.file) owner = await this.o.manifests.lookup(f.file, f.ino, lookups);
+    let inWorkload: WorkloadOwner | null = null;
+    if (f.file) {
+      owner = await this.o.manifests.lookup(f.file, f.ino, lookups);
+      // a path under the store is the host's view of it: no container to look
+      // for, and no /proc to read in a storm of them
+      if (owner?.match !== 'rootfs-prefix' && this.o.containers) {
+        inWorkload = await this.o.containers.ofDenial({ pid: f.process.pid, mntNs: f.mntNs, path: f.file, ino: f.ino }, lookups);
+        if (inWorkload) owner = inWorkload;
+      }
+    }
     return {
-      file: f.file,
+      file: inWorkload?.file ?? f.file,
+      path: f.file,
       cause: f.cause,
       op: f.op,
       type: r.type,
@@ -298,6 +313,7 @@ export class Auditor {
       mntNs: f.mntNs,
       errno: f.errno,
       container: owner?.container ?? null,
+      workload: inWorkload?.workload ?? null,
       image: owner?.image ?? null,
       expectedSha256: owner?.expectedSha256 ?? null,
       policySerial: owner?.policySerial ?? null,

@@ -5,6 +5,7 @@ import { checkEvent, contract } from '../lib/contract.ts';
 import { parseEvent } from '../lib/envelope.ts';
 import { Auditor, DEFAULT_FALLBACK_MS, type Format } from './auditor.ts';
 import { ManifestIndex } from './manifests.ts';
+import { Containers, followRunner } from './containers.ts';
 import { openSource } from './source.ts';
 import { readCursor } from './cursor.ts';
 
@@ -33,10 +34,13 @@ await runService('auditor', async ({ nc, events, log, state, root }) => {
       void manifests.reload();
     },
   });
+  const containers = new Containers({ manifests, sync: () => nc.flush(), proc: process.env.SEALKIT_HOST_PROC || '/proc' });
+  followRunner(nc, containers, log.child({ concern: 'containers' }));
   const auditor = new Auditor({
     source,
     format,
     manifests,
+    containers,
     events,
     cursorFile,
     log,

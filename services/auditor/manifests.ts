@@ -15,8 +15,12 @@ import type { Logger } from '../lib/log.ts';
 // host sees <rootfs>/usr/bin/x (longest rootfs prefix wins); a process inside
 // the container sees /usr/bin/x, which is looked up in every manifest and,
 // when several hold it, told apart by the inode the kernel reported.
+// A denial tied to a container the runner started (containers.ts) says how:
+// by the record's mount namespace, by its process (pid: its mount namespace,
+// or its task's init among its ancestors), by the process's cgroup, or, the
+// process gone, by the path in the rootfs of a running container.
 
-export type MatchKind = 'rootfs-prefix' | 'inode' | 'container-path';
+export type MatchKind = 'rootfs-prefix' | 'inode' | 'container-path' | 'mnt-ns' | 'pid' | 'cgroup' | 'rootfs-path';
 
 // One look at the manifest directory shared by the lookups of one batch of
 // records: taken after the batch was read, it sees every manifest written
@@ -112,16 +116,32 @@ export class ManifestIndex {
   // us read the manifest of a rootfs just labelled (a process opens its files
   // at once). On a miss: let a read in progress finish, and read again if a
   // manifest was written since the last read began (the directory changed).
-  async lookup(file: string, ino: number | null, batch: LookupBatch = {}): Promise<FileOwner | null> {
-    let found = await this.find(file, ino);
+  lookup(file: string, ino: number | null, batch: LookupBatch = {}): Promise<FileOwner | null> {
+    return this.orReload(() => this.find(file, ino), batch);
+  }
+
+  /** The manifest of the rootfs at `rootfs` (a container the runner started runs from it). */
+  ofRootfs(rootfs: string, batch: LookupBatch = {}): Promise<LabelManifest | null> {
+    const root = rootfs.replace(/\/+$/, '');
+    return this.orReload(async () => this.manifests.find((m) => m.rootfs.replace(/\/+$/, '') === root) ?? null, batch);
+  }
+
+  /** The manifest labelled for that image (runner.ps names a container's image, not its rootfs). */
+  ofImage(image: { name: string; tag: string; digest: string | null }, batch: LookupBatch = {}): Promise<LabelManifest | null> {
+    const same = (m: LabelManifest) => m.image.name === image.name && m.image.tag === image.tag && (image.digest === null || m.image.digest === image.digest);
+    return this.orReload(async () => this.manifests.find(same) ?? null, batch);
+  }
+
+  private async orReload<T>(find: () => Promise<T | null>, batch: LookupBatch): Promise<T | null> {
+    let found = await find();
     if (found) return found;
     if (this.reloading) {
       await this.reloading;
-      found = await this.find(file, ino);
+      found = await find();
     }
     if (!found && (await (batch.dirMtime ??= this.dirMtime())) !== this.loadedDirMtime) {
       await this.reload();
-      found = await this.find(file, ino);
+      found = await find();
     }
     return found;
   }
@@ -160,7 +180,7 @@ export class ManifestIndex {
   }
 }
 
-function owner(m: LabelManifest, rel: string, match: MatchKind): FileOwner {
+export function owner(m: LabelManifest, rel: string, match: MatchKind): FileOwner {
   return {
     container: m.container,
     image: { name: m.image.name, tag: m.image.tag, digest: m.image.digest },

@@ -267,7 +267,8 @@ export interface LogsReply {
 
 /** audit.denial: the kernel refused a file, with the container and image it belongs to. */
 export interface DenialData {
-  file: string | null;
+  file: string | null; // on the host: in the rootfs, for a denial inside a workload container
+  path: string | null; // as the kernel printed it: the process's view ("/bin/app" inside a container)
   cause: string | null;
   op: string | null;
   type: number;
@@ -276,7 +277,8 @@ export interface DenialData {
   ino: number | null;
   mntNs: number | null;
   errno: number | null;
-  container: string | null;
+  container: string | null; // the rootfs (label manifest) the file belongs to
+  workload: string | null; // the runner's container the process ran in
   image: { name: string; tag: string; digest: string } | null;
   expectedSha256: string | null;
   policySerial: number | null;

@@ -16,9 +16,12 @@ process.once('exit', () => {
   for (const p of live) p.kill('SIGKILL');
 });
 
-export async function startService(name: string, env: Record<string, string>, opts: { args?: string[]; entry?: string } = {}): Promise<RunningService> {
+// wrap: a command the service is run under (unshare …), as a bundle's runtime would
+export async function startService(name: string, env: Record<string, string>, opts: { args?: string[]; entry?: string; wrap?: string[] } = {}): Promise<RunningService> {
   const entry = opts.entry ?? join(repoRoot, 'services', name, 'main.ts');
-  const proc = spawn(process.execPath, ['--import', 'tsx', entry, ...(opts.args ?? [])], {
+  const argv = [process.execPath, '--import', 'tsx', entry, ...(opts.args ?? [])];
+  const [cmd, ...args] = [...(opts.wrap ?? []), ...argv];
+  const proc = spawn(cmd, args, {
     cwd: repoRoot,
     env: { ...process.env, SEALKIT_LOG_LEVEL: 'debug', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
