@@ -42,3 +42,20 @@ export function bar(done: number, total: number | undefined, width = 30): string
 }
 
 const mib = (n: number) => (n / 1048576).toFixed(1);
+
+// Columns padded to their widest cell, two spaces apart, no trailing blanks.
+export function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+// A duration the way ps shows uptime: the two largest units, "45s", "3m12s",
+// "2h05m", "3d04h".
+export function duration(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const two = (n: number) => String(n).padStart(2, '0');
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${two(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${two(Math.floor(s / 60) % 60)}m`;
+  return `${Math.floor(s / 86400)}d${two(Math.floor(s / 3600) % 24)}h`;
+}

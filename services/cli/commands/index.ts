@@ -7,10 +7,12 @@ import { fetch } from './fetch.ts';
 import { signImageCommand } from './sign-image.ts';
 import { status } from './status.ts';
 import { watch } from './watch.ts';
+import { ps } from './ps.ts';
+import { logs } from './logs.ts';
 import { busConfig } from './bus-config.ts';
 import { busInit } from './bus-init.ts';
 
 // Every command, in the order "sealkit --help" lists them. Two-word names
 // ("policy push") belong to a group ("policy").
-export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, busConfig, busInit];
+export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, ps, logs, busConfig, busInit];
 export const groups = [...new Set(commands.filter((c) => c.name.includes(' ')).map((c) => c.name.split(' ')[0]))];

@@ -3,7 +3,8 @@ import { pingAll, request } from '../../lib/bus.ts';
 import type { PingReply } from '../../lib/contract.ts';
 import { asSealkitError, type WireError } from '../../lib/errors.ts';
 import { serviceNames, subjects } from '../../lib/subjects.ts';
-import { busUsage, connect, none, seconds, timeoutMs, waiting, type Command } from './common.ts';
+import { askPs } from '../runner.ts';
+import { busUsage, connect, none, seconds, server, timeoutMs, waiting, type Command } from './common.ts';
 
 // The kernel's initial pid namespace has this fixed inode on every Linux
 // (PROC_PID_INIT_INO): a pid reported from it is the host's view.
@@ -23,13 +24,14 @@ export const status: Command = {
   usage: `usage: sealkit status [--json] [--timeout SEC]
 
 Asks the node who it is (node.info.get), which services answer sealkit.ping
-and which policy is in force. Every service the node runs (${serviceNames.join(', ')})
+which policy is in force, and how many of its containers run (runner.ps;
+"sealkit ps" for each). Every service the node runs (${serviceNames.join(', ')})
 must answer: the ones that do not are named, and the exit code is 1.
 Process ids are as the host sees them (nodeinfo maps them out of each
 service's own pid namespace).
 
 options:
-  --json           print {node, services, missing, policy} as JSON
+  --json           print {node, services, missing, policy, containers} as JSON
   --timeout SEC    how long to wait for the services to answer (default 5)
   -h, --help       this help
 ${busUsage}`,
@@ -42,13 +44,16 @@ ${busUsage}`,
     let info: NodeInfo;
     let alive: PingReply[];
     let policy: { serial?: number; keyId?: string; error?: WireError };
+    let containers: { running?: number; total?: number; error?: WireError };
     try {
       if (!o.json) waiting(`${serviceNames.length} services to answer sealkit.ping`, ms);
       const policyP = request<{ serial: number; keyId: string }>(nc, subjects.policy.get, {}, { timeout: ms }).catch((e) => ({ error: asSealkitError(e).toWire() }));
+      const containersP = askPs(nc, ms, server(o)).then((cs) => ({ running: cs.filter((c) => c.state === 'running').length, total: cs.length }), (e) => ({ error: asSealkitError(e).toWire() }));
       alive = await ping(nc, ms);
       // nodeinfo maps the pids of exactly the services that answered
       info = await request<NodeInfo>(nc, subjects.node.infoGet, { services: alive }, { timeout: ms }).catch((e) => ({ error: asSealkitError(e).toWire() }));
       policy = await policyP;
+      containers = await containersP;
     } finally {
       await nc.close();
     }
@@ -60,7 +65,7 @@ ${busUsage}`,
     });
     const missing = serviceNames.filter((n) => !alive.some((a) => a.service === n));
     if (o.json) {
-      process.stdout.write(JSON.stringify({ node: { ...info, name: node }, services, missing, policy }) + '\n');
+      process.stdout.write(JSON.stringify({ node: { ...info, name: node }, services, missing, policy, containers }) + '\n');
       return missing.length ? 1 : 0;
     }
     const os = info.os ? [info.os.distro && info.os.distro !== 'unknown' ? `${info.os.distro} ${info.os.release ?? ''}`.trim() : null, info.os.kernel ? `kernel ${info.os.kernel}` : null].filter(Boolean).join(', ') : '';
@@ -70,6 +75,9 @@ ${busUsage}`,
     for (const s of services) process.stdout.write(`  ${s.service.padEnd(9)} pid ${s.pid}${s.hostPid ? '' : ' (in its own pid namespace; nodeinfo could not map it)'}, up ${s.uptimeSec}s\n`);
     for (const m of missing) process.stdout.write(`  ${m.padEnd(9)} NOT ANSWERING (no reply to sealkit.ping within ${seconds(ms)})\n`);
     process.stdout.write(policy.error ? `policy: ${policy.error.message} [${policy.error.code}]\n` : `policy: serial ${policy.serial} signed by ${policy.keyId}\n`);
+    // the runner's absence is already named among the services
+    const noRunner = containers.error?.code === 'SEALKIT_NO_RESPONDER';
+    process.stdout.write(containers.error ? `containers: ${noRunner ? '(the runner is not answering)' : `${containers.error.message} [${containers.error.code}]`}\n` : `containers: ${containers.running} running of ${containers.total}\n`);
     if (missing.length) process.stderr.write(`sealkit: ${missing.length} of ${serviceNames.length} services do not answer: ${missing.join(', ')}\n`);
     return missing.length ? 1 : 0;
   },
