@@ -200,11 +200,16 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
     t.is(denied.data.expectedSha256, sha256(ticker.files['bin/tick']));
     const exited = await events.wait(inTicker('container.exited'), minutes(2));
     t.is(exited.data.code, 126, 'sh: the command could not be executed');
+    t.is(exited.data.image.digest, ticker.sha256);
+    // restart: on-failure, and the re-verification before it finds the change
+    await events.wait(inTicker('container.restarting'), minutes(1));
     const refused = await events.wait(inTicker('container.refused'), minutes(2));
     t.is(refused.data.file, '/bin/tick', 'the re-verification before the restart names the changed file');
     t.is(refused.data.image.digest, ticker.sha256);
-    const stopped = await events.wait(inTicker('container.stopped'), minutes(1));
-    t.log(`container.stopped: ${stopped.data.reason}: ${stopped.data.detail}`);
+    t.is(refused.data.policySerial, 1);
+    t.log(`container.refused: ${refused.data.code}: ${refused.data.reason}`);
+    const ps = await request<{ containers: Array<{ name: string; state: string; restarts: number }> }>(anon, subjects.runner.ps, {}, { timeout: 10_000 });
+    t.like(ps.containers.find((c) => c.name === 'ticker'), { state: 'refused', restarts: 1 }, 'runner.ps: refused, not running');
     const tamper = events.of('audit.tamper').find((e) => e.data.container === tickerLabeled.data.container && String(e.data.file).endsWith('bin/tick'));
     t.truthy(tamper, `audit.tamper for bin/tick; saw: ${JSON.stringify(events.of('audit.tamper').map((e) => e.data))}`);
     const worked = vm.console().split(/\r?\n/).filter((l) => l.includes('E2E-WORKLOAD')).map((l) => l.slice(l.indexOf('E2E-WORKLOAD') + 13));
