@@ -190,7 +190,10 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
 
     // the step changes bin/tick offline; the next exec is refused by the kernel
     const inTicker = (type: string) => (e: { type: string; data: Record<string, any> }) => e.type === type && e.data.name === 'ticker';
-    const denied = await events.wait((e) => e.type === 'audit.denial' && e.data.workload === 'ticker', minutes(5));
+    const denied = await events.wait((e) => e.type === 'audit.denial' && e.data.workload === 'ticker', minutes(5)).catch((err: Error) => {
+      const seen = events!.of('audit.denial').map((e) => ({ path: e.data.path, file: e.data.file, workload: e.data.workload, comm: e.data.process?.comm }));
+      throw new Error(`${err.message.split(';')[0]}: no audit.denial naming workload ticker; denials: ${JSON.stringify(seen)}`);
+    });
     t.is(denied.data.path, '/bin/tick', "the kernel names the file as the container's process saw it");
     t.is(denied.data.file, `${tickerLabeled.data.rootfs}/bin/tick`, 'and the auditor names it on the node');
     t.is(denied.data.cause, 'invalid-hash');
