@@ -5,7 +5,7 @@ import { SealkitError, diskFull, isDiskFull } from '../lib/errors.ts';
 import { sha256File, parseSha256 } from '../lib/digest.ts';
 import { subjects } from '../lib/subjects.ts';
 import type { ImportedImage, Labeled, Tamper } from '../lib/contract.ts';
-import { readManifest, writeManifest, manifestFiles, type LabelManifest, MANIFEST_VERSION } from '../lib/manifest.ts';
+import { imageProcess, readManifest, writeManifest, manifestFiles, type LabelManifest, MANIFEST_VERSION } from '../lib/manifest.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Policy, Limits } from '../lib/policy.ts';
 import type { PublicKey, SecretKeyFile } from '../lib/sign.ts';
@@ -169,6 +169,7 @@ export class Ima {
       policySerial: ev.policySerial,
       createdAt: new Date().toISOString(),
       files: manifestFiles(unpacked.files),
+      process: imageProcess(unpacked.config),
     };
     await writeManifest(this.manifests, manifest, this.o.manifestKey);
     for (const k of [...this.reported]) if (k.startsWith(`${container}|`)) this.reported.delete(k);

@@ -188,8 +188,15 @@ export interface ContainerStarted extends ContainerRef {
   restarts: number;
   verifiedFiles: number; // files re-hashed against the manifest before this start
   startedAt: string;
+  imaNamespace?: ImaNamespaceUse;
 }
-const containerStarted: Check<ContainerStarted> = object({ ...containerRef, pid: count, mntNs: nullable(count), cgroup: string, restarts: count, verifiedFiles: count, startedAt: string });
+// Whether the kernel offers IMA namespaces (securityfs ima/namespaces): where
+// it does, a per-container appraisal policy would be written between create
+// and start. No kernel here has them, and sealkit writes none yet: 'detected'
+// says the kernel could, not that it does.
+export type ImaNamespaceUse = 'absent' | 'detected';
+const imaNamespaceUse = optional(oneOf('absent', 'detected'));
+const containerStarted: Check<ContainerStarted> = object({ ...containerRef, pid: count, mntNs: nullable(count), cgroup: string, restarts: count, verifiedFiles: count, startedAt: string, imaNamespace: imaNamespaceUse });
 /** container.exited: its task ended on its own (code) or by a signal. */
 export interface ContainerExited extends ContainerRef {
   pid: number;
@@ -241,6 +248,7 @@ export interface PsEntry {
   restarts: number;
   startedAt: string | null; // the current run's start, for the uptime
   reason: string | null; // why it is waiting, stopped or refused
+  imaNamespace?: ImaNamespaceUse;
 }
 const psEntry: Check<PsEntry> = object({
   name: string,
@@ -250,6 +258,7 @@ const psEntry: Check<PsEntry> = object({
   restarts: count,
   startedAt: nullable(string),
   reason: nullable(string),
+  imaNamespace: imaNamespaceUse,
 });
 /** runner.logs: a byte range of a container's log (stdout and stderr), from `from`. */
 export interface LogsRequest {

@@ -26,6 +26,34 @@ export interface LabelManifest {
   policySerial: number;
   createdAt: string;
   files: Record<string, FileDigest>; // path relative to rootfs → digest
+  // the image config's process (entrypoint, cmd, env, working dir, user), so
+  // that what runs from the rootfs is vouched for by the same signature;
+  // absent in manifests written before it was recorded
+  process?: ImageProcess;
+}
+
+export interface ImageProcess {
+  entrypoint?: string[];
+  cmd?: string[];
+  env?: string[];
+  workingDir?: string;
+  user?: string;
+}
+
+// The process part of an OCI / Docker image config ({config: {Entrypoint, …}}).
+export function imageProcess(config: Record<string, unknown>): ImageProcess {
+  const c = (config.config ?? {}) as Record<string, unknown>;
+  const strings = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? [...v] : undefined);
+  const out: ImageProcess = {};
+  const entrypoint = strings(c.Entrypoint);
+  const cmd = strings(c.Cmd);
+  const env = strings(c.Env);
+  if (entrypoint) out.entrypoint = entrypoint;
+  if (cmd) out.cmd = cmd;
+  if (env) out.env = env;
+  if (typeof c.WorkingDir === 'string' && c.WorkingDir) out.workingDir = c.WorkingDir;
+  if (typeof c.User === 'string' && c.User) out.user = c.User;
+  return out;
 }
 
 export interface SignedManifest {

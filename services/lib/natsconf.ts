@@ -104,7 +104,7 @@ export const permissions: Record<ServiceName | 'verifier' | 'admin' | 'monitor',
   monitor: {
     answers: false,
     publish: [...specs.filter((s) => s.anyone).map((s) => s.subject), ...readPolicyKv, ...replayStreams],
-    subscribe: ['_INBOX.>', 'audit.*', 'image.*', 'ima.*', 'node.*', contract.policy.applied.subject],
+    subscribe: ['_INBOX.>', 'audit.*', 'image.*', 'ima.*', 'container.*', 'node.*', contract.policy.applied.subject],
   },
 };
 

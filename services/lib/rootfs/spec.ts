@@ -238,7 +238,11 @@ export interface RunSpec {
   mounts?: Mount[]; // after the defaults; one for the same destination replaces it
   capabilities?: string[]; // Docker's default set when not given
   net?: string; // 'host', or a network namespace path; a new empty one when not given
+  resources?: { memoryBytes?: number; cpus?: number; pids?: number }; // cgroup limits; none when not given
 }
+
+// The CFS period a cpus limit is a quota of (the kernel's and runc's default).
+const CPU_PERIOD_US = 100_000;
 
 export function runtimeSpec(r: RunSpec): Record<string, unknown> {
   if (!r.rootfs.startsWith('/')) throw new Error(`${r.name}: rootfs "${r.rootfs}" is not an absolute path; give the rootfs directory in the container store`);
@@ -259,5 +263,11 @@ export function runtimeSpec(r: RunSpec): Record<string, unknown> {
     cgroupsPath: `/sealkit/${r.name}`,
   }, {}, 'service');
   spec.root = { path: r.rootfs, readonly: true };
+  const linux = spec.linux as { resources: Record<string, unknown> };
+  const { memoryBytes, cpus, pids } = r.resources ?? {};
+  // swap as large as memory: the limit holds for memory and swap together
+  if (memoryBytes !== undefined) linux.resources.memory = { limit: memoryBytes, swap: memoryBytes };
+  if (cpus !== undefined) linux.resources.cpu = { quota: Math.max(1000, Math.round(cpus * CPU_PERIOD_US)), period: CPU_PERIOD_US };
+  if (pids !== undefined) linux.resources.pids = { limit: pids };
   return spec;
 }

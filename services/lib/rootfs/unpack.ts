@@ -17,6 +17,7 @@ export interface Unpacked {
   bytes: number;
   layers: number;
   manifestDigest: string | null;
+  config: Record<string, unknown>; // the image config, verified with the archive
 }
 
 const WH = '.wh.';
@@ -155,7 +156,7 @@ export async function unpackInto(archive: string, staging: string, opts: Archive
   }
   let bytes = 0;
   for (const k of files.keys()) bytes += sizes.get(k) ?? 0;
-  return { files: Object.fromEntries([...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1))), bytes, layers: image.layers.length, manifestDigest: image.manifestDigest };
+  return { files: Object.fromEntries([...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1))), bytes, layers: image.layers.length, manifestDigest: image.manifestDigest, config: image.config };
 }
 
 // Swap the finished staging tree into place: the old rootfs (if any) moves
