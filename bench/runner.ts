@@ -129,7 +129,7 @@ export async function runner(ctx: BenchContext): Promise<Row[]> {
       ratio: fmt.x(sk / peer),
       target: `≤ ${TARGET}×`,
       status: verdict(sk / peer <= TARGET),
-      note: `medians of ${reps}; the runner's start is ctr containers create + ctr tasks start (two CLI calls) after the re-hash, ctr run -d is one`,
+      note: `medians of ${reps}; a reconcile that starts one container spawns ctr five times (tasks ls, containers info, containers create, tasks start, tasks ls) after the re-hash, ctr run -d once`,
     }),
   ];
 }
