@@ -116,7 +116,7 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
         },
       ],
       // the README's container, as written there
-      containers: [{ name: 'ticker', image: 'acme/ticker', command: ['/bin/busybox', 'sh', '-c', 'while /bin/tick; do /bin/busybox sleep 1; done'], restart: 'on-failure' }],
+      containers: [{ name: 'ticker', image: 'acme/ticker', command: ['/bin/busybox', 'sh', '-c', 'while :; do /bin/tick || exit; /bin/busybox sleep 1; done'], restart: 'on-failure' }],
       ima: { mode: 'enforce', reverify: '10m' },
     }),
   );
