@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'nats';
 import { bootVm, ensureIso, testStateDir, untilAnswering, type Vm } from '../test/helpers/qemu.ts';
 import { startHttp, type TestServer } from '../test/helpers/http.ts';
-import { buildImage } from '../test/helpers/images.ts';
+import { busyboxImage } from '../test/helpers/images.ts';
 import { EventLog } from '../test/helpers/events.ts';
 import { policyYaml, pushPolicy } from '../test/helpers/policy.ts';
 import { generateKey, readSecretKey, signImage } from '../services/lib/sign.ts';
@@ -61,13 +60,7 @@ export async function iso(ctx: BenchContext): Promise<Row[]> {
 // push to container.started arriving on the host.
 async function pushToRunning(ctx: BenchContext, vm: Vm, http: TestServer): Promise<Row> {
   const name = 'policy push → container running in QEMU (TCG): signed push → container.started on the host';
-  const image = await buildImage({
-    name: 'bench/workload',
-    tag: '1',
-    format: 'oci',
-    compression: 'gzip',
-    layers: [{ 'bin/busybox': readFileSync('/bin/busybox'), 'bin/serve': '#!/bin/busybox sh\nexec /bin/busybox sleep 3600\n' }],
-  });
+  const image = await busyboxImage('bench/workload', '1', { 'bin/serve': '#!/bin/busybox sh\nexec /bin/busybox sleep 3600\n' });
   const release = generateKey('release');
   const sig = signImage({ name: image.name, tag: image.tag, sha256: image.sha256, size: image.archive.length }, [release]);
   http.route('/workload.tar.gz', { body: image.archive });

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ima } from '../services/ima/ima.ts';
@@ -11,7 +10,7 @@ import { silentLogger } from '../services/lib/log.ts';
 import { defaultLimits, validatePolicy, type Policy } from '../services/lib/policy.ts';
 import { subjects } from '../services/lib/subjects.ts';
 import { startContainerd } from '../test/helpers/containerd.ts';
-import { buildImage } from '../test/helpers/images.ts';
+import { busyboxImage } from '../test/helpers/images.ts';
 import { fmt, interleave, median, row, verdict, type BenchContext, type Row } from './measure.ts';
 
 // Container start on the host, real containerd and runc: the runner's start
@@ -29,12 +28,7 @@ export async function runner(ctx: BenchContext): Promise<Row[]> {
   if (process.getuid?.() !== 0) return [row(G, { row: name, sealkit: '—', peer: '—', ratio: '—', target: `≤ ${TARGET}×`, status: 'n/a', note: 'needs root: containerd and runc' })];
   const reps = ctx.quick ? 5 : 11;
   // a static busybox and a script that stays up, as a small service image is
-  const image = await buildImage({
-    name: 'bench/runner',
-    tag: '1',
-    format: 'oci',
-    layers: [{ 'bin/busybox': readFileSync('/bin/busybox'), 'bin/serve': '#!/bin/busybox sh\nexec /bin/busybox sleep 3600\n' }],
-  });
+  const image = await busyboxImage('bench/runner', '1', { 'bin/serve': '#!/bin/busybox sh\nexec /bin/busybox sleep 3600\n' }, 'none');
   const archive = join(ctx.tmp, 'runner.tar');
   await writeFile(archive, image.archive);
 

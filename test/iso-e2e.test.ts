@@ -1,10 +1,9 @@
 import test from 'ava';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import { bootVm, ensureTestCaseIso, testStateDir, untilAnswering, type Vm } from './helpers/qemu.ts';
 import { startHttp, type TestServer } from './helpers/http.ts';
-import { buildImage, sha256 } from './helpers/images.ts';
+import { buildImage, busyboxImage, sha256 } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
 import { policyYaml, pushPolicy } from './helpers/policy.ts';
 import { generateKey, readSecretKey, signImage } from '../services/lib/sign.ts';
@@ -54,13 +53,7 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
   http.route('/e2e.tar.gz.sig', { body: Buffer.from(JSON.stringify(sig)) });
   // the workload: a static busybox and the script its loop execs; the loop
   // ends when an exec fails, so the container exits with sh's status
-  const ticker = await buildImage({
-    name: 'sealkit/e2e-ticker',
-    tag: '1',
-    format: 'oci',
-    compression: 'gzip',
-    layers: [{ 'bin/busybox': readFileSync('/bin/busybox'), 'bin/tick': '#!/bin/busybox sh\necho tick\n' }],
-  });
+  const ticker = await busyboxImage('sealkit/e2e-ticker', '1', { 'bin/tick': '#!/bin/busybox sh\necho tick\n' });
   const tickerSig = signImage({ name: 'sealkit/e2e-ticker', tag: '1', sha256: ticker.sha256, size: ticker.archive.length }, [release]);
   http.route('/ticker.tar.gz', { body: ticker.archive });
   http.route('/ticker.tar.gz.sig', { body: Buffer.from(JSON.stringify(tickerSig)) });

@@ -1,6 +1,5 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +8,7 @@ import { repoRoot } from '../services/lib/config.ts';
 import { generateKey, signImage } from '../services/lib/sign.ts';
 import { busAnswers, freePort, untilAnswering } from './helpers/qemu.ts';
 import { runReadme, spawnReadme } from './helpers/readme.ts';
-import { buildImage } from './helpers/images.ts';
+import { buildImage, busyboxImage } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
 import { policyYaml } from './helpers/policy.ts';
 import { cmdline, killAll, pidsWithEnv, printedCommands, runPrinted, running, spawnGroup, type Shell } from './helpers/make.ts';
@@ -73,13 +72,7 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
   await writeFile(join(state, 'images', 'make-run.tar.gz'), image.archive);
   await writeFile(join(state, 'images', 'make-run.tar.gz.sig'), JSON.stringify(sig));
   // the README's workload image: a static busybox and the script its container execs
-  const ticker = await buildImage({
-    name: 'acme/ticker',
-    tag: '1',
-    format: 'oci',
-    compression: 'gzip',
-    layers: [{ 'bin/busybox': readFileSync('/bin/busybox'), 'bin/tick': '#!/bin/busybox sh\necho tick\n' }],
-  });
+  const ticker = await busyboxImage('acme/ticker', '1', { 'bin/tick': '#!/bin/busybox sh\necho tick\n' });
   const tickerSig = signImage({ name: 'acme/ticker', tag: '1', sha256: ticker.sha256, size: ticker.archive.length }, [release]);
   await writeFile(join(state, 'images', 'ticker.tar.gz'), ticker.archive);
   await writeFile(join(state, 'images', 'ticker.tar.gz.sig'), JSON.stringify(tickerSig));
