@@ -212,7 +212,7 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
     t.log(worked.join('\n'));
     const rewrote = worked.map((l) => /^rewrote bin\/tick offline at ([\d.]+) s/.exec(l)).find(Boolean);
     t.truthy(rewrote, 'the step changed bin/tick offline');
-    if (rewrote && denied.data.kernel.usec) t.log(`tamper to denial: ${(denied.data.kernel.usec / 1e6 - Number(rewrote[1])).toFixed(2)} s in the guest (the kernel's record), ${((Date.parse(denied.time) - Date.parse(exited.time)) / 1000).toFixed(2)} s before container.exited`);
+    if (rewrote && denied.data.kernel.usec) t.log(`tamper to denial: ${(denied.data.kernel.usec / 1e6 - Number(rewrote[1])).toFixed(2)} s in the guest (the kernel's record), audit.denial ${((Date.parse(exited.time) - Date.parse(denied.time)) / 1000).toFixed(2)} s before container.exited`);
     const logs = await request<LogsReply>(admin, subjects.runner.logs, { name: 'ticker' }, { timeout: 10_000 });
     t.regex(logs.data, /^tick$/m, 'the container ran bin/tick');
     t.regex(logs.data, /\/bin\/tick: Permission denied/, 'the next exec failed with EACCES');
