@@ -10,6 +10,7 @@ import { iso } from './iso.ts';
 import { label } from './label.ts';
 import { memory } from './memory.ts';
 import { registry } from './registry.ts';
+import { runner } from './runner.ts';
 import { verify } from './verify.ts';
 import { row, type BenchContext, type Group, type Row } from './measure.ts';
 
@@ -17,7 +18,7 @@ import { row, type BenchContext, type Group, type Row } from './measure.ts';
 // the same input, interleaved. BENCH_QUICK=1 for small inputs; ROWS=verify,label
 // (or --rows=…) for some groups; --markdown for the README.
 
-const groups: Record<string, Group> = { verify, registry, import: imports, label, audit, bus, memory, iso };
+const groups: Record<string, Group> = { verify, registry, import: imports, label, audit, bus, memory, runner, iso };
 
 const args = process.argv.slice(2);
 const markdown = args.includes('--markdown');

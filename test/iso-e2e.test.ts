@@ -3,12 +3,15 @@ import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import { bootVm, ensureTestCaseIso, testStateDir, untilAnswering, type Vm } from './helpers/qemu.ts';
 import { startHttp, type TestServer } from './helpers/http.ts';
-import { buildImage, sha256 } from './helpers/images.ts';
+import { buildImage, busyboxImage, sha256 } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
 import { policyYaml, pushPolicy } from './helpers/policy.ts';
 import { generateKey, readSecretKey, signImage } from '../services/lib/sign.ts';
 import { readCreds } from '../services/lib/natsconf.ts';
 import { SealkitError } from '../services/lib/errors.ts';
+import { request } from '../services/lib/bus.ts';
+import { subjects } from '../services/lib/subjects.ts';
+import type { LogsReply } from '../services/lib/contract.ts';
 
 // The node as a user runs it: the ISO's kernel and initrd boot in QEMU (TCG)
 // with the bus forwarded to the host and a host HTTP server reachable from
@@ -19,6 +22,12 @@ import { SealkitError } from '../services/lib/errors.ts';
 // test/cases/e2e-denials (a service in the test image only) then forges a
 // label and adds an unlabelled file in that rootfs; the kernel refuses both,
 // and the auditor's audit.denial events reach the host subscriber.
+// The policy also names a workload: the runner runs container "ticker" from
+// the labelled rootfs of a second image, a busybox loop that execs the
+// image's /bin/tick every second. The same test step then changes bin/tick
+// offline (on the store's block device, unseen by the node); the next exec
+// inside the container fails with EACCES, the denial names the container,
+// and the runner, re-verifying before the restart, refuses it.
 
 const minutes = (n: number) => n * 60_000;
 
@@ -42,6 +51,12 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
   const http: TestServer = await startHttp({ headersTimeoutMs: 5000 });
   http.route('/e2e.tar.gz', { body: image.archive });
   http.route('/e2e.tar.gz.sig', { body: Buffer.from(JSON.stringify(sig)) });
+  // the workload: a static busybox and the script its loop execs; the loop
+  // ends when an exec fails, so the container exits with sh's status
+  const ticker = await busyboxImage('sealkit/e2e-ticker', '1', { 'bin/tick': '#!/bin/busybox sh\necho tick\n' });
+  const tickerSig = signImage({ name: 'sealkit/e2e-ticker', tag: '1', sha256: ticker.sha256, size: ticker.archive.length }, [release]);
+  http.route('/ticker.tar.gz', { body: ticker.archive });
+  http.route('/ticker.tar.gz.sig', { body: Buffer.from(JSON.stringify(tickerSig)) });
 
   const vm: Vm = await bootVm({
     kernel: iso.kernel,
@@ -60,7 +75,7 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
 
     const servers = `127.0.0.1:${vm.busPort}`;
     anon = await connect({ servers, name: 'iso-e2e-watch' });
-    events = new EventLog(anon, ['image.*', 'ima.*', 'audit.*', 'policy.applied', 'node.heartbeat']);
+    events = new EventLog(anon, ['image.*', 'ima.*', 'audit.*', 'container.*', 'policy.applied', 'node.heartbeat']);
     await anon.flush();
     const creds = await readCreds(join(testStateDir, 'bus', 'creds', 'admin.json'));
     admin = await connect({ servers, name: 'iso-e2e-admin', user: creds.user, pass: creds.password });
@@ -82,6 +97,23 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
           sha256: image.sha256,
           signatures: { keys: ['release'], threshold: 1 },
           import: { containerd: { namespace: 'sealkit' } },
+        },
+        {
+          name: 'sealkit/e2e-ticker',
+          tag: '1',
+          source: 'http://10.0.2.100/ticker.tar.gz',
+          allowHttp: true,
+          sha256: ticker.sha256,
+          signatures: { keys: ['release'], threshold: 1 },
+        },
+      ],
+      containers: [
+        {
+          name: 'ticker',
+          image: 'sealkit/e2e-ticker',
+          command: ['/bin/busybox', 'sh', '-c', 'while :; do /bin/tick || exit; /bin/busybox sleep 1; done'],
+          restart: 'on-failure',
+          backoff: { initial: '1s', max: '5s' },
         },
       ],
       ima: { mode: 'enforce', reverify: '10m' },
@@ -109,13 +141,14 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
     t.is(applied.data.sha256, sha256(Buffer.from(yaml)), 'the pushed bytes are in force');
 
     const fail = (type: string) => events!.wait(type, minutes(10)).then((e) => Promise.reject(new Error(`${type}: ${JSON.stringify(e.data)}`)));
-    const verified = await Promise.race([events.wait('image.verified', minutes(5)), fail('image.rejected'), fail('audit.rejected')]);
+    const ofE2e = (type: string) => (e: { type: string; data: Record<string, any> }) => e.type === type && (e.data.name === 'sealkit/e2e' || e.data.image?.name === 'sealkit/e2e');
+    const verified = await Promise.race([events.wait(ofE2e('image.verified'), minutes(5)), fail('image.rejected'), fail('audit.rejected')]);
     t.is(verified.data.sha256, image.sha256);
     t.true(http.hits('/e2e.tar.gz') >= 1 && http.hits('/e2e.tar.gz.sig') >= 1, 'archive and signature came from the host');
     t.deepEqual(verified.data.signedBy, ['release']);
-    const imported = await Promise.race([events.wait('image.imported', minutes(5)), fail('image.import_failed')]);
+    const imported = await Promise.race([events.wait(ofE2e('image.imported'), minutes(5)), fail('image.import_failed')]);
     t.deepEqual((imported.data.targets as Array<{ runtime: string }>).map((x) => x.runtime), ['containerd']);
-    const labeled = await Promise.race([events.wait('ima.labeled', minutes(5)), fail('audit.rejected')]);
+    const labeled = await Promise.race([events.wait(ofE2e('ima.labeled'), minutes(5)), fail('audit.rejected')]);
     t.is(labeled.data.files, 3);
     t.regex(labeled.data.rootfs as string, /^\/var\/lib\/containerd\/sealkit\//, 'the rootfs is on the appraised store');
     t.log(`push to labelled: ${((Date.now() - t0) / 1000).toFixed(1)} s (image.verified, image.imported, ima.labeled)`);
@@ -139,6 +172,51 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
     t.true(said.some((l) => /^read forged denied: .*Permission denied/.test(l)), 'the forged file is refused with EACCES');
     t.true(said.some((l) => /^read added denied: .*Permission denied/.test(l)), 'the added file is refused with EACCES');
 
+    // the workload: running from its labelled rootfs, under this policy
+    const started = await Promise.race([events.wait((e) => e.type === 'container.started' && e.data.name === 'ticker', minutes(5)), fail('container.refused')]);
+    t.log(`push to container running: ${((Date.parse(started.time) - t0) / 1000).toFixed(1)} s (container.started, pid ${started.data.pid}, ${started.data.verifiedFiles} files re-verified)`);
+    t.is(started.data.image.digest, ticker.sha256);
+    t.is(started.data.policySerial, 1);
+    const tickerLabeled = await events.wait((e) => e.type === 'ima.labeled' && e.data.image.name === 'sealkit/e2e-ticker', 30_000);
+    t.is(started.data.rootfs, tickerLabeled.data.rootfs, 'it runs from the labelled rootfs');
+    t.is(started.data.verifiedFiles, 2, 'every file of its rootfs was re-hashed before the start');
+
+    // the step changes bin/tick offline; the next exec is refused by the kernel
+    const inTicker = (type: string) => (e: { type: string; data: Record<string, any> }) => e.type === type && e.data.name === 'ticker';
+    const denied = await events.wait((e) => e.type === 'audit.denial' && e.data.workload === 'ticker', minutes(5)).catch((err: Error) => {
+      const seen = events!.of('audit.denial').map((e) => ({ path: e.data.path, file: e.data.file, workload: e.data.workload, comm: e.data.process?.comm }));
+      throw new Error(`${err.message.split(';')[0]}: no audit.denial naming workload ticker; denials: ${JSON.stringify(seen)}`);
+    });
+    t.is(denied.data.path, '/bin/tick', "the kernel names the file as the container's process saw it");
+    t.is(denied.data.file, `${tickerLabeled.data.rootfs}/bin/tick`, 'and the auditor names it on the node');
+    t.is(denied.data.cause, 'invalid-hash');
+    t.is(denied.data.container, tickerLabeled.data.container);
+    t.is(denied.data.image.digest, ticker.sha256);
+    t.is(denied.data.policySerial, 1);
+    t.is(denied.data.expectedSha256, sha256(ticker.files['bin/tick']));
+    const exited = await events.wait(inTicker('container.exited'), minutes(2));
+    t.is(exited.data.code, 126, 'sh: the command could not be executed');
+    t.is(exited.data.image.digest, ticker.sha256);
+    // restart: on-failure, and the re-verification before it finds the change
+    await events.wait(inTicker('container.restarting'), minutes(1));
+    const refused = await events.wait(inTicker('container.refused'), minutes(2));
+    t.is(refused.data.file, '/bin/tick', 'the re-verification before the restart names the changed file');
+    t.is(refused.data.image.digest, ticker.sha256);
+    t.is(refused.data.policySerial, 1);
+    t.log(`container.refused: ${refused.data.code}: ${refused.data.reason}`);
+    const ps = await request<{ containers: Array<{ name: string; state: string; restarts: number }> }>(anon, subjects.runner.ps, {}, { timeout: 10_000 });
+    t.like(ps.containers.find((c) => c.name === 'ticker'), { state: 'refused', restarts: 1 }, 'runner.ps: refused, not running');
+    const tamper = events.of('audit.tamper').find((e) => e.data.container === tickerLabeled.data.container && String(e.data.file).endsWith('bin/tick'));
+    t.truthy(tamper, `audit.tamper for bin/tick; saw: ${JSON.stringify(events.of('audit.tamper').map((e) => e.data))}`);
+    const worked = vm.console().split(/\r?\n/).filter((l) => l.includes('E2E-WORKLOAD')).map((l) => l.slice(l.indexOf('E2E-WORKLOAD') + 13));
+    t.log(worked.join('\n'));
+    const rewrote = worked.map((l) => /^rewrote bin\/tick offline at ([\d.]+) s/.exec(l)).find(Boolean);
+    t.truthy(rewrote, 'the step changed bin/tick offline');
+    if (rewrote && denied.data.kernel.usec) t.log(`tamper to denial: ${(denied.data.kernel.usec / 1e6 - Number(rewrote[1])).toFixed(2)} s in the guest (the kernel's record), audit.denial ${((Date.parse(exited.time) - Date.parse(denied.time)) / 1000).toFixed(2)} s before container.exited`);
+    const logs = await request<LogsReply>(admin, subjects.runner.logs, { name: 'ticker' }, { timeout: 10_000 });
+    t.regex(logs.data, /^tick$/m, 'the container ran bin/tick');
+    t.regex(logs.data, /\/bin\/tick: Permission denied/, 'the next exec failed with EACCES');
+
     // the same signed bytes again: a replayed serial is refused
     const replay = await t.throwsAsync<SealkitError>(pushPolicy(admin, yaml, adminKey), undefined, 'a replayed serial is refused');
     t.log(`replayed push: ${replay!.code}: ${replay!.message}`);
@@ -148,7 +226,7 @@ test('in QEMU: a signed policy pushed from the host is fetched, imported, labell
     const settled = await vm.settled(minutes(3)).catch(() => null);
     if (settled) t.log(`guest 60 s after the bus: memory used ${settled.usedMiB} of ${settled.totalMiB} MiB; running: ${settled.running.join(' ')}`);
   } catch (err) {
-    const guest = vm.console().split(/\r?\n/).filter((l) => /E2E-DENIALS|sealkit: .*(stopped|restarting)|^  \| /.test(l));
+    const guest = vm.console().split(/\r?\n/).filter((l) => /E2E-DENIALS|E2E-WORKLOAD|sealkit: .*(stopped|restarting)|^  \| /.test(l));
     t.log(`guest console:\n${guest.slice(-60).join('\n')}`);
     if (events) t.log(`heartbeats: ${events.of('node.heartbeat').map((e) => names(e).join(',')).slice(-3).join(' | ')}`);
     throw err;

@@ -7,8 +7,8 @@ import { connect, type NatsConnection } from 'nats';
 import { repoRoot } from '../services/lib/config.ts';
 import { generateKey, signImage } from '../services/lib/sign.ts';
 import { busAnswers, freePort, untilAnswering } from './helpers/qemu.ts';
-import { spawnReadme } from './helpers/readme.ts';
-import { buildImage } from './helpers/images.ts';
+import { runReadme, spawnReadme } from './helpers/readme.ts';
+import { buildImage, busyboxImage } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
 import { policyYaml } from './helpers/policy.ts';
 import { cmdline, killAll, pidsWithEnv, printedCommands, runPrinted, running, spawnGroup, type Shell } from './helpers/make.ts';
@@ -18,7 +18,9 @@ import { cmdline, killAll, pidsWithEnv, printedCommands, runPrinted, running, sp
 // in) and boots it in QEMU; the bus answers on the forwarded port; an image
 // dropped into <state>/images is fetched by the node as http://10.0.2.100/…
 // once a policy naming it is signed and pushed with the commands the banner
-// prints, and is verified, imported and labelled inside the VM; Ctrl-C (SIGINT
+// prints, and is verified, imported and labelled inside the VM; the README's
+// workload (container ticker) runs, and the README's `sealkit ps` and
+// `sealkit logs ticker` show it running and what it printed; Ctrl-C (SIGINT
 // to make's process group, as a terminal sends it) powers the node off, QEMU
 // is gone and make exits.
 
@@ -69,9 +71,14 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
   await mkdir(join(state, 'images'), { recursive: true });
   await writeFile(join(state, 'images', 'make-run.tar.gz'), image.archive);
   await writeFile(join(state, 'images', 'make-run.tar.gz.sig'), JSON.stringify(sig));
+  // the README's workload image: a static busybox and the script its container execs
+  const ticker = await busyboxImage('acme/ticker', '1', { 'bin/tick': '#!/bin/busybox sh\necho tick\n' });
+  const tickerSig = signImage({ name: 'acme/ticker', tag: '1', sha256: ticker.sha256, size: ticker.archive.length }, [release]);
+  await writeFile(join(state, 'images', 'ticker.tar.gz'), ticker.archive);
+  await writeFile(join(state, 'images', 'ticker.tar.gz.sig'), JSON.stringify(tickerSig));
 
   anon = await connect({ servers: `127.0.0.1:${port}`, name: 'make-run-test' });
-  events = new EventLog(anon, ['image.*', 'ima.*', 'policy.applied']);
+  events = new EventLog(anon, ['image.*', 'ima.*', 'container.*', 'policy.applied']);
   await anon.flush();
   // a push needs the policy service up; the others follow the policy whenever they come up
   await untilAnswering(anon, 'policy', minutes(10));
@@ -92,7 +99,17 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
           signatures: { keys: ['release'], threshold: 1 },
           import: { containerd: { namespace: 'sealkit' } },
         },
+        {
+          name: 'acme/ticker',
+          tag: '1',
+          source: 'http://10.0.2.100/ticker.tar.gz',
+          allowHttp: true,
+          sha256: ticker.sha256,
+          signatures: { keys: ['release'], threshold: 1 },
+        },
       ],
+      // the README's container, as written there
+      containers: [{ name: 'ticker', image: 'acme/ticker', command: ['/bin/busybox', 'sh', '-c', 'while :; do /bin/tick || exit; /bin/busybox sleep 1; done'], restart: 'on-failure' }],
       ima: { mode: 'enforce', reverify: '10m' },
     }),
   );
@@ -133,6 +150,24 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
   await watch.waitFor(/ima\.labeled +.*sealkit\/make-run/, minutes(1));
   watch.signal('SIGINT');
   await watch.exited;
+
+  // the README's workload, and its ps and logs as the README writes them
+  // (the bus moved to this test's port, the state to its own)
+  const started = await Promise.race([
+    events.wait((e) => e.type === 'container.started' && e.data.name === 'ticker', minutes(10)),
+    events.wait((e) => e.type === 'container.refused' && e.data.name === 'ticker', minutes(10)).then((e) => Promise.reject(new Error(`container.refused: ${JSON.stringify(e.data)}`))),
+  ]);
+  t.is(started.data.image.digest, ticker.sha256);
+  t.log(`push to container.started: ${((Date.parse(started.time) - t0) / 1000).toFixed(1)} s`);
+  const cli = { cwd: repoRoot, env: { SEALKIT_STATE: state, SEALKIT_NATS_URL: `nats://127.0.0.1:${port}` }, timeoutMs: minutes(1) };
+  const ps = await runReadme('bin/sealkit ps', cli);
+  t.is(ps.code, 0, ps.stdout + ps.stderr);
+  t.regex(ps.stdout, /^ticker +acme\/ticker:1 .*\brunning\b/m, ps.stdout);
+  // its first tick may be a moment after the start
+  let logs = await runReadme('bin/sealkit logs ticker', cli);
+  for (let i = 0; logs.code === 0 && !/^tick$/m.test(logs.stdout) && i < 30; i++) logs = await runReadme('bin/sealkit logs ticker', cli);
+  t.is(logs.code, 0, logs.stdout + logs.stderr);
+  t.regex(logs.stdout, /^tick$/m, 'the container ran its /bin/tick');
 
   // Ctrl-C
   events.close();

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 
@@ -205,4 +206,11 @@ export async function buildImage(spec: ImageSpec = {}): Promise<BuiltImage> {
   }
   const archive = compress(await makeTar(entries), compression);
   return { name, tag, format, compression, archive, sha256: sha256(archive), size: archive.length, config, configDigest, manifest, manifestDigest, layers, files };
+}
+
+// An image that runs: the host's static busybox as /bin/busybox (from
+// busybox-static) and the given scripts beside it, each starting with
+// "#!/bin/busybox sh"; a gzip OCI archive, as a workload is served.
+export function busyboxImage(name: string, tag: string, scripts: Record<string, string>, compression: Compression = 'gzip'): Promise<BuiltImage> {
+  return buildImage({ name, tag, format: 'oci', compression, layers: [{ 'bin/busybox': readFileSync('/bin/busybox'), ...scripts }] });
 }
