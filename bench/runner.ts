@@ -123,7 +123,7 @@ export async function runner(ctx: BenchContext): Promise<Row[]> {
       ratio: fmt.x(sk / peer),
       target: `≤ ${TARGET}×`,
       status: verdict(sk / peer <= TARGET),
-      note: `medians of ${reps}; a reconcile that starts one container spawns ctr five times (tasks ls, containers info, containers create, tasks start, tasks ls) after the re-hash, ctr run -d once`,
+      note: `medians of ${reps}; the runner re-hashes every file against the signed manifest, then starts with one `ctr run --detach --config` as the peer runs one `ctr run -d``,
     }),
   ];
 }
