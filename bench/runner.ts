@@ -123,7 +123,7 @@ export async function runner(ctx: BenchContext): Promise<Row[]> {
       ratio: fmt.x(sk / peer),
       target: `≤ ${TARGET}×`,
       status: verdict(sk / peer <= TARGET),
-      note: `medians of ${reps}; the runner re-hashes every file against the signed manifest, then starts with one `ctr run --detach --config` as the peer runs one `ctr run -d``,
+      note: `medians of ${reps}; the runner re-hashes every file against the signed manifest, then starts with one "ctr run --detach --config" as the peer runs one "ctr run -d"`,
     }),
   ];
 }

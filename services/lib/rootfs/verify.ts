@@ -60,8 +60,15 @@ export async function verifyRootfs(paths: ContainerPaths, key: PublicKey): Promi
     while (next < present.length) {
       const file = present[next++];
       const want = expected(file);
-      const got = await sha256File(abs(paths.rootfs, file)).then((r) => r.sha256, () => null);
-      if (got === null) {
+      let refused = false;
+      const got = await sha256File(abs(paths.rootfs, file)).then(
+        (r) => r.sha256,
+        (err: NodeJS.ErrnoException) => ((refused = err.code === 'EACCES' || err.code === 'EPERM'), null),
+      );
+      // listed but not readable: with kernel appraisal, EACCES is the kernel
+      // refusing a content that no longer matches its label
+      if (refused) findings.push({ file, kind: want === null ? 'added' : 'modified', expectedSha256: want, actualSha256: null });
+      else if (got === null) {
         if (want !== null) findings.push({ file, kind: 'removed', expectedSha256: want, actualSha256: null });
       } else if (want === null) findings.push({ file, kind: 'added', expectedSha256: null, actualSha256: got });
       else if (got !== want) findings.push({ file, kind: 'modified', expectedSha256: want, actualSha256: got });
