@@ -4,16 +4,20 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, ErrorCode, type NatsConnection } from 'nats';
 import { bootVm, ensureIso } from './helpers/qemu.ts';
+import { sealkit } from './helpers/cli.ts';
 import { repoRoot } from '../iso/build.ts';
 import { streams } from '../services/lib/subjects.ts';
 
 // The offline ISO boots in QEMU (TCG, 1 GiB), its nats-server answers on the
-// forwarded port with the generated configuration, and the node powers off
-// cleanly from the ACPI button.
+// forwarded port with the generated configuration, sealkit status from the
+// host shows the node by name with the host pids of its bundles (on the node
+// every service is an OCI bundle in its own pid namespace, pid 1 there), and
+// the node powers off cleanly from the ACPI button. One boot for all of it:
+// a boot under TCG is minutes of the suite.
 
 const minutes = (n: number) => n * 60_000;
 
-test('the ISO boots and its bus answers on the forwarded port', async (t) => {
+test('the ISO boots, its bus answers on the forwarded port, and sealkit status shows the node with host pids of its bundles', async (t) => {
   t.timeout(minutes(20));
   const iso = await ensureIso((l) => t.log(l));
   t.log(`ISO ${(iso.bytes / 1e6).toFixed(1)} MB, ${iso.reused ? 'reused' : `built in ${iso.seconds.toFixed(0)} s`}`);
@@ -60,6 +64,30 @@ test('the ISO boots and its bus answers on the forwarded port', async (t) => {
     // whether each sealkit service stays up is for the end-to-end tests
     const down = manifest.images.services.map((s) => s.name).filter((n) => !running.includes(n));
     if (down.length) t.log(`in the image but not running at that moment: ${down.join(', ')}`);
+
+    // the services start one by one after the bus: ask until all answer
+    // (each ask waits for every expected answer, up to its --timeout)
+    const url = `nats://127.0.0.1:${vm.busPort}`;
+    const deadline = Date.now() + minutes(8);
+    let r: { code: number; stdout: string; stderr: string };
+    for (;;) {
+      r = await sealkit(['status', '--json', '--server', url, '--timeout', '30'], { SEALKIT_STATE: '/nonexistent' }, { timeoutMs: 120_000 });
+      if (r.code === 0 || Date.now() > deadline) break;
+    }
+    t.is(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    const s = JSON.parse(r.stdout) as { node: { name: string; os: { distro: string; release: string }; ima: { ima: boolean } }; services: Array<{ service: string; pid: number; hostPid: boolean }>; missing: string[] };
+    t.regex(s.node.name, /^sealkit-[0-9a-f]{6}$/);
+    t.is(s.node.os.distro, 'sealkit');
+    t.true(s.node.ima.ima, 'nodeinfo sees securityfs');
+    t.deepEqual(s.missing, []);
+    const pids = s.services.map((x) => x.pid);
+    t.true(s.services.every((x) => x.hostPid), JSON.stringify(s.services));
+    t.true(pids.every((p) => p > 1));
+    t.is(new Set(pids).size, pids.length, 'one process each');
+    t.log(`status: node ${s.node.name}, ${s.services.map((x) => `${x.service}=${x.pid}`).join(' ')}`);
+    const pretty = await sealkit(['status', '--server', url, '--timeout', '30'], { SEALKIT_STATE: '/nonexistent' }, { timeoutMs: 120_000 });
+    t.is(pretty.code, 0, pretty.stderr);
+    t.regex(pretty.stdout, /^node: sealkit-[0-9a-f]{6} \(sealkit 0\.1\.0, kernel \S+\)$/m);
   } finally {
     await nc?.close();
     const console = vm.console();
