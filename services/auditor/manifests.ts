@@ -1,9 +1,9 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { lstat, readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import YAML from 'yaml';
-import { readManifest, sha256Of, type LabelManifest } from '../lib/manifest.ts';
-import { checkPublicKey, type PublicKey } from '../lib/sign.ts';
+import { sha256Of, type LabelManifest } from '../lib/manifest.ts';
+import type { PublicKey } from '../lib/sign.ts';
+import { readManifestKey, readVerifiedManifest } from '../lib/rootfs/verify.ts';
 import type { Logger } from '../lib/log.ts';
 
 // Which container and image a denied file belongs to, from the signed label
@@ -74,7 +74,7 @@ export class ManifestIndex {
     if (key) {
       for (const name of names) {
         try {
-          next.push(await readManifest(join(this.dir, name), key));
+          next.push(await readVerifiedManifest(join(this.dir, name), key));
         } catch (err) {
           this.log.error('label manifest ignored', { file: name, err: err as Error });
         }
@@ -89,7 +89,7 @@ export class ManifestIndex {
 
   private async readKey(): Promise<PublicKey | null> {
     try {
-      return checkPublicKey(YAML.parse(await readFile(this.keyPath, 'utf8')), this.keyPath);
+      return await readManifestKey(this.keyPath);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.error('manifest key unusable', { path: this.keyPath, err: err as Error });
       return null;

@@ -1,7 +1,7 @@
-import { access, readFile } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import YAML from 'yaml';
-import { generateKey, readSecretKey, writeKeyFiles, checkPublicKey, type PublicKey, type SecretKeyFile } from '../lib/sign.ts';
+import { generateKey, readSecretKey, writeKeyFiles, type PublicKey, type SecretKeyFile } from '../lib/sign.ts';
+import { readManifestKey } from '../lib/rootfs/verify.ts';
 
 // The node's label-manifest key: <state>/ima/manifest-key.key (0600) and
 // manifest-key.pub (YAML {id, ed25519}), which the auditor reads to check
@@ -21,7 +21,6 @@ export async function loadOrCreateManifestKey(imaDir: string, node: string): Pro
   return key;
 }
 
-export async function readManifestPublicKey(imaDir: string): Promise<PublicKey> {
-  const path = `${manifestKeyBase(imaDir)}.pub`;
-  return checkPublicKey(YAML.parse(await readFile(path, 'utf8')), path);
+export function readManifestPublicKey(imaDir: string): Promise<PublicKey> {
+  return readManifestKey(`${manifestKeyBase(imaDir)}.pub`);
 }
