@@ -32,6 +32,7 @@ export interface HubState {
   monitor: BusCreds;
   cluster: BusCreds; // route authentication between members; no node knows it
   nodes: Record<string, EnrolledNode>;
+  listen?: string; // the interface members bind when it is not their host (0.0.0.0 behind NAT)
 }
 
 export const hubClusterName = 'sealkit-hub';
