@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { specs, streamNames } from './contract.ts';
 import { SealkitError } from './errors.ts';
 import { checkGroup, checkNode, fleetBucket, groupKey, hubDomain, hubStreams, sourceDeliverPrefix } from './fleet.ts';
+import { fleetInboxPrefix } from './leafconf.ts';
 import { permissions as nodePermissions, replayPermissions, type BusCreds, type Permissions } from './natsconf.ts';
 
 // The nats-server configuration of each hub member: a cluster (three in the
@@ -31,19 +32,13 @@ export interface HubState {
   monitor: BusCreds;
   cluster: BusCreds; // route authentication between members; no node knows it
   nodes: Record<string, EnrolledNode>;
+  listen?: string; // the interface members bind when it is not their host (0.0.0.0 behind NAT)
 }
 
 export const hubClusterName = 'sealkit-hub';
 
 export function leafUser(node: string): string {
   return `leaf-${checkNode(node)}`;
-}
-
-// The inbox prefix of a node's clients that talk to the hub (the policy
-// service's KV watch): replies and deliveries from the hub to that node go
-// under it, so the hub can send a node only what is addressed to it.
-export function fleetInboxPrefix(node: string): string {
-  return `_INBOX.${checkNode(node)}`;
 }
 
 export function newSecret(): string {
@@ -95,6 +90,7 @@ export function leafPermissions(node: string, groups: string[]): Permissions {
       // its groups' keys, read and watched. The filter is in the subject
       // (nats.js names the watch consumer and appends its filter): the bare
       // CONSUMER.CREATE, whose filter is in the body, would read any key.
+      `${api}.INFO`, // nats.js asks it before binding (account totals only)
       `${api}.STREAM.INFO.${kv}`,
       ...keys.flatMap((k) => [`${api}.CONSUMER.CREATE.${kv}.*.${k}`, `${api}.DIRECT.GET.${kv}.${k}`]),
       `$JS.FC.${kv}.>`,

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
+import type { KV, NatsConnection } from 'nats';
 import { specs } from './contract.ts';
 import { SealkitError } from './errors.ts';
-import { checkGroup, checkNode, fleetConfigPath, type FleetNodeConfig } from './fleet.ts';
+import { checkGroup, checkNode, fleetBucket, fleetConfigPath, hubDomain, type FleetNodeConfig } from './fleet.ts';
 import type { ServerConfigOptions } from './natsconf.ts';
 
 // A node's side of the fleet: its nats-server keeps its own JetStream domain
@@ -49,4 +50,22 @@ export function leafServerOptions(c: FleetNodeConfig): Pick<ServerConfigOptions,
     domain: c.node,
     leaf: { urls: c.hub.map((u) => u.replace('nats-leaf://', `nats-leaf://${auth}`)), denyImports: leafDenyImports },
   };
+}
+
+// The inbox prefix of a node's clients that talk to the hub (the policy
+// service's KV watch): connect with { inboxPrefix }. Replies and deliveries
+// from the hub to a node go under it, so the hub sends a node only what is
+// addressed to it.
+export function fleetInboxPrefix(node: string): string {
+  return `_INBOX.${checkNode(node)}`;
+}
+
+// The fleet bucket as a node's client may use it: bound (it may not create or
+// inspect the bucket), keys read by direct get on the key's subject and
+// watched by a consumer whose filter is in the subject: the only reads its
+// leaf user is allowed, and only for its own groups' keys. A watch's ordered
+// consumer that must be recreated (after a hub outage) is refused (nats.js
+// recreates it with the filter in the body): watch again when it ends.
+export function fleetKvOnHub(nc: NatsConnection): Promise<KV> {
+  return nc.jetstream({ domain: hubDomain }).views.kv(fleetBucket, { bindOnly: true, allow_direct: true });
 }
