@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { audit } from './audit.ts';
 import { bus } from './bus.ts';
 import { imports } from './import.ts';
+import { fleet } from './fleet.ts';
 import { iso } from './iso.ts';
 import { label } from './label.ts';
 import { memory } from './memory.ts';
@@ -18,7 +19,7 @@ import { row, type BenchContext, type Group, type Row } from './measure.ts';
 // the same input, interleaved. BENCH_QUICK=1 for small inputs; ROWS=verify,label
 // (or --rows=…) for some groups; --markdown for the README.
 
-const groups: Record<string, Group> = { verify, registry, import: imports, label, audit, bus, memory, runner, iso };
+const groups: Record<string, Group> = { verify, registry, import: imports, label, audit, bus, memory, runner, fleet, iso };
 
 const args = process.argv.slice(2);
 const markdown = args.includes('--markdown');

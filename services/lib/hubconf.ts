@@ -132,6 +132,9 @@ export interface MemberConfigOptions {
   pidFile?: string;
   maxFileStore?: string;
   listen?: string; // interface the member binds (default: its host)
+  // subjects every node's leaf user may also use (a benchmark's bare
+  // request-many to the nodes); nothing in the product sets it
+  leafExtra?: Pick<Permissions, 'publish' | 'subscribe'>;
 }
 
 export function hubMemberConfig(hub: HubState, name: string, o: MemberConfigOptions): string {
@@ -172,7 +175,12 @@ export function hubMemberConfig(hub: HubState, name: string, o: MemberConfigOpti
   lines.push(...userBlock(hub.admin, undefined));
   lines.push(...userBlock(hub.monitor, monitorPermissions));
   for (const [node, n] of Object.entries(hub.nodes).sort(([a], [b]) => a.localeCompare(b))) {
-    lines.push(...userBlock({ user: leafUser(node), password: n.leafPassword }, leafPermissions(node, n.groups.map((g) => checkGroup(g)))));
+    const p = leafPermissions(node, n.groups.map((g) => checkGroup(g)));
+    if (o.leafExtra) {
+      p.publish.push(...o.leafExtra.publish);
+      p.subscribe.push(...o.leafExtra.subscribe);
+    }
+    lines.push(...userBlock({ user: leafUser(node), password: n.leafPassword }, p));
   }
   lines.push(`  ]`);
   lines.push(`}`);

@@ -1,0 +1,321 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { connect, AckPolicy, DeliverPolicy, nanos, type NatsConnection } from 'nats';
+import { decode } from '../services/lib/bus.ts';
+import { parseEvent } from '../services/lib/envelope.ts';
+import { generateEventKey } from '../services/lib/eventsig.ts';
+import { encodeFleetPolicy, eventKeyPath, fleetBucket, fleetConfigPath, groupKey, hubStreams, type FleetNodeConfig } from '../services/lib/fleet.ts';
+import { hubMemberConfig, hubReplicas, leafUrls, leafUser, newHubState, newSecret, type HubState } from '../services/lib/hubconf.ts';
+import { ensureHubStreams } from '../services/lib/hubstreams.ts';
+import { leafServerOptions } from '../services/lib/leafconf.ts';
+import { generateCreds, serverConfig } from '../services/lib/natsconf.ts';
+import { writeFileAtomic } from '../services/lib/atomic.ts';
+import { repoRoot } from '../services/lib/config.ts';
+import { freePorts, kill, launch, waitForPort } from '../test/helpers/nats.ts';
+import { makeAdmin, policyYaml, signPolicy } from '../test/helpers/policy.ts';
+import { fmt, percentile, rss, row, sleep, verdict, type BenchContext, type Row } from './measure.ts';
+import type { WorkerSpec } from './fleet-node.ts';
+
+// A fleet on one machine: a hub cluster of three real nats-servers and N
+// nodes, each its own real nats-server joined to the hub as a leaf node in
+// its own JetStream domain, each running the real policy-service core in a
+// shared worker process (bench/fleet-node.ts). Rows: a fleet push until
+// every node's policy.applied is in the hub's sourced stream, next to a bare
+// request-many to the same nodes in the same run; hub ingest of every node's
+// audit events; catch-up after the nodes were cut off.
+
+const G = 'fleet';
+const PING = 'bench.fleet.ping';
+const GROUP = 'bench';
+
+interface Fleet {
+  hub: HubState;
+  hubNc: NatsConnection;
+  memberPids: number[];
+  nodePids: number[];
+  workers: Worker[];
+  reload(nodes: boolean): Promise<void>;
+}
+
+interface Worker {
+  proc: ChildProcess;
+  nodes: number;
+  ask(cmd: unknown): Promise<Record<string, number>>;
+}
+
+export async function fleet(ctx: BenchContext): Promise<Row[]> {
+  const sizes = ctx.quick ? [20] : [200, 1000];
+  const rows: Row[] = [];
+  for (const n of sizes) rows.push(...(await measure(ctx, n)));
+  return rows;
+}
+
+async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
+  const dir = join(ctx.tmp, `n${n}`);
+  const started = Date.now();
+  const admin = await makeAdmin(join(dir, 'operator'));
+  const f = await startFleet(ctx, dir, n, admin.trustPath);
+  const ready = Date.now() - started;
+  ctx.log(`fleet ${n}: hub of 3 and ${n} leaf nodes ready in ${fmt.ms(ready)}`);
+
+  const js = f.hubNc.jetstream();
+  const kv = await js.views.kv(fleetBucket, { bindOnly: true });
+  const reps = ctx.quick ? 3 : n >= 1000 ? 5 : 10;
+  const push: number[] = [];
+  const pushAll: number[] = [];
+  const bare: number[] = [];
+  const bareAll: number[] = [];
+  let serial = 0;
+  for (let r = 0; r < reps + 1; r++) {
+    // a push: sign, write the group's key, read policy.applied of every node from the hub's stream
+    serial++;
+    const yaml = policyYaml({ serial, images: [] });
+    const value = encodeFleetPolicy({ yaml, ...signPolicy(yaml, admin.key), pusher: 'bench' });
+    const acks = await ackReader(f.hubNc, n, serial);
+    const t0 = performance.now();
+    await kv.put(groupKey(GROUP), value);
+    const times = await acks(t0);
+    // the bare peer: one request to all, every answer gathered
+    const t1 = performance.now();
+    const answers: number[] = [];
+    const it = await f.hubNc.requestMany(PING, new Uint8Array(), { maxMessages: n, maxWait: 30_000 });
+    for await (const _m of it) answers.push(performance.now() - t1);
+    if (answers.length !== n) throw new Error(`bare request-many: ${answers.length} of ${n} nodes answered in 30 s`);
+    if (r === 0) continue; // the first round warms connections and consumers
+    push.push(...times);
+    pushAll.push(Math.max(...times));
+    bare.push(...answers);
+    bareAll.push(Math.max(...answers));
+  }
+
+  // hub ingest: every node publishes a burst of signed audit events through its outbox
+  const perNode = ctx.quick ? 50 : n >= 1000 ? 20 : 100;
+  const ingest = await storm(f, n * perNode, perNode);
+  // catch-up: the hub drops every node's leaf (their users removed), the nodes
+  // keep publishing into their own streams, the users come back
+  await f.reload(false);
+  await waitLeafs(f, 0);
+  await storm(f, n * perNode, perNode, false);
+  const before = (await (await f.hubNc.jetstreamManager()).streams.info(hubStreams.audit)).state.messages;
+  const tBack = performance.now();
+  await f.reload(true);
+  const expected = before + n * perNode;
+  const caught = await waitCount(f.hubNc, expected, 120_000);
+  const catchup = performance.now() - tBack;
+
+  const memberRss = f.memberPids.map(rss);
+  const nodeRss = f.nodePids.map(rss);
+  const workerRss = await Promise.all(f.workers.map(async (w) => (await w.ask({ cmd: 'rss' })).rss / w.nodes));
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const mem = `hub members ${memberRss.map((b) => fmt.mib(b)).join(', ')}; per node: nats-server ${fmt.mib(mean(nodeRss))} + its share of a worker ${fmt.mib(mean(workerRss))} (${f.workers.length} workers of ${f.workers[0].nodes} nodes each, own connection, key, outbox and state per node)`;
+  const target = n >= 1000 ? 10_000 : 5_000;
+  const allP50 = percentile(pushAll, 50);
+  const allMax = Math.max(...pushAll);
+  return [
+    row(G, {
+      row: `fleet push → all ${n} nodes applied (acks read from the hub's sourced stream)`,
+      sealkit: `all: p50 ${fmt.ms(allP50)}, max ${fmt.ms(allMax)}; per node p50 ${fmt.ms(percentile(push, 50))}, p99 ${fmt.ms(percentile(push, 99))}`,
+      peer: `bare request-many, all: p50 ${fmt.ms(percentile(bareAll, 50))}; per node p50 ${fmt.ms(percentile(bare, 50))}, p99 ${fmt.ms(percentile(bare, 99))}`,
+      ratio: fmt.x(allP50 / percentile(bareAll, 50)),
+      target: `all applied < ${target / 1000} s`,
+      status: verdict(allMax < target),
+      note: `${reps} pushes after one warm-up; fleet ready in ${fmt.ms(ready)}; ${mem}`,
+    }),
+    row(G, {
+      row: `hub ingest of audit events from ${n} nodes (signed, through each node's outbox and the hub's sources)`,
+      sealkit: `${fmt.n(ingest.rate)} ev/s`,
+      peer: '—',
+      ratio: '—',
+      target: 'nothing lost, none twice',
+      status: verdict(ingest.exact),
+      note: `${fmt.n(n * perNode)} events (${perNode} a node) in ${fmt.ms(ingest.ms)}; the hub stream holds exactly ${ingest.exact ? 'every one' : 'a different count'}`,
+    }),
+    row(G, {
+      row: `catch-up of ${n} nodes after a cut-off (${fmt.n(n * perNode)} events kept on the nodes)`,
+      sealkit: fmt.ms(catchup),
+      peer: '—',
+      ratio: '—',
+      target: '< 5 s, nothing lost',
+      status: verdict(caught && catchup < 5000),
+      note: caught ? `from the hub taking the nodes' leaf users back to every event in ${hubStreams.audit}` : `the hub stream did not reach ${expected} messages in 120 s`,
+    }),
+  ];
+
+  async function storm(fl: Fleet, total: number, each: number, wait = true): Promise<{ rate: number; ms: number; exact: boolean }> {
+    const jsm = await fl.hubNc.jetstreamManager();
+    const base = wait ? (await jsm.streams.info(hubStreams.audit)).state.messages : 0;
+    const t = performance.now();
+    await Promise.all(fl.workers.map((w) => w.ask({ cmd: 'storm', events: each })));
+    if (!wait) return { rate: 0, ms: 0, exact: true };
+    const ok = await waitCount(fl.hubNc, base + total, 120_000);
+    const ms = performance.now() - t;
+    await sleep(1000); // anything more would be a duplicate
+    const exact = ok && (await jsm.streams.info(hubStreams.audit)).state.messages === base + total;
+    return { rate: total / (ms / 1000), ms, exact };
+  }
+}
+
+// Every node's policy.applied for this serial, as the hub's events stream
+// holds it: the time from the write of the key, per node.
+async function ackReader(nc: NatsConnection, n: number, serial: number): Promise<(t0: number) => Promise<number[]>> {
+  const jsm = await nc.jetstreamManager();
+  const info = await jsm.consumers.add(hubStreams.events, { filter_subject: 'policy.applied', ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.New, inactive_threshold: nanos(60_000) });
+  const consumer = await nc.jetstream().consumers.get(hubStreams.events, info.name);
+  const messages = await consumer.consume({ max_messages: 1024 });
+  return async (t0) => {
+    const seen = new Map<string, number>();
+    const timer = setTimeout(() => messages.stop(), 60_000);
+    for await (const m of messages) {
+      const ev = parseEvent(m.data);
+      const d = ev.data as { serial?: number };
+      if (d.serial === serial && !seen.has(ev.source)) seen.set(ev.source, performance.now() - t0);
+      if (seen.size === n) break;
+    }
+    clearTimeout(timer);
+    messages.stop();
+    await jsm.consumers.delete(hubStreams.events, info.name).catch(() => {});
+    if (seen.size !== n) throw new Error(`fleet push serial ${serial}: ${seen.size} of ${n} nodes applied in 60 s`);
+    return [...seen.values()];
+  };
+}
+
+async function waitCount(nc: NatsConnection, expected: number, ms: number): Promise<boolean> {
+  const jsm = await nc.jetstreamManager();
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if ((await jsm.streams.info(hubStreams.audit)).state.messages >= expected) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+async function waitLeafs(f: Fleet, want: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const counts = await Promise.all(f.hub.members.map((m) => fetch(`http://127.0.0.1:${m.httpPort}/leafz`).then((r) => r.json() as Promise<{ leafnodes: number }>)));
+    if (counts.reduce((a, c) => a + c.leafnodes, 0) === want) return;
+    await sleep(100);
+  }
+  throw new Error(`the hub did not reach ${want} leaf connections in 30 s`);
+}
+
+const nodeName = (i: number) => `b${String(i).padStart(4, '0')}`;
+
+async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: string): Promise<Fleet> {
+  const [port, clusterPort, leafPort, httpPort] = [await freePorts(3), await freePorts(3), await freePorts(3), await freePorts(3)];
+  const hub = newHubState([0, 1, 2].map((i) => ({ name: `hub${i + 1}`, host: '127.0.0.1', port: port + i, clusterPort: clusterPort + i, leafPort: leafPort + i, httpPort: httpPort + i })));
+  const names = Array.from({ length: n }, (_, i) => nodeName(i));
+  for (const node of names) hub.nodes[node] = { groups: [GROUP], leafPassword: newSecret() };
+  const enrolled = { ...hub.nodes };
+
+  // the bare peer's subject, allowed both ways only for this benchmark
+  const writeConfigs = async (withNodes: boolean) => {
+    const state = { ...hub, nodes: withNodes ? enrolled : {} };
+    for (const m of hub.members) {
+      await writeFileAtomic(join(dir, `${m.name}.conf`), hubMemberConfig(state, m.name, { storeDir: join(dir, m.name), leafExtra: { publish: ['_INBOX.>'], subscribe: [PING] } }));
+    }
+  };
+  await mkdir(dir, { recursive: true });
+  await writeConfigs(true);
+  const members = await Promise.all(hub.members.map((m) => launch(join(dir, `${m.name}.conf`))));
+  ctx.defer(() => Promise.allSettled(members.map(kill)).then(() => {}));
+  await Promise.all(hub.members.map((m) => waitForPort(m.port)));
+  const hubNc = await connect({ servers: hub.members.map((m) => `nats://127.0.0.1:${m.port}`), user: hub.admin.user, pass: hub.admin.password, maxReconnectAttempts: -1 });
+  ctx.defer(() => hubNc.close());
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      await ensureHubStreams(hubNc, { nodes: names, replicas: hubReplicas(3) });
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`the hub's JetStream did not come up in 60 s: ${(err as Error).message}`);
+      await sleep(250);
+    }
+  }
+
+  // the nodes: a nats-server each, in its own domain, a leaf of every member
+  const creds = generateCreds();
+  const base = await freePorts(n);
+  const nodePids: number[] = [];
+  const specs: WorkerSpec['nodes'] = [];
+  for (let i = 0; i < n; i += 50) {
+    await Promise.all(
+      names.slice(i, i + 50).map(async (node, j) => {
+        const root = join(dir, 'nodes', node);
+        const config: FleetNodeConfig = { node, groups: [GROUP], hub: leafUrls(hub.members), leafUser: leafUser(node), leafPassword: enrolled[node].leafPassword };
+        await writeFileAtomic(fleetConfigPath(root), JSON.stringify(config), 0o600);
+        await writeFileAtomic(eventKeyPath(root), JSON.stringify(generateEventKey(node)), 0o600);
+        // every node's bootstrap trust names the operator's key
+        await copyFile(trustPath, join(root, 'trust.yaml'));
+        const p = base + i + j;
+        const conf = join(root, 'nats.conf');
+        await writeFile(conf, serverConfig({ creds, storeDir: join(root, 'js'), port: p, maxFileStore: '256MB', ...leafServerOptions(config) }));
+        const proc = await launch(conf);
+        ctx.defer(() => kill(proc));
+        await waitForPort(p);
+        nodePids.push(proc.pid!);
+        specs.push({ node, url: `nats://127.0.0.1:${p}`, root });
+      }),
+    );
+  }
+  ctx.log(`fleet ${n}: ${n} node servers up; starting the policy cores`);
+
+  const per = n <= 200 ? 100 : 250;
+  const workers: Worker[] = [];
+  for (let i = 0; i < specs.length; i += per) {
+    const spec: WorkerSpec = { nodes: specs.slice(i, i + per), admin: { user: creds.admin.user, password: creds.admin.password }, ping: PING };
+    const file = join(dir, `worker-${i}.json`);
+    await writeFile(file, JSON.stringify(spec));
+    workers.push(startWorker(ctx, file, spec.nodes.length));
+  }
+  await Promise.all(workers.map((w) => w.ask(null)));
+
+  // every source on the hub active: a node's stream reaches the hub
+  const jsm = await hubNc.jetstreamManager();
+  const until = Date.now() + 180_000;
+  for (;;) {
+    const infos = await Promise.all([hubStreams.audit, hubStreams.events].map((s) => jsm.streams.info(s)));
+    const idle = infos.flatMap((s) => s.sources ?? []).filter((s) => s.active < 0).length;
+    if (idle === 0) break;
+    if (Date.now() > until) throw new Error(`${idle} of ${2 * n} hub sources never became active in 180 s`);
+    await sleep(500);
+  }
+  return {
+    hub,
+    hubNc,
+    memberPids: members.map((m) => m.pid!),
+    nodePids,
+    workers,
+    async reload(withNodes) {
+      await writeConfigs(withNodes);
+      for (const m of members) m.kill('SIGHUP');
+    },
+  };
+}
+
+function startWorker(ctx: BenchContext, specFile: string, nodes: number): Worker {
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'fleet-node.ts'), specFile], { stdio: ['pipe', 'pipe', 'inherit'] });
+  ctx.defer(() => {
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+  });
+  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
+  let queue = Promise.resolve() as Promise<unknown>;
+  return {
+    proc,
+    nodes,
+    // null: wait for the worker's first line (its nodes ready)
+    ask(cmd) {
+      const next = queue.then(async () => {
+        if (cmd !== null) proc.stdin!.write(JSON.stringify(cmd) + '\n');
+        const { value, done } = await lines.next();
+        if (done) throw new Error(`fleet worker ${specFile} exited (${proc.exitCode ?? proc.signalCode})`);
+        return decode<Record<string, number>>(Buffer.from(value as string), 'fleet worker answer');
+      });
+      queue = next.catch(() => {});
+      return next;
+    },
+  };
+}
+
