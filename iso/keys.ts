@@ -14,6 +14,8 @@ import { stateDir } from '../services/lib/config.ts';
 import { generateKey, writeKeyFiles, readSecretKey } from '../services/lib/sign.ts';
 import { busUsers, generateCreds, writeCreds, readCreds, serverConfig, type BusCreds } from '../services/lib/natsconf.ts';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
+import { ensureEventKey } from '../services/lib/eventsig.ts';
+import { nodeName } from '../services/lib/envelope.ts';
 
 export interface NodeKeys {
   state: string;
@@ -52,6 +54,10 @@ export async function ensureNodeKeys(state = stateDir(), adminId = process.env.S
   }
   const creds: Record<string, BusCreds> = {};
   for (const u of busUsers) creds[u] = await readCreds(join(credsDir, `${u}.json`));
+
+  // the node's event-signing key (services make it on first start otherwise)
+  const events = await ensureEventKey(state, nodeName());
+  if (events.created) created.push(events.path);
 
   const conf = join(state, 'iso', 'nats-server.conf');
   const text = serverConfig({ creds, ...guestNats });

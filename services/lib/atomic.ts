@@ -1,4 +1,4 @@
-import { open, readdir, readFile, rename, mkdir, rm } from 'node:fs/promises';
+import { link, open, readdir, readFile, rename, mkdir, rm } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -23,6 +23,32 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     throw err;
   }
   await syncDir(dir);
+}
+
+// Create path with data unless it exists: the first of racing writers wins
+// (a hard link fails on an existing name, where a rename would replace it),
+// and no reader sees a half-written file. True when this call created it.
+export async function createFileOnce(path: string, data: string | Uint8Array, mode = 0o644): Promise<boolean> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true });
+  const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    const fh = await open(tmp, 'wx', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await link(tmp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await rm(tmp, { force: true });
+  }
+  await syncDir(dir);
+  return true;
 }
 
 export async function syncDir(dir: string): Promise<void> {

@@ -434,6 +434,7 @@ function request<const S extends string, const A extends readonly ServiceName[],
   return { subject, kind: 'request', stream: null, from: o.askedBy ?? [], to: o.answeredBy, anyone: o.anyone ?? false, data: o.body, reply: o.reply, headers: o.headers ?? ({} as H) };
 }
 
+const duplicateData = object({ id: string, type: string });
 const anyReply = opaque<Record<string, unknown>>();
 const noBody = opaque<Record<string, unknown>>();
 
@@ -447,6 +448,12 @@ export const contract = {
     // every service reports its own drops here
     lost: event('audit.lost', { from: everyService, stream: 'audit', data: opaque<LostData>() }),
     spoof: event('audit.spoof', { from: ['auditor'], stream: 'audit', data: opaque<SpoofData>() }),
+    // stand-ins keeping a publisher's chain whole where the stream refused an
+    // event as a duplicate of an id it held (lib/eventsig.ts)
+    duplicate: event('audit.duplicate', { from: everyService, stream: 'audit', data: duplicateData }),
+  },
+  events: {
+    duplicate: event('events.duplicate', { from: everyService, stream: 'events', data: duplicateData }),
   },
   policy: {
     // the body is the exact YAML bytes that were signed, not JSON

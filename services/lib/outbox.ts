@@ -6,7 +6,9 @@ import { encode, makeHeaders } from './bus.ts';
 import type { Logger } from './log.ts';
 import { subjects } from './subjects.ts';
 import { diskFull, isDiskFull } from './errors.ts';
+import { writeFileAtomic } from './atomic.ts';
 import { Backoff } from './backoff.ts';
+import { checkChainState, EventSealer, linkOf, newChainState, standInSubject, type ChainHead, type ChainState, type EventKey, type Link, type SealedEvent } from './eventsig.ts';
 
 // Events go to disk first, then to JetStream with Nats-Msg-Id = event id. An
 // event leaves the outbox only when JetStream acknowledged it, so a lost bus
@@ -16,6 +18,12 @@ import { Backoff } from './backoff.ts';
 // one (a group commit: one file, one line per event), so a burst costs a few
 // writes instead of one per event; each publish still returns only once its
 // own event is on disk.
+//
+// With a key, each event is signed and takes the next seq of its chain
+// (lib/eventsig.ts) before it is written, so a republished event keeps its
+// seq. The chain heads survive in <dir>/chain.state, written before a group
+// file goes: a restart continues from the newest of that and the group files
+// left, so it neither reuses a seq nor leaves a gap for events never sent.
 
 interface Pending {
   file?: string; // the group file it is written in, with the other events of its commit
@@ -24,6 +32,7 @@ interface Pending {
   headers: Record<string, string>;
   event: CloudEvent<unknown>;
   payload: Uint8Array;
+  link?: Link; // its place in its chain, when signed
 }
 
 export interface PublishOptions {
@@ -42,7 +51,10 @@ export interface OutboxOptions {
   maxPending?: number;
   window?: number; // publishes in flight at once
   ackTimeoutMs?: number;
+  key?: EventKey; // the node's event key: every event signed and chained
 }
+
+const CHAIN_FILE = 'chain.state';
 
 export class EventPublisher {
   private readonly js: JetStreamClient;
@@ -61,9 +73,18 @@ export class EventPublisher {
   private nextGroup: Array<{ p: Pending; written: () => void }> = [];
   private writing = false;
   private readonly unacked = new Map<string, number>(); // group file → its events not yet acknowledged
+  private sealer?: EventSealer;
+  // per chain, the newest link on disk or acknowledged: where a restart may
+  // continue; and what chain.state says now
+  private readonly safe: Record<string, ChainHead> = {};
+  private savedSafe: Record<string, number> = {};
 
   constructor(private readonly o: OutboxOptions) {
     this.js = o.nc.jetstream();
+    if (o.key && o.key.node !== o.node) {
+      o.log.error('the event key belongs to another node: the fleet will flag every event of this one as forged; enroll this node again', { keyNode: o.key.node, node: o.node });
+    }
+    if (o.key && !o.dir) this.sealer = new EventSealer(o.key, newChainState());
     void (async () => {
       for await (const s of o.nc.status()) if (s.type === 'reconnect') this.backoff.wake();
     })();
@@ -78,30 +99,50 @@ export class EventPublisher {
     if (!this.o.dir) return;
     await mkdir(this.o.dir, { recursive: true });
     const names = (await readdir(this.o.dir)).filter((n) => n.endsWith('.json')).sort();
+    const kept: SealedEvent[] = [];
     for (const name of names) {
       try {
         // one event a line; a file from before group commits is one line
         const lines = (await readFile(join(this.o.dir, name), 'utf8')).split('\n').filter((l) => l.trim());
         const acked = await this.ackedIn(name);
-        const recs = lines.map((l) => JSON.parse(l) as Omit<Pending, 'payload' | 'file'>).filter((r) => !acked.has(r.event.id));
+        const all = lines.map((l) => JSON.parse(l) as Omit<Pending, 'payload' | 'file'>);
+        kept.push(...all.map((r) => r.event as SealedEvent));
+        const recs = all.filter((r) => !acked.has(r.event.id));
         this.seq = Math.max(this.seq, Number.parseInt(name, 10) || 0);
         if (!recs.length) {
           await this.removeGroup(name);
           continue;
         }
-        for (const rec of recs) this.queue.push({ ...rec, file: name, payload: encode(rec.event) });
+        for (const rec of recs) this.queue.push({ ...rec, file: name, payload: encode(rec.event), link: linkOf(rec.event as SealedEvent) });
         this.unacked.set(name, recs.length);
       } catch {
         // a torn file from a crash mid-write is never renamed into place; skip it
       }
     }
+    if (this.o.key) this.sealer = new EventSealer(this.o.key, await this.restoreChains(kept));
     if (this.queue.length) this.o.log.info('outbox: republishing events from a previous run', { pending: this.queue.length });
     this.kick();
   }
 
+  // The chains continue from the newest of chain.state and the events the
+  // group files hold (acknowledged ones too: chain.state may lag them).
+  private async restoreChains(kept: SealedEvent[]): Promise<ChainState> {
+    const file = join(this.o.dir!, CHAIN_FILE);
+    const saved = checkChainState(await readFile(file, 'utf8').then(JSON.parse, () => null));
+    const epoch = saved?.epoch ?? [...kept].reverse().find((e) => e.sealkitepoch)?.sealkitepoch;
+    const state: ChainState = epoch ? { epoch, heads: { ...saved?.heads } } : newChainState();
+    for (const ev of kept) {
+      const l = ev.sealkitepoch === state.epoch ? linkOf(ev) : undefined;
+      if (l && l.seq > (state.heads[l.chain]?.seq ?? 0)) state.heads[l.chain] = { seq: l.seq, hash: l.hash };
+    }
+    Object.assign(this.safe, structuredClone(state.heads));
+    this.savedSafe = Object.fromEntries(Object.entries(saved?.heads ?? {}).map(([c, h]) => [c, h.seq]));
+    return state;
+  }
+
   // Persist, queue, return at once; JetStream delivery happens in the pump.
   async publish<T>(type: string, data: T, opts: PublishOptions = {}): Promise<CloudEvent<T>> {
-    const event = makeEvent(this.o.service, type, data, { node: this.o.node, id: opts.id, subject: opts.subject });
+    let event = makeEvent(this.o.service, type, data, { node: this.o.node, id: opts.id, subject: opts.subject });
     const headers: Record<string, string> = { 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service };
     for (const [k, v] of Object.entries(opts.headers ?? {})) if (v !== undefined) headers[k] = v;
     if (this.queue.length + this.nextGroup.length >= (this.o.maxPending ?? 100_000)) {
@@ -109,11 +150,18 @@ export class EventPublisher {
       this.o.log.error('outbox full: event dropped; audit.lost will report it', { type });
       return event;
     }
-    const p: Pending = { subject: type, headers, event, payload: encode(event) };
+    // sealed here, before any await: seqs follow the order of the calls,
+    // which is the order of the group commits and of the queue
+    let link: Link | undefined;
+    if (this.sealer) ({ event, link } = this.sealer.seal(event));
+    await this.enqueue({ subject: type, headers, event, payload: encode(event), link });
+    return event;
+  }
+
+  private async enqueue(p: Pending): Promise<void> {
     if (this.o.dir) await this.persist(p);
     this.queue.push(p);
     this.kick();
-    return event;
   }
 
   // Resolves once p is on disk, or held in memory because the disk refused it.
@@ -139,7 +187,7 @@ export class EventPublisher {
           // out from memory, and the write is retried while they are not acked
           for (const p of members) p.unsaved = true;
           this.lastSaveTry = Date.now();
-        }
+        } else this.advanceSafe(members);
         for (const g of group) g.written();
       }
     } finally {
@@ -188,6 +236,10 @@ export class EventPublisher {
     if (!this.o.dir) return;
     const byFile = new Map<string, Pending[]>();
     for (const p of done) if (p.file) groupOf(byFile, p.file).push(p);
+    // a group file is about to go, or events only in memory were sent: the
+    // chain heads they leave must be on disk first
+    this.advanceSafe(done);
+    await this.saveChains();
     await Promise.all([...byFile].map(async ([file, members]) => {
       const left = (this.unacked.get(file) ?? members.length) - members.length;
       if (left > 0) {
@@ -198,6 +250,25 @@ export class EventPublisher {
       this.unacked.delete(file);
       if (!members[0].unsaved) await this.removeGroup(file);
     }));
+  }
+
+  private advanceSafe(ps: Pending[]): void {
+    for (const p of ps) {
+      const l = p.link;
+      if (l && l.seq > (this.safe[l.chain]?.seq ?? 0)) this.safe[l.chain] = { seq: l.seq, hash: l.hash };
+    }
+  }
+
+  // Written only when a head moved: once per acknowledged batch in a burst.
+  private async saveChains(): Promise<void> {
+    if (!this.sealer || Object.entries(this.safe).every(([c, h]) => (this.savedSafe[c] ?? 0) >= h.seq)) return;
+    const state: ChainState = { epoch: this.sealer.state.epoch, heads: structuredClone(this.safe) };
+    try {
+      await writeFileAtomic(join(this.o.dir!, CHAIN_FILE), JSON.stringify(state) + '\n');
+      this.savedSafe = Object.fromEntries(Object.entries(state.heads).map(([c, h]) => [c, h.seq]));
+    } catch (err) {
+      this.o.log.error('outbox: cannot write the chain heads; a restart before the next write may reuse a seq', { err: err as Error });
+    }
   }
 
   private async ackedIn(file: string): Promise<Set<string>> {
@@ -212,8 +283,9 @@ export class EventPublisher {
 
   // Fire-and-forget for high-rate state that is not kept (progress, heartbeats).
   emit<T>(type: string, data: T, opts: PublishOptions = {}): CloudEvent<T> {
-    const event = makeEvent(this.o.service, type, data, { node: this.o.node, id: opts.id, subject: opts.subject });
+    let event = makeEvent(this.o.service, type, data, { node: this.o.node, id: opts.id, subject: opts.subject });
     const headers = makeHeaders({ 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service, ...opts.headers });
+    if (this.sealer) event = this.sealer.signal(event);
     this.o.nc.publish(type, encode(event), { headers });
     return event;
   }
@@ -229,6 +301,18 @@ export class EventPublisher {
       });
       this.kick();
     });
+  }
+
+  // The stream refused p as a duplicate of an id it held: either p itself,
+  // sent before (its seq is stored), or an earlier event under the same id
+  // (its seq would be a gap). A signed stand-in takes the seq in both cases.
+  private standIn(p: Pending): Pending[] {
+    const ev = p.event as SealedEvent;
+    const subject = p.link && !ev.sealkitfor ? standInSubject(p.link.chain) : undefined;
+    if (!this.sealer || !subject) return [];
+    const stand = makeEvent(this.o.service, subject, { id: ev.id, type: ev.type }, { node: this.o.node, id: `${ev.id}.duplicate.${ev.sealkitepoch}.${ev.sealkitseq}` });
+    const event = this.sealer.standIn(ev, stand);
+    return [{ subject, headers: { 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service }, event, payload: encode(event), link: p.link }];
   }
 
   private countLost(reason: string, sample: string): void {
@@ -278,10 +362,13 @@ export class EventPublisher {
         ),
       );
       const done = new Set<Pending>();
+      const standIns: Pending[] = [];
       let failure: unknown;
       results.forEach((r, i) => {
-        if (r.status === 'fulfilled') done.add(batch[i]);
-        else if (/Permissions Violation/i.test(String((r.reason as Error)?.message))) {
+        if (r.status === 'fulfilled') {
+          done.add(batch[i]);
+          if (r.value.duplicate) standIns.push(...this.standIn(batch[i]));
+        } else if (/Permissions Violation/i.test(String((r.reason as Error)?.message))) {
           // retrying cannot help: this service may not publish there. Drop
           // it, say so on audit.lost, and keep the queue moving.
           this.o.log.error('bus refused an event subject for this service; dropped', { type: batch[i].subject });
@@ -289,6 +376,9 @@ export class EventPublisher {
           done.add(batch[i]);
         } else failure ??= r.reason;
       });
+      // on disk before the refused events leave the outbox: a crash between
+      // the two sends the event again, refused again, and stands in again
+      await Promise.all(standIns.map((p) => this.enqueue(p)));
       if (done.size) {
         await this.release([...done]);
         for (let i = this.queue.length - 1; i >= 0; i--) if (done.has(this.queue[i])) this.queue.splice(i, 1);

@@ -7,6 +7,7 @@ import { nodeName } from './envelope.ts';
 import { stateDir } from './config.ts';
 import { subjects, type ServiceName } from './subjects.ts';
 import type { PingReply } from './contract.ts';
+import { ensureEventKey, EventKey } from './eventsig.ts';
 
 export interface ServiceContext {
   name: ServiceName;
@@ -33,7 +34,7 @@ export async function runService(name: ServiceName, start: (ctx: ServiceContext)
   const state = join(root, name);
   await mkdir(state, { recursive: true });
   const nc = await connectBus({ name: `sealkit-${name}`, user: name, log });
-  const events = new EventPublisher({ nc, service: name, node, dir: join(state, 'outbox'), log });
+  const events = new EventPublisher({ nc, service: name, node, dir: join(state, 'outbox'), log, key: await eventKey(root, node, log) });
   await events.init();
   const started = Date.now();
   // which pid namespace `pid` is in (pid 1 in an OCI bundle): nodeinfo maps it to the host's pid
@@ -73,4 +74,18 @@ export async function runService(name: ServiceName, start: (ctx: ServiceContext)
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+// The node's event key, made here on a node that has none yet. A key file
+// that cannot be read must not stop the node's work: its events go out
+// unsigned, and the fleet flags them as forged, which is the truth.
+async function eventKey(root: string, node: string, log: Logger): Promise<EventKey | undefined> {
+  try {
+    const { key, path, created } = await ensureEventKey(root, node);
+    if (created) log.info('created the node event key', { path });
+    return new EventKey(key);
+  } catch (err) {
+    log.error('no event key: events go out unsigned', { err: err as Error });
+    return undefined;
+  }
 }

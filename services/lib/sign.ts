@@ -97,9 +97,9 @@ export function checkPublicKey(k: unknown, where: string): PublicKey {
   return { id: key.id, ed25519: key.ed25519 };
 }
 
-export type Domain = 'sealkit-policy-v1' | 'sealkit-image-v1' | 'sealkit-manifest-v1';
+export type Domain = 'sealkit-policy-v1' | 'sealkit-image-v1' | 'sealkit-manifest-v1' | 'sealkit-event-v1';
 
-function framed(domain: Domain, message: Uint8Array): Uint8Array {
+export function framed(domain: Domain, message: Uint8Array): Uint8Array {
   const prefix = Buffer.from(`${domain}\n`, 'utf8');
   return Buffer.concat([prefix, message]);
 }

@@ -33,10 +33,12 @@ export async function ensureStreams(nc: NatsConnection, opts: { maxBytes?: numbe
 // Everything a stream kept for a subject, oldest first: an ephemeral
 // consumer with a single filter subject (nats-server 2.9 ordered consumers
 // cannot filter), no acks, deleted when done. Returns the number delivered.
+// A subject of '>' takes the whole stream, also one with no subjects of its
+// own (a hub stream that sources nodes' streams).
 export async function replayStream(nc: NatsConnection, stream: string, subject: string, onMsg: (data: Uint8Array, msgId: string | undefined) => void): Promise<number> {
   const jsm = await nc.jetstreamManager();
   const info = await jsm.consumers.add(stream, {
-    filter_subject: subject,
+    ...(subject === '>' ? {} : { filter_subject: subject }),
     ack_policy: AckPolicy.None,
     deliver_policy: DeliverPolicy.All,
     inactive_threshold: nanos(30_000),
