@@ -92,9 +92,8 @@ for await (const line of createInterface({ input: process.stdin })) {
     const tag = storms++;
     await Promise.all(
       nodes.map(async (n) => {
-        for (let i = 0; i < cmd.events; i++) {
-          await n.events.publish(subjects.audit.denial, { file: `/bench/${n.spec.node}/${tag}/${i}`, cause: 'invalid-hash', op: 'appraise_data', type: 1800 });
-        }
+        // as a storm reaches the auditor: published together, group-committed by the outbox
+        await Promise.all(Array.from({ length: cmd.events }, (_, i) => n.events.publish(subjects.audit.denial, { file: `/bench/${n.spec.node}/${tag}/${i}`, cause: 'invalid-hash', op: 'appraise_data', type: 1800 })));
         if (!(await n.events.flush(120_000))) throw new Error(`${n.spec.node}: outbox not flushed in 120 s`);
       }),
     );
