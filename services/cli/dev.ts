@@ -87,6 +87,8 @@ async function main(): Promise<void> {
     SEALKIT_NATS_URL: url,
     SEALKIT_TRUST: join(state, 'trust.yaml'),
     SEALKIT_CONTAINER_STORE: join(state, 'containers'),
+    // an enrolled node's events name it as the hub knows it
+    ...(fleet ? { SEALKIT_NODE: fleet.node } : {}),
   };
   if (existsSync('/usr/bin/containerd')) {
     const c = join(devDir, 'containerd');

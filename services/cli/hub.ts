@@ -61,8 +61,12 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 300));
     }
   }
-  const rel = relative(process.cwd(), dir) || '.';
-  const bin = relative(process.cwd(), join(repoRoot, 'bin', 'sealkit')) || join(repoRoot, 'bin', 'sealkit');
+  const shown = (p: string) => {
+    const rel = relative(process.cwd(), p);
+    return rel && !rel.startsWith('..') ? rel : p;
+  };
+  const rel = shown(dir);
+  const bin = shown(join(repoRoot, 'bin', 'sealkit'));
   say(`
 sealkit dev hub: ${hub.members.length} member(s), clients ${clientUrls(hub.members).join(', ')}, leaf nodes ${leafUrls(hub.members).join(', ')}, state ${dir}
   enroll   ${bin} fleet enroll NODE --groups GROUP${dir !== join(repoRoot, 'state', 'hub') ? ` --dir ${rel}` : ''}

@@ -78,6 +78,10 @@ export function leafPermissions(node: string, groups: string[]): Permissions {
   const api = `$JS.${hubDomain}.API`;
   const kv = `KV_${fleetBucket}`;
   const keys = groups.map((g) => `$KV.${fleetBucket}.${groupKey(g)}`);
+  // its groups' keys, read and watched. The filter is in the subject (nats.js
+  // names the watch consumer and appends its filter): the bare
+  // CONSUMER.CREATE, whose filter is in the body, would read any key.
+  const kvReads = ['INFO', `STREAM.INFO.${kv}`, ...keys.flatMap((k) => [`CONSUMER.CREATE.${kv}.*.${k}`, `DIRECT.GET.${kv}.${k}`])];
   return {
     answers: false,
     publish: [
@@ -87,12 +91,10 @@ export function leafPermissions(node: string, groups: string[]): Permissions {
       // starts, silently)
       ...nodeStreams.map((s) => `${sourceDeliverPrefix(node, s)}.>`),
       '$JSC.R.>',
-      // its groups' keys, read and watched. The filter is in the subject
-      // (nats.js names the watch consumer and appends its filter): the bare
-      // CONSUMER.CREATE, whose filter is in the body, would read any key.
-      `${api}.INFO`, // nats.js asks it before binding (account totals only)
-      `${api}.STREAM.INFO.${kv}`,
-      ...keys.flatMap((k) => [`${api}.CONSUMER.CREATE.${kv}.*.${k}`, `${api}.DIRECT.GET.${kv}.${k}`]),
+      // through the hub's domain, as the node's clients ask; and as the hub
+      // maps those requests, which it checks too when the same user is a
+      // client of the hub (a leaf never gets $JS.API across: the domains differ)
+      ...kvReads.flatMap((r) => [`${api}.${r}`, `$JS.API.${r}`]),
       `$JS.FC.${kv}.>`,
     ],
     subscribe: [

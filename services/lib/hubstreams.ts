@@ -1,7 +1,7 @@
-import { nanos, RetentionPolicy, StorageType, DiscardPolicy, type NatsConnection, type StreamConfig } from 'nats';
+import type { NatsConnection, StreamConfig } from 'nats';
 import { streamNames } from './contract.ts';
 import { checkNode, fleetBucket, hubStreams, nodesBucket, sourceDeliverPrefix } from './fleet.ts';
-import { DUPLICATE_WINDOW_MS } from './streams.ts';
+import { keptEvents } from './streams.ts';
 
 // JetStream on the hub, set up by the operator (`sealkit hub config`,
 // `sealkit fleet enroll`, `make hub`): the fleet's streams, each sourcing the
@@ -21,13 +21,7 @@ export function hubStreamConfig(kind: keyof typeof hubStreams, o: HubStreamOptio
     name: hubStreams[kind],
     subjects: [],
     sources: [...o.nodes].sort().map((n) => ({ name: nodeStream, external: { api: `$JS.${checkNode(n)}.API`, deliver: sourceDeliverPrefix(n, nodeStream) } })),
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    discard: DiscardPolicy.Old,
-    max_bytes: o.maxBytes ?? 1024 * 1024 * 1024,
-    max_age: nanos(90 * 24 * 3600 * 1000),
-    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
-    num_replicas: o.replicas,
+    ...keptEvents({ maxBytes: o.maxBytes ?? 1024 * 1024 * 1024, maxAgeMs: 90 * 24 * 3600 * 1000, replicas: o.replicas }),
   };
 }
 

@@ -5,19 +5,27 @@ import { streams, policyBucket } from './subjects.ts';
 // dev`, the ISO's onboot step): services themselves cannot create streams.
 export const DUPLICATE_WINDOW_MS = 10 * 60 * 1000;
 
+// How every sealkit stream keeps events (the node's and the hub's): on disk,
+// the oldest dropped at the limits, deduplicated on Nats-Msg-Id.
+export function keptEvents(o: { maxBytes: number; maxAgeMs: number; replicas: number }) {
+  return {
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_bytes: o.maxBytes,
+    max_age: nanos(o.maxAgeMs),
+    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+    num_replicas: o.replicas,
+  };
+}
+
 export async function ensureStreams(nc: NatsConnection, opts: { maxBytes?: number } = {}): Promise<void> {
   const jsm = await nc.jetstreamManager();
   for (const s of [streams.audit, streams.events]) {
     const config = {
       name: s.name,
       subjects: [...s.subjects],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      discard: DiscardPolicy.Old,
-      max_bytes: opts.maxBytes ?? 256 * 1024 * 1024,
-      max_age: nanos(30 * 24 * 3600 * 1000),
-      duplicate_window: nanos(DUPLICATE_WINDOW_MS),
-      num_replicas: 1,
+      ...keptEvents({ maxBytes: opts.maxBytes ?? 256 * 1024 * 1024, maxAgeMs: 30 * 24 * 3600 * 1000, replicas: 1 }),
     };
     try {
       await jsm.streams.info(s.name);

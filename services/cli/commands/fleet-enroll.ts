@@ -80,13 +80,14 @@ options:
       await writeFileAtomic(fleetConfigPath(out), JSON.stringify(cfg, null, 2) + '\n', 0o600);
       await writeFileAtomic(keyFile, JSON.stringify(key, null, 2) + '\n', 0o600);
 
+      // the registry and the sources first: a member reloading its
+      // accounts answers no JetStream request for a moment
+      const entry: FleetNodeEntry = { node, groups, eventKey: key.publicKey, leafUser: cfg.leafUser, enrolledAt: new Date().toISOString() };
+      await ensureHubStreams(nc, { nodes: [...new Set([...Object.keys(hub.nodes), node])], replicas: hubReplicas(hub.members.length) });
+      await (await nc.jetstream().views.kv(nodesBucket)).put(node, encode(entry));
       hub.nodes[node] = { groups, leafPassword };
       await writeHubState(dir, hub);
       const { reloaded, elsewhere } = reloadMembers(dir, hub);
-      const entry: FleetNodeEntry = { node, groups, eventKey: key.publicKey, leafUser: cfg.leafUser, enrolledAt: new Date().toISOString() };
-      const js = nc.jetstream();
-      await ensureHubStreams(nc, { nodes: Object.keys(hub.nodes), replicas: hubReplicas(hub.members.length) });
-      await (await js.views.kv(nodesBucket)).put(node, encode(entry));
       await waitAccepted(hub, reloaded, cfg.leafUser, leafPassword);
       process.stdout.write(
         [
