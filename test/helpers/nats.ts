@@ -124,7 +124,7 @@ async function readPort(portsDir: string, proc: ChildProcess): Promise<number> {
   throw new Error('nats-server did not report its port within 10 s');
 }
 
-async function waitForPort(port: number): Promise<void> {
+export async function waitForPort(port: number): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     try {
