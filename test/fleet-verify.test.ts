@@ -33,18 +33,15 @@ test.after.always(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-interface Node {
-  name: string;
-  state: string;
-  kmsg: string;
-}
+type Node = { name: string; state: string; kmsg: string };
 
+// A node of its own per test: its state (the bus credentials, no event key
+// yet) and its kernel log.
 async function makeNode(name: string): Promise<Node> {
-  const state = join(dir, name, 'state');
-  await cp(join(s.stateDir, 'bus'), join(state, 'bus'), { recursive: true });
-  const kmsg = join(dir, name, 'kmsg');
-  await writeFile(kmsg, '');
-  return { name, state, kmsg };
+  const node = { name, state: join(dir, name, 'state'), kmsg: join(dir, name, 'kmsg') };
+  await cp(join(s.stateDir, 'bus'), join(node.state, 'bus'), { recursive: true });
+  await writeFile(node.kmsg, '');
+  return node;
 }
 
 async function startAuditor(node: Node): Promise<RunningService> {
