@@ -11,6 +11,8 @@ import { makeEvent } from '../services/lib/envelope.ts';
 import { eventKeyPath } from '../services/lib/fleet.ts';
 import { ensureEventKey, EventKey, EventSealer, generateEventKey, newChainState, readEventKey, type SealedEvent } from '../services/lib/eventsig.ts';
 import { ChainVerifier, type NodeKeys } from '../services/lib/eventverify.ts';
+import { EventPublisher } from '../services/lib/outbox.ts';
+import { silentLogger } from '../services/lib/log.ts';
 
 // The auditor as a real process on a real nats-server, following a
 // kmsg-format file: its audit.denial events are signed by the node key it
@@ -256,4 +258,53 @@ test.serial('fleet verify names a bad line, an unreadable file and a missing reg
   t.regex(r3.stderr, /no registry of node keys: the bucket sealkit-fleet-nodes .* cannot be read/);
   const r4 = await sealkit(['fleet', 'verify', '--file', bad, '--keys', join(dir, 'absent.yaml')]);
   t.regex(r4.stderr, /cannot read .*absent\.yaml/);
+});
+
+test.serial('an event the stream refuses as a duplicate id leaves no gap: a signed stand-in takes its seq', async (t) => {
+  const nc = await s.connectAs('fetcher');
+  const key = new EventKey(generateEventKey('node-dup'));
+  const outbox = join(dir, 'node-dup', 'outbox');
+  const publisher = async () => {
+    const p = new EventPublisher({ nc, service: 'fetcher', node: 'node-dup', dir: outbox, log: silentLogger, key });
+    await p.init();
+    return p;
+  };
+  const first = await publisher();
+  await first.publish('image.verified', { n: 1 }, { id: 'verified-once' });
+  t.true(await first.flush());
+  first.close();
+  // a restarted service doing the same work again, under the same id
+  const second = await publisher();
+  await second.publish('image.verified', { n: 1 }, { id: 'verified-once' });
+  await second.publish('image.rejected', { n: 2 });
+  t.true(await second.flush());
+  second.close();
+  await nc.close();
+
+  const evs = await stored('node-dup');
+  t.deepEqual(evs.map((e) => [e.type, e.sealkitseq]), [['image.verified', 1], ['image.rejected', 3], ['events.duplicate', 2]]);
+  t.like(evs[2].data, { id: 'verified-once', type: 'image.verified' });
+  const v = new ChainVerifier(new Map([['node-dup', key.publicKey]]), { fromStart: true });
+  t.deepEqual(evs.map((e) => v.check(e).kind), ['ok', 'ok', 'ok']);
+  t.deepEqual(v.gaps(), []);
+});
+
+test.serial('signals are signed, outside every chain', async (t) => {
+  const nc = await s.connectAs('nodeinfo');
+  const key = new EventKey(generateEventKey('node-sig'));
+  const p = new EventPublisher({ nc, service: 'nodeinfo', node: 'node-sig', log: silentLogger, key });
+  const monitor = await s.connectAs(null);
+  const sub = monitor.subscribe('node.heartbeat', { max: 2 });
+  await monitor.flush();
+  p.emit('node.heartbeat', { node: 'node-sig', services: [] });
+  p.emit('node.heartbeat', { node: 'node-sig', services: [] });
+  const got: SealedEvent[] = [];
+  for await (const m of sub) got.push(JSON.parse(Buffer.from(m.data).toString('utf8')) as SealedEvent);
+  p.close();
+  await Promise.all([nc.close(), monitor.close()]);
+  t.true(got.every((e) => typeof e.sealkitsig === 'string' && e.sealkitseq === undefined));
+  const v = new ChainVerifier(new Map([['node-sig', key.publicKey]]));
+  t.like(v.check(got[0]), { kind: 'ok', signal: true });
+  (got[1].data as { node: string }).node = 'node-other';
+  t.like(v.check(got[1]), { kind: 'altered' });
 });
