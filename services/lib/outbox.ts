@@ -105,7 +105,7 @@ export class EventPublisher {
         const lines = (await readFile(join(this.o.dir, name), 'utf8')).split('\n').filter((l) => l.trim());
         const acked = await this.ackedIn(name);
         const all = lines.map((l) => JSON.parse(l) as Omit<Pending, 'payload' | 'file'>);
-        kept.push(...all.map((r) => r.event as SealedEvent));
+        for (const r of all) kept.push(r.event as SealedEvent);
         const recs = all.filter((r) => !acked.has(r.event.id));
         this.seq = Math.max(this.seq, Number.parseInt(name, 10) || 0);
         if (!recs.length) {
@@ -131,8 +131,9 @@ export class EventPublisher {
     const epoch = saved?.epoch ?? [...kept].reverse().find((e) => e.sealkitepoch)?.sealkitepoch;
     const state: ChainState = epoch ? { epoch, heads: { ...saved?.heads } } : newChainState();
     for (const ev of kept) {
-      const l = ev.sealkitepoch === state.epoch ? linkOf(ev) : undefined;
-      if (l && l.seq > (state.heads[l.chain]?.seq ?? 0)) state.heads[l.chain] = { seq: l.seq, hash: l.hash };
+      const newer = ev.sealkitepoch === state.epoch && typeof ev.sealkitchain === 'string' && (ev.sealkitseq ?? 0) > (state.heads[ev.sealkitchain]?.seq ?? 0);
+      const l = newer ? linkOf(ev) : undefined;
+      if (l) state.heads[l.chain] = { seq: l.seq, hash: l.hash };
     }
     Object.assign(this.safe, structuredClone(state.heads));
     this.savedSafe = Object.fromEntries(Object.entries(saved?.heads ?? {}).map(([c, h]) => [c, h.seq]));
