@@ -6,6 +6,18 @@ import { randomBytes } from 'node:crypto';
 // a half-written one: temp file in the same directory, fsync, rename, fsync
 // the directory.
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const tmp = await writeTemp(path, data, mode);
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await syncDir(dirname(path));
+}
+
+// The whole content, synced, under a temporary name next to path.
+async function writeTemp(path: string, data: string | Uint8Array, mode: number): Promise<string> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
@@ -17,29 +29,19 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     } finally {
       await fh.close();
     }
-    await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
   }
-  await syncDir(dir);
+  return tmp;
 }
 
 // Create path with data unless it exists: the first of racing writers wins
 // (a hard link fails on an existing name, where a rename would replace it),
 // and no reader sees a half-written file. True when this call created it.
 export async function createFileOnce(path: string, data: string | Uint8Array, mode = 0o644): Promise<boolean> {
-  const dir = dirname(path);
-  await mkdir(dir, { recursive: true });
-  const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const tmp = await writeTemp(path, data, mode);
   try {
-    const fh = await open(tmp, 'wx', mode);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
     await link(tmp, path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
@@ -47,7 +49,7 @@ export async function createFileOnce(path: string, data: string | Uint8Array, mo
   } finally {
     await rm(tmp, { force: true });
   }
-  await syncDir(dir);
+  await syncDir(dirname(path));
   return true;
 }
 

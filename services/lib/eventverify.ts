@@ -139,7 +139,9 @@ export class ChainVerifier {
       return { kind: 'forged', publisher: '(none)', reason: 'not a CloudEvents 1.0 event' };
     }
     const publisher = typeof ev.source === 'string' ? ev.source : '(none)';
+    // where it claims to sit, for the report, before anything vouches for it
     const base: Verdict = { kind: 'ok', publisher, id: ev.id, type: ev.type };
+    if (typeof ev.sealkitchain === 'string' && typeof ev.sealkitseq === 'number') Object.assign(base, { chain: ev.sealkitchain, epoch: ev.sealkitepoch, seq: ev.sealkitseq });
     const node = SOURCE.exec(publisher)?.[2];
     if (!node) return { ...base, kind: 'forged', reason: `source "${publisher}" is not sealkit/<service>/<node>` };
     const signer = this.byNode.get(node);

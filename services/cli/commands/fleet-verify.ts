@@ -106,14 +106,15 @@ export function gapLine(g: Gap): string {
 // The registry the operator keeps on the hub (sealkit fleet enroll).
 export async function hubKeys(nc: NatsConnection, where: string): Promise<NodeKeys> {
   const missing = `no registry of node keys: the bucket ${nodesBucket} on ${where}`;
-  let kv;
+  const kv = await nc.jetstream().views.kv(nodesBucket, { bindOnly: true });
+  const nodes: string[] = [];
   try {
-    kv = await nc.jetstream().views.kv(nodesBucket, { bindOnly: true });
+    for await (const node of await kv.keys()) nodes.push(node);
   } catch (err) {
     throw new SealkitError('SEALKIT_CONFIG', `${missing} cannot be read (${(err as Error).message}); enroll nodes with "sealkit fleet enroll", or pass --keys FILE`);
   }
   const keys: NodeKeys = new Map();
-  for await (const node of await kv.keys()) {
+  for (const node of nodes) {
     const e = await kv.get(node);
     if (!e || e.operation !== 'PUT') continue;
     let entry: Partial<FleetNodeEntry>;
