@@ -14,7 +14,7 @@ import { generateCreds, serverConfig } from '../services/lib/natsconf.ts';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
 import { repoRoot } from '../services/lib/config.ts';
 import { startLink, type Link } from '../test/helpers/link.ts';
-import { freePorts, kill, launch, waitForPort } from '../test/helpers/nats.ts';
+import { freePorts, kill, launch, readPort, waitForPort } from '../test/helpers/nats.ts';
 import { makeAdmin, policyYaml, signPolicy } from '../test/helpers/policy.ts';
 import { fmt, percentile, rss, row, sleep, verdict, type BenchContext, type Row } from './measure.ts';
 import type { WorkerSpec } from './fleet-node.ts';
@@ -75,9 +75,14 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
     const yaml = policyYaml({ serial, images: [] });
     const value = encodeFleetPolicy({ yaml, ...signPolicy(yaml, admin.key), pusher: 'bench' });
     const acks = await ackReader(f.hubNc, n, serial);
+    const live: number[] = [];
+    const liveSub = f.hubNc.subscribe('policy.applied', { callback: (_e, m) => { if ((parseEvent(m.data).data as { serial?: number }).serial === serial) live.push(performance.now() - t0); } });
+    await f.hubNc.flush();
     const t0 = performance.now();
     await kv.put(groupKey(GROUP), value);
     const times = await acks(t0);
+    liveSub.unsubscribe();
+    if (process.env.BENCH_TRACE) ctx.log(`live acks: ${live.length}, p50 ${fmt.ms(percentile(live, 50))} max ${fmt.ms(Math.max(...live))}`);
     // the bare peer: one request to all, every answer gathered
     const t1 = performance.now();
     const answers: number[] = [];
@@ -255,24 +260,27 @@ async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: 
   ctx.defer(() => Promise.all(links.map((l) => l.close())).then(() => {}));
   const leafThroughLinks = links.map((l) => `nats-leaf://127.0.0.1:${l.port}`);
   const creds = generateCreds();
-  const base = await freePorts(n);
   const nodePids: number[] = [];
   const specs: WorkerSpec['nodes'] = [];
   for (let i = 0; i < n; i += 50) {
     await Promise.all(
-      names.slice(i, i + 50).map(async (node, j) => {
+      names.slice(i, i + 50).map(async (node) => {
         const root = join(dir, 'nodes', node);
         const config: FleetNodeConfig = { node, groups: [GROUP], hub: leafThroughLinks, leafUser: leafUser(node), leafPassword: hub.nodes[node].leafPassword };
         await writeFileAtomic(fleetConfigPath(root), JSON.stringify(config), 0o600);
         await writeFileAtomic(eventKeyPath(root), JSON.stringify(generateEventKey(node)), 0o600);
         // every node's bootstrap trust names the operator's key
         await copyFile(trustPath, join(root, 'trust.yaml'));
-        const p = base + i + j;
+        // a port of its own choosing, reported in a file: a thousand ports
+        // picked in advance would meet the ephemeral ports of the
+        // connections opened meanwhile
         const conf = join(root, 'nats.conf');
-        await writeFile(conf, serverConfig({ creds, storeDir: join(root, 'js'), port: p, maxFileStore: '256MB', ...leafServerOptions(config) }));
+        const portsDir = join(root, 'ports');
+        await mkdir(portsDir, { recursive: true });
+        await writeFile(conf, serverConfig({ creds, storeDir: join(root, 'js'), port: -1, portsFileDir: portsDir, maxFileStore: '256MB', ...leafServerOptions(config) }));
         const proc = await launch(conf);
         ctx.defer(() => kill(proc));
-        await waitForPort(p);
+        const p = await readPort(portsDir, proc);
         nodePids.push(proc.pid!);
         specs.push({ node, url: `nats://127.0.0.1:${p}`, root });
       }),
@@ -294,8 +302,9 @@ async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: 
   const jsm = await hubNc.jetstreamManager();
   const until = Date.now() + 180_000;
   for (;;) {
-    const infos = await Promise.all([hubStreams.audit, hubStreams.events].map((s) => jsm.streams.info(s)));
-    const idle = infos.flatMap((s) => s.sources ?? []).filter((s) => s.active < 0).length;
+    // a hub setting up hundreds of sources may answer late: a timeout is a wait
+    const infos = await Promise.all([hubStreams.audit, hubStreams.events].map((s) => jsm.streams.info(s))).catch(() => null);
+    const idle = infos ? infos.flatMap((s) => s.sources ?? []).filter((s) => s.active < 0).length : 2 * n;
     if (idle === 0) break;
     if (Date.now() > until) throw new Error(`${idle} of ${2 * n} hub sources never became active in 180 s`);
     await sleep(500);

@@ -1,11 +1,12 @@
-import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, randomBytes, sign, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import nacl from 'tweetnacl';
 import type { CloudEvent } from './envelope.ts';
 import { SealkitError } from './errors.ts';
 import { createFileOnce } from './atomic.ts';
 import { eventKeyPath, type EventKeyFile } from './fleet.ts';
-import { b64, framed, unb64 } from './sign.ts';
+import { b64, framed, publicKeyObject, unb64, verifyWith } from './sign.ts';
+
 import { streams } from './subjects.ts';
 import { matches } from './contract.ts';
 
@@ -121,18 +122,8 @@ export class EventKey {
   }
 }
 
-export function publicKeyObject(publicKey: string): KeyObject {
-  return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: b64url(unb64(publicKey, 'event public key')) }, format: 'jwk' });
-}
-
 export function verifySignature(bytes: Uint8Array, signature: string, key: KeyObject): boolean {
-  let sig: Uint8Array;
-  try {
-    sig = unb64(signature, 'event signature');
-  } catch {
-    return false;
-  }
-  return sig.length === 64 && verify(null, framed(EVENT_DOMAIN, bytes), key, sig);
+  return verifyWith(EVENT_DOMAIN, bytes, signature, key);
 }
 
 function b64url(bytes: Uint8Array): string {

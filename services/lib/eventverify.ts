@@ -1,8 +1,8 @@
 import type { KeyObject } from 'node:crypto';
 import YAML from 'yaml';
 import { SealkitError } from './errors.ts';
-import { GENESIS, keyFingerprint, publicKeyObject, sha256hex, signedBytes, verifySignature, type SealedEvent } from './eventsig.ts';
-import { unb64 } from './sign.ts';
+import { GENESIS, keyFingerprint, sha256hex, signedBytes, verifySignature, type SealedEvent } from './eventsig.ts';
+import { publicKeyObject, unb64 } from './sign.ts';
 
 // Checks events against the fleet's registry of node keys, fed in arrival
 // order (a stream, a subscription, a file): each gets a verdict, and a seq

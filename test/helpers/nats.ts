@@ -110,7 +110,7 @@ export async function launch(confPath: string): Promise<ChildProcess> {
   return proc;
 }
 
-async function readPort(portsDir: string, proc: ChildProcess): Promise<number> {
+export async function readPort(portsDir: string, proc: ChildProcess): Promise<number> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`nats-server exited with ${proc.exitCode} before it listened`);
