@@ -186,6 +186,8 @@ test.serial("a node's leaf credentials, used as a client of the hub, allow only 
   await t.throwsAsync(kv.put(groupKey('web'), sc.encode('forged')));
   leaf.publish(`$KV.${fleetBucket}.group.web`, sc.encode('forged'));
   leaf.publish(`$KV.${nodesBucket}.n2`, sc.encode('forged'));
+  // the hub maps its domain's $KV prefix to $KV.> for a leaf: refused too
+  leaf.publish(`$JS.hub.API.$KV.${fleetBucket}.group.web`, sc.encode('forged'));
   await leaf.flush();
   await sleep(300);
   const fleetKv = await admin.jetstream().views.kv(fleetBucket);
