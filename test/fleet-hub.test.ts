@@ -186,6 +186,8 @@ test.serial("a node's leaf credentials, used as a client of the hub, allow only 
   await t.throwsAsync(kv.put(groupKey('web'), sc.encode('forged')));
   leaf.publish(`$KV.${fleetBucket}.group.web`, sc.encode('forged'));
   leaf.publish(`$KV.${nodesBucket}.n2`, sc.encode('forged'));
+  // the hub maps its domain's $KV prefix to $KV.> for a leaf: refused too
+  leaf.publish(`$JS.hub.API.$KV.${fleetBucket}.group.web`, sc.encode('forged'));
   await leaf.flush();
   await sleep(300);
   const fleetKv = await admin.jetstream().views.kv(fleetBucket);
@@ -252,6 +254,8 @@ test.serial('a node cut off from the hub mid-storm: after it is back the hub hol
   t.timeout(240_000);
   const n = nodes.n1;
   const total = 5000;
+  // before the cut: asking for a manager asks the hub's JetStream
+  const jsm = await admin.jetstreamManager();
   const ids: string[] = [];
   let cut = false;
   for (let i = 0; i < total; i++) {
@@ -268,7 +272,6 @@ test.serial('a node cut off from the hub mid-storm: after it is back the hub hol
   await Promise.all(hub.members.map((m) => hub.startMember(m)));
   // catch-up counts from the hub's stream answering again (a restarted
   // cluster elects its leaders first)
-  const jsm = await admin.jetstreamManager();
   await until('the hub stream back', async () => jsm.streams.info(hubStreams.audit).then(() => true, () => false), 60_000);
   const back = Date.now();
   measured['hub restart → its stream answers'] = `${back - restarted} ms`;
