@@ -44,11 +44,13 @@ const followPolicyKv = [
 // The policy service follows its groups' keys of the fleet bucket on the
 // hub, through the leaf: only watch consumers on that bucket's group keys
 // (created by name with the key as filter, or bare when nats.js recreates
-// one), and their flow control. The hub's permissions of the node's leaf
+// one), and their flow control; INFO is what nats.js asks before it binds a
+// bucket. The hub's permissions of the node's leaf
 // user narrow the groups to the node's own.
 const fleetKvStream = `KV_${fleetBucket}`;
 const hubApi = `$JS.${hubDomain}.API`;
 const followFleetKv = [
+  `${hubApi}.INFO`,
   `${hubApi}.CONSUMER.CREATE.${fleetKvStream}`,
   `${hubApi}.CONSUMER.CREATE.${fleetKvStream}.*.$KV.${fleetBucket}.group.*`,
   `$JS.FC.${fleetKvStream}.>`,
