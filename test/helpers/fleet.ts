@@ -38,7 +38,7 @@ function natsProc(confPath: string, port: number): Proc {
     async start() {
       const p = spawn('nats-server', ['-c', confPath], { stdio: ['ignore', 'ignore', 'pipe'] });
       proc = p;
-      p.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
+      p.stderr!.on('data', (d) => ((stderr = (stderr + d).slice(-4000)), process.env.FLEET_DEBUG && process.stderr.write(d)));
       p.on('exit', (code, signal) => {
         if (!(p as { stopping?: boolean }).stopping) process.stderr.write(`nats-server ${confPath} exited ${code ?? signal}: ${stderr}\n`);
       });
@@ -87,20 +87,25 @@ export interface Hub {
   cleanup(): Promise<void>;
 }
 
-export async function startHub(size = 3): Promise<Hub> {
+// Every node is enrolled up front: nats-server 2.9 does not reload leafnode
+// users.
+export async function startHub(size: number, enrol: Array<{ node: string; groups: string[] }>): Promise<Hub> {
   const dir = await mkdtemp(join(tmpdir(), 'sealkit-hub-'));
   const ports = await Promise.all(Array.from({ length: size }, async () => ({ client: await freePort(), cluster: await freePort(), leaf: await freePort() })));
   const admin: BusCreds = { user: 'admin', password: 'admin-pw-' + Math.random().toString(36).slice(2) };
-  const leafUsers: Array<{ user: string; password: string; node: string }> = [];
+  const leafUsers = enrol.map(({ node }) => ({ user: `leaf-${node}`, password: `pw-${node}-${Math.random().toString(36).slice(2)}`, node }));
   const members: Proc[] = [];
   const confs: string[] = [];
   const writeConfs = async () => {
     for (let i = 0; i < size; i++) {
       const p = ports[i];
-      const users = [
-        `{ user: "${admin.user}", password: "${admin.password}" }`,
-        ...leafUsers.map((u) => `{ user: "${u.user}", password: "${u.password}" }`),
-      ];
+      const users = [`{ user: "${admin.user}", password: "${admin.password}" }`];
+      // the lead's spike permissions: a node sends only its own sources,
+      // live audit and hub API requests; the hub sends it only its own
+      // domain's API and replies
+      const leaves = leafUsers.map((u) => `{ user: "${u.user}", password: "${u.password}", permissions: {
+        publish: { allow: ["fleet.src.${u.node}.>", "$JSC.R.>", "audit.*", "$JS.hub.API.>", "_INBOX.>", "$JS.FC.>", "$JS.ACK.>"] }
+        subscribe: { allow: ["$JS.${u.node}.API.>", "_INBOX.>", "$JS.FC.>"] } } }`);
       const conf = `server_name: hub-${i}
 host: 127.0.0.1
 port: ${p.client}
@@ -111,8 +116,13 @@ cluster {
   port: ${p.cluster}
   routes: [${ports.filter((_, j) => j !== i).map((q) => `"nats-route://127.0.0.1:${q.cluster}"`).join(', ')}]
 }
-leafnodes { host: 127.0.0.1, port: ${p.leaf} }
-authorization { users: [ ${users.join(',\n    ')} ] }
+leafnodes {
+  host: 127.0.0.1
+  port: ${p.leaf}
+  # a leaf keeps to the URLs it was given, so a test can cut its link
+  no_advertise: true
+}
+authorization { users: [ ${[...users, ...leaves].join(',\n    ')} ] }
 `;
       await writeFile(confs[i] ?? (confs[i] = join(dir, `hub-${i}.conf`)), conf);
     }
@@ -157,10 +167,8 @@ authorization { users: [ ${users.join(',\n    ')} ] }
     credsFile,
     connect: connectHub,
     async enroll(node, groups) {
-      const leaf = { user: `leaf-${node}`, password: `pw-${node}-${Math.random().toString(36).slice(2)}`, node };
-      leafUsers.push(leaf);
-      await writeConfs();
-      for (let i = 0; i < size; i++) if (members[i].running()) await reload(confs[i]);
+      const leaf = leafUsers.find((u) => u.node === node);
+      if (!leaf) throw new Error(`${node} was not enrolled when the hub started`);
       const entry: FleetNodeEntry = { node, groups, eventKey: '', leafUser: leaf.user, enrolledAt: new Date().toISOString() };
       const kv = await nc.jetstream().views.kv(nodesBucket);
       await kv.put(node, Buffer.from(JSON.stringify(entry)));
@@ -180,24 +188,6 @@ authorization { users: [ ${users.join(',\n    ')} ] }
     },
   };
   return hub;
-
-  async function reload(conf: string) {
-    // nats-server --signal reload needs the pid; a reload by SIGHUP is what it does
-    const pids = await findPids(conf);
-    for (const pid of pids) process.kill(pid, 'SIGHUP');
-    await new Promise((r) => setTimeout(r, 300));
-  }
-}
-
-async function findPids(conf: string): Promise<number[]> {
-  const { readdir, readFile } = await import('node:fs/promises');
-  const out: number[] = [];
-  for (const d of await readdir('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    const cmd = await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.split('\0').includes(conf)) out.push(Number(d));
-  }
-  return out;
 }
 
 // A node: its own nats-server (its own JetStream domain, a leaf of the hub)
