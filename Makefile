@@ -13,12 +13,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NODE := node --import tsx
 export SEALKIT_STATE ?= $(CURDIR)/state
 
-.PHONY: help deps apt npm build typecheck schema test bench keys iso run dev clean
+.PHONY: help deps apt npm build typecheck schema test bench keys iso run dev hub clean
 
 help:
 	@echo "make run        build the ISO and boot it in QEMU (bus on 127.0.0.1:4222)"
 	@echo "make test       run every test (real nats-server, containerd, dockerd, registry, QEMU)"
 	@echo "make dev        run nats-server and every service on this machine (state in ./state)"
+	@echo "make hub        run a fleet hub on this machine for nodes to join (state in ./state/hub)"
 	@echo "make bench      side-by-side benchmarks (BENCH_QUICK=1 for a short run, ROWS=a,b)"
 	@echo "make iso        build build/iso/sealkit.iso offline from linuxkit.yml and Debian parts"
 	@echo "make keys       create the admin key and bus credentials in ./state (once)"
@@ -80,6 +81,9 @@ run: deps
 
 dev: deps keys build
 	$(NODE) services/cli/dev.ts
+
+hub: deps build
+	$(NODE) services/cli/hub.ts
 
 clean:
 	rm -rf dist build

@@ -66,14 +66,17 @@ const consumeEvents = [
   `$JS.ACK.${streams.events.name}.>`,
 ];
 // Read-only replay of both streams through ephemeral ordered consumers.
-const replayStreams = [`$JS.API.INFO`, ...[streams.events.name, streams.audit.name].flatMap((s) => [
-  `$JS.API.STREAM.INFO.${s}`,
-  `$JS.API.CONSUMER.CREATE.${s}`,
-  `$JS.API.CONSUMER.CREATE.${s}.>`,
-  `$JS.API.CONSUMER.INFO.${s}.>`,
-  `$JS.API.CONSUMER.DELETE.${s}.>`,
-  `$JS.API.CONSUMER.MSG.NEXT.${s}.>`,
-])];
+export function replayPermissions(names: string[]): string[] {
+  return [`$JS.API.INFO`, ...names.flatMap((s) => [
+    `$JS.API.STREAM.INFO.${s}`,
+    `$JS.API.CONSUMER.CREATE.${s}`,
+    `$JS.API.CONSUMER.CREATE.${s}.>`,
+    `$JS.API.CONSUMER.INFO.${s}.>`,
+    `$JS.API.CONSUMER.DELETE.${s}.>`,
+    `$JS.API.CONSUMER.MSG.NEXT.${s}.>`,
+  ])];
+}
+const replayStreams = replayPermissions([streams.events.name, streams.audit.name]);
 // What a service may publish and subscribe besides its subjects in the
 // contract: the JetStream and KV API it uses. A service missing here does
 // not compile.
@@ -164,6 +167,15 @@ export interface ServerConfigOptions {
   httpPort?: number;
   leafRemote?: string; // join a central cluster as a leaf node
   maxFileStore?: string;
+  // a fleet node: its own JetStream domain (the node name), and its leaf
+  // connection to every hub member (services/lib/leafconf.ts derives both)
+  domain?: string;
+  leaf?: LeafRemote;
+}
+
+export interface LeafRemote {
+  urls: string[]; // nats-leaf://user:password@host:port, one per hub member
+  denyImports: string[]; // what the hub may never send into the node
 }
 
 const q = (s: string) => JSON.stringify(s);
@@ -182,6 +194,7 @@ export function serverConfig(o: ServerConfigOptions): string {
   lines.push(`  store_dir: ${q(o.storeDir)}`);
   lines.push(`  max_memory_store: 64MB`);
   lines.push(`  max_file_store: ${o.maxFileStore ?? '1GB'}`);
+  if (o.domain) lines.push(`  domain: ${q(o.domain)}`);
   lines.push(`}`);
   lines.push(`authorization {`);
   lines.push(`  users: [`);
@@ -204,6 +217,10 @@ export function serverConfig(o: ServerConfigOptions): string {
   if (o.leafRemote) {
     lines.push(`leafnodes {`);
     lines.push(`  remotes: [ { url: ${q(o.leafRemote)} } ]`);
+    lines.push(`}`);
+  } else if (o.leaf) {
+    lines.push(`leafnodes {`);
+    lines.push(`  remotes: [ { urls: ${list(o.leaf.urls)}, deny_imports: ${list(o.leaf.denyImports)} } ]`);
     lines.push(`}`);
   }
   return lines.join('\n') + '\n';

@@ -2,9 +2,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
+import { createServer } from 'node:net';
+import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
 import { generateCreds, serverConfig, writeCreds, type BusCreds } from '../../services/lib/natsconf.ts';
 import { ensureStreams } from '../../services/lib/streams.ts';
+import type { FleetNodeConfig } from '../../services/lib/fleet.ts';
+import { hubReplicas, type HubState } from '../../services/lib/hubconf.ts';
+import { ensureHubStreams } from '../../services/lib/hubstreams.ts';
+import { leafServerOptions } from '../../services/lib/leafconf.ts';
+import { memberConfigPath, readHubState } from '../../services/lib/hubstate.ts';
+import { sealkit } from './cli.ts';
 
 // A real nats-server per test file, as nats.js's own suite does: random port
 // reported through a ports file, JetStream in a temp dir, stopped by PID.
@@ -15,13 +22,15 @@ export interface NatsServer {
   stateDir: string;
   credsDir: string;
   creds: Record<string, BusCreds>;
+  pid(): number;
   connectAs(user: string | null, name?: string): Promise<NatsConnection>;
   stop(): Promise<void>;
   restart(): Promise<void>; // same port, same store: a bus outage
   cleanup(): Promise<void>;
 }
 
-export async function startNats(opts: { streams?: boolean } = {}): Promise<NatsServer> {
+// fleet: a node enrolled in a hub, its nats-server joining it as a leaf
+export async function startNats(opts: { streams?: boolean; fleet?: FleetNodeConfig } = {}): Promise<NatsServer> {
   const dir = await mkdtemp(join(tmpdir(), 'sealkit-nats-'));
   const stateDir = join(dir, 'state');
   const credsDir = join(stateDir, 'bus', 'creds');
@@ -30,12 +39,13 @@ export async function startNats(opts: { streams?: boolean } = {}): Promise<NatsS
   const portsDir = join(dir, 'ports');
   await mkdir(portsDir, { recursive: true });
   const confPath = join(dir, 'nats.conf');
-  await writeFile(confPath, serverConfig({ creds, storeDir: join(dir, 'js'), port: -1, portsFileDir: portsDir }));
+  const leaf = opts.fleet ? leafServerOptions(opts.fleet) : {};
+  await writeFile(confPath, serverConfig({ creds, storeDir: join(dir, 'js'), port: -1, portsFileDir: portsDir, ...leaf }));
 
   let proc = await launch(confPath);
   const port = await readPort(portsDir, proc);
   // from now on the port is fixed, so a restart comes back where clients look
-  await writeFile(confPath, serverConfig({ creds, storeDir: join(dir, 'js'), port }));
+  await writeFile(confPath, serverConfig({ creds, storeDir: join(dir, 'js'), port, ...leaf }));
   const url = `nats://127.0.0.1:${port}`;
 
   // Clients reconnect forever (tests restart the server under them), so
@@ -68,6 +78,7 @@ export async function startNats(opts: { streams?: boolean } = {}): Promise<NatsS
     stateDir,
     credsDir,
     creds,
+    pid: () => proc.pid!,
     connectAs,
     async stop() {
       await kill(proc);
@@ -86,7 +97,7 @@ export async function startNats(opts: { streams?: boolean } = {}): Promise<NatsS
   return server;
 }
 
-async function launch(confPath: string): Promise<ChildProcess> {
+export async function launch(confPath: string): Promise<ChildProcess> {
   const proc = spawn('nats-server', ['-c', confPath], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr!.on('data', (d) => {
@@ -127,7 +138,7 @@ async function waitForPort(port: number): Promise<void> {
   throw new Error(`nats-server did not come back on ${port}`);
 }
 
-async function kill(proc: ChildProcess): Promise<void> {
+export async function kill(proc: ChildProcess): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((r) => proc.once('exit', r));
   (proc as { stopping?: boolean }).stopping = true;
@@ -135,4 +146,105 @@ async function kill(proc: ChildProcess): Promise<void> {
   const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
   await exited;
   clearTimeout(t);
+}
+
+// n consecutive ports free on loopback (hub members on one host take
+// consecutive ports from the base ones).
+export async function freePorts(n: number): Promise<number> {
+  const free = (p: number) =>
+    new Promise<boolean>((done) => {
+      const srv = createServer();
+      srv.once('error', () => done(false));
+      srv.listen(p, '127.0.0.1', () => srv.close(() => done(true)));
+    });
+  for (;;) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = await free(base + i);
+    if (ok) return base;
+  }
+}
+
+// A real hub: `sealkit hub config` writes it in a temp dir on free loopback
+// ports, each member its own nats-server, clustered, the fleet's streams set
+// up; nodes are enrolled with `sealkit fleet enroll`.
+export interface Hub {
+  dir: string;
+  state(): Promise<HubState>;
+  members: string[];
+  pid(member: string): number | undefined;
+  stopMember(member: string): Promise<void>;
+  startMember(member: string): Promise<void>;
+  connect(auth: { user: string; pass: string } | null, opts?: Partial<ConnectionOptions>): Promise<NatsConnection>;
+  connectAdmin(): Promise<NatsConnection>;
+  enroll(node: string, groups: string[], extra?: string[]): Promise<{ code: number; stdout: string; stderr: string; config?: FleetNodeConfig }>;
+  cleanup(): Promise<void>;
+}
+
+export async function startHub(o: { members: number }): Promise<Hub> {
+  const dir = await mkdtemp(join(tmpdir(), 'sealkit-hub-'));
+  const [port, clusterPort, leafPort] = [await freePorts(o.members), await freePorts(o.members), await freePorts(o.members)];
+  const made = await sealkit(['hub', 'config', '--dir', dir, '--members', String(o.members), '--port', String(port), '--cluster-port', String(clusterPort), '--leaf-port', String(leafPort)]);
+  if (made.code !== 0) throw new Error(`sealkit hub config failed: ${made.stderr}`);
+  const initial = await readHubState(dir);
+  const members = initial.members.map((m) => m.name);
+  const urls = initial.members.map((m) => `nats://${m.host}:${m.port}`);
+  const procs = new Map<string, ChildProcess>();
+  const clients = new Set<NatsConnection>();
+  const hubConnect = async (auth: { user: string; pass: string } | null, opts: Partial<ConnectionOptions> = {}) => {
+    const nc = await connect({ servers: urls, ...(auth ?? {}), maxReconnectAttempts: -1, reconnectTimeWait: 100, ...opts });
+    clients.add(nc);
+    void nc.closed().then(() => clients.delete(nc));
+    return nc;
+  };
+  const connectAdmin = () => hubConnect({ user: initial.admin.user, pass: initial.admin.password });
+  const startMember = async (name: string) => {
+    procs.set(name, await launch(memberConfigPath(dir, name)));
+    const m = initial.members.find((x) => x.name === name)!;
+    await waitForPort(m.port);
+  };
+  const hub: Hub = {
+    dir,
+    members,
+    state: () => readHubState(dir),
+    pid: (name) => procs.get(name)?.pid,
+    async stopMember(name) {
+      const p = procs.get(name);
+      if (p) await kill(p);
+    },
+    startMember,
+    connect: hubConnect,
+    connectAdmin,
+    async enroll(node, groups, extra = []) {
+      const r = await sealkit(['fleet', 'enroll', node, '--groups', groups.join(','), '--dir', dir, ...extra]);
+      if (r.code !== 0) return r;
+      const config = JSON.parse(await readFile(join(dir, 'nodes', node, 'fleet', 'node.json'), 'utf8')) as FleetNodeConfig;
+      return { ...r, config };
+    },
+    async cleanup() {
+      await Promise.allSettled([...clients].map((nc) => nc.close()));
+      await Promise.allSettled([...procs.values()].map((p) => kill(p)));
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await Promise.all(members.map(startMember));
+    // the cluster elects its JetStream meta leader a few seconds after the routes are up
+    const admin = await connectAdmin();
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        await ensureHubStreams(admin, { nodes: [], replicas: hubReplicas(members.length) });
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`the hub's JetStream did not come up in 30 s: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+    await admin.close();
+  } catch (err) {
+    await hub.cleanup();
+    throw err;
+  }
+  return hub;
 }

@@ -11,9 +11,11 @@ import { ps } from './ps.ts';
 import { logs } from './logs.ts';
 import { busConfig } from './bus-config.ts';
 import { busInit } from './bus-init.ts';
+import { hubConfig } from './hub-config.ts';
+import { fleetEnroll } from './fleet-enroll.ts';
 import { fleetPush } from './fleet-push.ts';
 
 // Every command, in the order "sealkit --help" lists them. Two-word names
 // ("policy push") belong to a group ("policy").
-export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, ps, logs, busConfig, busInit, fleetPush];
+export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, ps, logs, busConfig, busInit, hubConfig, fleetEnroll, fleetPush];
 export const groups = [...new Set(commands.filter((c) => c.name.includes(' ')).map((c) => c.name.split(' ')[0]))];
