@@ -1,17 +1,17 @@
 import test from 'ava';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
-import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { startHub, startNode, freePort, type FleetNode, type Hub } from './helpers/fleet.ts';
+import { startHub, startNats, freePorts, type Hub, type NatsServer } from './helpers/nats.ts';
+import { clientUrls } from '../services/lib/hubstate.ts';
 import { startService, type RunningService } from './helpers/service.ts';
 import { policyYaml, pushPolicy } from './helpers/policy.ts';
 import { sealkit, spawnSealkit } from './helpers/cli.ts';
 import { generateKey, type SecretKeyFile } from '../services/lib/sign.ts';
 import { request } from '../services/lib/bus.ts';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
-import { nodesBucket } from '../services/lib/fleet.ts';
+import { fleetConfigPath, nodesBucket } from '../services/lib/fleet.ts';
 import { connect } from 'nats';
 
 // The fleet's desired state, end to end on real servers: a hub cluster of
@@ -21,54 +21,19 @@ import { connect } from 'nats';
 let hub: Hub;
 let key: SecretKeyFile;
 let work: string;
-const nodes: Array<{ node: FleetNode; policy: RunningService; link?: LeafLink }> = [];
+let hubUrls: string[];
+const nodes: Array<{ name: string; nats: NatsServer; policy: RunningService }> = [];
 
-// A TCP hop between a node's leaf connection and the hub members: cutting it
-// is a real network cut; the node's own server and its clients stay up.
-interface LeafLink {
-  cut(): Promise<void>;
-  restore(): Promise<void>;
-  urls: string[];
-}
-
-async function leafLink(targets: string[]): Promise<LeafLink> {
-  const hops = await Promise.all(targets.map(async (t) => ({ target: new URL(t.replace('nats-leaf:', 'http:')), port: await freePort(), server: null as Server | null, sockets: new Set<Socket>() })));
-  const listen = async () => {
-    await Promise.all(hops.map((h) => new Promise<void>((resolve) => {
-      h.server = createServer((inbound) => {
-        const out = tcpConnect(Number(h.target.port), h.target.hostname);
-        h.sockets.add(inbound).add(out);
-        inbound.pipe(out).pipe(inbound);
-        const drop = () => (inbound.destroy(), out.destroy(), h.sockets.delete(inbound), h.sockets.delete(out));
-        inbound.on('error', drop).on('close', drop);
-        out.on('error', drop).on('close', drop);
-      });
-      h.server.listen(h.port, '127.0.0.1', () => resolve());
-    })));
-  };
-  await listen();
-  return {
-    urls: hops.map((h) => `nats-leaf://127.0.0.1:${h.port}`),
-    async cut() {
-      await Promise.all(hops.map((h) => new Promise<void>((resolve) => {
-        for (const s of h.sockets) s.destroy();
-        h.server!.close(() => resolve());
-      })));
-    },
-    restore: listen,
-  };
-}
-
-async function addNode(name: string, groups: string[], opts: { link?: boolean } = {}) {
-  const { config } = await hub.enroll(name, groups);
-  const link = opts.link ? await leafLink(config.hub) : undefined;
-  const node = await startNode(name, link ? { ...config, hub: link.urls } : config);
-  const trustPath = join(node.stateDir, 'trust.yaml');
+async function addNode(name: string, groups: string[]) {
+  const enrolled = await hub.enroll(name, groups);
+  if (!enrolled.config) throw new Error(`sealkit fleet enroll ${name}: ${enrolled.stderr}`);
+  const nats = await startNats({ fleet: enrolled.config });
+  // the node bundle's enrolment, where the node's services read it
+  await writeFileAtomic(fleetConfigPath(nats.stateDir), JSON.stringify(enrolled.config) + '\n', 0o600);
+  const trustPath = join(nats.stateDir, 'trust.yaml');
   await writeFile(trustPath, YAML.stringify({ keys: [{ id: key.id, ed25519: key.ed25519 }] }));
-  const policy = await startService('policy', { SEALKIT_STATE: node.stateDir, SEALKIT_NATS_URL: node.url, SEALKIT_TRUST: trustPath, SEALKIT_NODE: name });
-  await policy.waitForLog((r) => r.msg === 'following the fleet policy on the hub');
-  nodes.push({ node, policy, link });
-  return nodes[nodes.length - 1];
+  const policy = await startService('policy', { SEALKIT_STATE: nats.stateDir, SEALKIT_NATS_URL: nats.url, SEALKIT_TRUST: trustPath, SEALKIT_NODE: name });
+  nodes.push({ name, nats, policy });
 }
 
 let serial = 0;
@@ -80,7 +45,7 @@ async function policyFile(at?: number): Promise<string> {
   return file;
 }
 
-const hubArgs = () => ['--server', hub.urls.join(','), '--creds', hub.credsFile];
+const hubArgs = () => ['--server', hubUrls.join(','), '--creds', join(hub.dir, 'creds', 'admin.json')];
 const keyFile = () => join(work, 'admin.key');
 
 function lines(stdout: string): Record<string, string> {
@@ -90,7 +55,7 @@ function lines(stdout: string): Record<string, string> {
   }));
 }
 
-async function servedSerial(n: FleetNode): Promise<number> {
+async function servedSerial(n: NatsServer): Promise<number> {
   const nc = await n.connectAs(null);
   try {
     return (await request<{ serial: number }>(nc, 'policy.get', {})).serial;
@@ -115,17 +80,17 @@ test.before(async () => {
   work = await mkdtemp(join(tmpdir(), 'sealkit-fleetpol-'));
   key = generateKey('fleet-admin');
   await writeFileAtomic(keyFile(), JSON.stringify(key) + '\n', 0o600);
-  hub = await startHub(3, [{ node: 'node-a', groups: ['web'] }, { node: 'node-b', groups: ['web', 'db'] }, { node: 'node-c', groups: ['web'] }]);
+  hub = await startHub({ members: 3 });
+  hubUrls = clientUrls((await hub.state()).members);
   await addNode('node-a', ['web']);
   await addNode('node-b', ['web', 'db']);
-  await addNode('node-c', ['web'], { link: true });
+  await addNode('node-c', ['web']);
 });
 
 test.after.always(async () => {
   for (const n of nodes) {
     await n.policy.stop();
-    await n.node.cleanup();
-    await n.link?.cut();
+    await n.nats.cleanup();
   }
   await hub?.cleanup();
   if (work) await rm(work, { recursive: true, force: true });
@@ -141,14 +106,14 @@ test.serial('a fleet push is applied by every node of the group, each answer rea
     t.is(r.code, 0, r.stderr);
     t.deepEqual(lines(r.stdout), { 'node-a': `applied serial ${serial}`, 'node-b': `applied serial ${serial}`, 'node-c': `applied serial ${serial}` });
     t.regex(r.stderr, /3\/3 answered \(3 applied, 0 refused\)/);
-    for (const n of nodes) t.is(await servedSerial(n.node), serial);
+    for (const n of nodes) t.is(await servedSerial(n.nats), serial);
   }
   times.sort((a, b) => a - b);
   t.log(`fleet push → all acks (3 nodes, CLI process included): p50 ${times[2]} ms, max ${times[4]} ms`);
 });
 
 test.serial('a node whose own serial is higher refuses as a rollback, and the push exits non-zero naming it', async (t) => {
-  const b = nodes[1].node;
+  const b = nodes[1].nats;
   const nc = await b.connectAs('admin');
   const ahead = serial + 10;
   await pushPolicy(nc, policyYaml({ serial: ahead, ima: { mode: 'log' } }), key);
@@ -164,9 +129,9 @@ test.serial('a node whose own serial is higher refuses as a rollback, and the pu
   serial = ahead;
 });
 
-test.serial('a node cut off during a push is reported as no answer, and applies it within seconds of coming back', async (t) => {
+test.serial('a node away during a push is reported as no answer, and applies it within seconds of coming back', async (t) => {
   const c = nodes[2];
-  await c.link!.cut();
+  await c.nats.stop();
   const file = await policyFile();
   const r = await sealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), '--timeout', '4', ...hubArgs()]);
   t.is(r.code, 1);
@@ -174,9 +139,8 @@ test.serial('a node cut off during a push is reported as no answer, and applies 
   t.is(l['node-c'], 'no answer');
   t.is(l['node-a'], `applied serial ${serial}`);
   t.is(l['node-b'], `applied serial ${serial}`);
-  t.not(await servedSerial(c.node), serial);
-  await c.link!.restore();
-  const ms = await until(async () => (await servedSerial(c.node)) === serial, 20_000, 'node-c applies the push it missed');
+  await c.nats.restart();
+  const ms = await until(async () => (await servedSerial(c.nats)) === serial, 20_000, 'node-c applies the push it missed');
   t.log(`catch-up after the leaf came back: ${ms} ms`);
   t.true(ms < 5000, `node-c caught up in ${ms} ms`);
 });
@@ -185,14 +149,15 @@ test.serial('a hub member killed mid-push: the push still completes', async (t) 
   const file = await policyFile();
   const push = spawnSealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), ...hubArgs()]);
   await until(async () => /waiting for 3 node/.test(push.stderr()), 20_000, 'the push is written');
-  await hub.members[0].stop('SIGKILL');
+  process.kill(hub.pid(hub.members[0])!, 'SIGKILL');
   const code = await new Promise<number | null>((r) => (push.proc.exitCode !== null ? r(push.proc.exitCode) : push.proc.once('exit', (c) => r(c))));
   t.is(code, 0, push.stdout() + push.stderr());
   t.deepEqual(lines(push.stdout()), { 'node-a': `applied serial ${serial}`, 'node-b': `applied serial ${serial}`, 'node-c': `applied serial ${serial}` });
-  await hub.members[0].start();
+  await hub.startMember(hub.members[0]);
   // back in the cluster: its JetStream answers again (the next test connects anywhere)
+  const { admin } = await hub.state();
   await until(async () => {
-    const nc = await connect({ servers: hub.urls[0], user: hub.admin.user, pass: hub.admin.password, timeout: 1000 });
+    const nc = await connect({ servers: hubUrls[0], user: admin.user, pass: admin.password, timeout: 1000 });
     try {
       return (await (await nc.jetstream().views.kv(nodesBucket, { bindOnly: true })).status()).values >= 3;
     } finally {
@@ -211,8 +176,8 @@ test.serial('bad input: an unsigned file, an unknown group and no hub each get a
   t.not(unknown.code, 0);
   t.true(unknown.stderr.includes('SEALKIT_BAD_REQUEST') && unknown.stderr.includes('"nosuch"'), unknown.stderr);
 
-  const dead = `nats://127.0.0.1:${await freePort()}`;
-  const nohub = await sealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), '--server', dead, '--creds', hub.credsFile]);
+  const dead = `nats://127.0.0.1:${await freePorts(1)}`;
+  const nohub = await sealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), '--server', dead, '--creds', join(hub.dir, 'creds', 'admin.json')]);
   t.not(nohub.code, 0);
   t.true(nohub.stderr.includes('SEALKIT_UNAVAILABLE') && nohub.stderr.includes(dead), nohub.stderr);
 });

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { DeliverPolicy, type NatsConnection } from 'nats';
 import { connectBus } from '../../lib/bus.ts';
-import { stateDir } from '../../lib/config.ts';
+import { clientUrls, hubDir, readHubState } from '../../lib/hubstate.ts';
 import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
 import { SealkitError } from '../../lib/errors.ts';
 import { nodesBucket, type FleetNodeEntry } from '../../lib/fleet.ts';
@@ -16,18 +16,21 @@ export const hubOptions: Options = {
 };
 
 export const hubUsage = `hub options:
-  --server URLS    the hub's members, comma-separated (default $SEALKIT_HUB_URL or nats://127.0.0.1:4222)
-  --creds FILE     the operator's hub credentials (default $SEALKIT_HUB_CREDS or
-                   <state>/hub/creds/admin.json, as "sealkit hub config" writes them)
+  --server URLS    the hub's members, comma-separated (default $SEALKIT_HUB_URL, or
+                   the members of the hub in $SEALKIT_HUB or ./state/hub)
+  --creds FILE     the operator's hub credentials (default <hub>/creds/admin.json,
+                   as "sealkit hub config" writes them)
 `;
 
-export function hubServers(v: Values): string[] {
-  return ((v.server as string | undefined) ?? process.env.SEALKIT_HUB_URL ?? 'nats://127.0.0.1:4222').split(',').map((s) => s.trim()).filter(Boolean);
+export async function hubServers(v: Values): Promise<string[]> {
+  const given = (v.server as string | undefined) ?? process.env.SEALKIT_HUB_URL;
+  if (given) return given.split(',').map((s) => s.trim()).filter(Boolean);
+  return clientUrls((await readHubState(hubDir())).members);
 }
 
 export async function connectHub(v: Values): Promise<NatsConnection> {
-  const servers = hubServers(v);
-  const file = (v.creds as string | undefined) ?? process.env.SEALKIT_HUB_CREDS ?? join(stateDir(), 'hub', 'creds', 'admin.json');
+  const servers = await hubServers(v);
+  const file = (v.creds as string | undefined) ?? join(hubDir(), 'creds', 'admin.json');
   if (!(await exists(file))) {
     throw new SealkitError('SEALKIT_CONFIG', `the fleet commands need the operator's hub credentials; none at ${file} (pass --creds FILE, or run "sealkit hub config")`);
   }

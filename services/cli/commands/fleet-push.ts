@@ -7,7 +7,7 @@ import type { CloudEvent } from '../../lib/envelope.ts';
 import type { PolicyApplied, PolicyAudit } from '../../lib/contract.ts';
 import { one, readInput, seconds, timeoutMs, type Command } from './common.ts';
 import { signatureOf } from './policy-push.ts';
-import { connectHub, eventNode, followHubStream, hubOptions, hubServers, hubUsage, readRegistry } from './fleet-hub.ts';
+import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry } from './fleet-hub.ts';
 
 // How far back of the push's own clock the acknowledgements are read: the
 // hub stamps a sourced event when it stores it, on its clock, not ours.
@@ -97,7 +97,7 @@ ${hubUsage}`,
       try {
         await kv.put(groupKey(group), encodeFleetPolicy({ yaml, ...sig, pusher: (o.pusher as string | undefined) ?? process.env.USER ?? 'sealkit-cli' }));
       } catch (err) {
-        throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot write group "${group}" to ${fleetBucket} on the hub at ${hubServers(o).join(', ')}: ${(err as Error).message}`);
+        throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot write group "${group}" to ${fleetBucket} on the hub: ${(err as Error).message}`);
       }
       process.stderr.write(`fleet push serial ${policy.serial} (sha256 ${sha256.slice(0, 12)}…) to group ${group}: waiting for ${nodes.length} node(s) (timeout ${seconds(ms)})…\n`);
       let timer: NodeJS.Timeout | undefined;
