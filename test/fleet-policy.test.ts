@@ -151,6 +151,9 @@ test.serial('a hub member killed mid-push: the push still completes', async (t) 
   await until(async () => /waiting for 3 node/.test(push.stderr()), 20_000, 'the push is written');
   process.kill(hub.pid(hub.members[0])!, 'SIGKILL');
   const code = await new Promise<number | null>((r) => (push.proc.exitCode !== null ? r(push.proc.exitCode) : push.proc.once('exit', (c) => r(c))));
+  if (code !== 0) {
+    for (const n of nodes) t.log(n.name, await servedSerial(n.nats), JSON.stringify(n.policy.logs().filter((r) => r.concern === 'fleet').slice(-3).map((r) => [r.msg, (r.err as { message?: string })?.message])));
+  }
   t.is(code, 0, push.stdout() + push.stderr());
   t.deepEqual(lines(push.stdout()), { 'node-a': `applied serial ${serial}`, 'node-b': `applied serial ${serial}`, 'node-c': `applied serial ${serial}` });
   await hub.startMember(hub.members[0]);
@@ -164,6 +167,22 @@ test.serial('a hub member killed mid-push: the push still completes', async (t) 
       await nc.close();
     }
   }, 30_000, 'the restarted hub member serves JetStream');
+});
+
+test.serial('fleet watch prints every node\'s live events naming the node, and fleet status shows each node\'s serial from the hub', async (t) => {
+  const watch = spawnSealkit(['fleet', 'watch', 'policy.applied', '--json', ...hubArgs()]);
+  await until(async () => /watching policy.applied on the hub/.test(watch.stderr()), 20_000, 'the watch is in place');
+  const file = await policyFile();
+  const r = await sealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), ...hubArgs()]);
+  t.is(r.code, 0, r.stdout + r.stderr);
+  await watch.waitFor((out) => ['node-a', 'node-b', 'node-c'].every((n) => out.includes(`sealkit/policy/${n}`)));
+  const seen = watch.stdout().trim().split('\n').map((l) => JSON.parse(l) as { source: string; data: { serial: number; group?: string } });
+  t.true(seen.every((e) => e.data.serial === serial && e.data.group === 'web'));
+  await watch.interrupt();
+
+  const status = await sealkit(['fleet', 'status', '--wait', '1', ...hubArgs()]);
+  t.is(status.code, 0, status.stderr);
+  for (const n of ['node-a', 'node-b', 'node-c']) t.regex(status.stdout, new RegExp(`^${n}  heartbeat none  serial ${serial} `, 'm'));
 });
 
 test.serial('bad input: an unsigned file, an unknown group and no hub each get an error naming them', async (t) => {

@@ -14,8 +14,10 @@ import { busInit } from './bus-init.ts';
 import { hubConfig } from './hub-config.ts';
 import { fleetEnroll } from './fleet-enroll.ts';
 import { fleetPush } from './fleet-push.ts';
+import { fleetStatus } from './fleet-status.ts';
+import { fleetWatch } from './fleet-watch.ts';
 
 // Every command, in the order "sealkit --help" lists them. Two-word names
 // ("policy push") belong to a group ("policy").
-export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, ps, logs, busConfig, busInit, hubConfig, fleetEnroll, fleetPush];
+export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, ps, logs, busConfig, busInit, hubConfig, fleetEnroll, fleetPush, fleetStatus, fleetWatch];
 export const groups = [...new Set(commands.filter((c) => c.name.includes(' ')).map((c) => c.name.split(' ')[0]))];
