@@ -141,7 +141,7 @@ test.serial('a node away during a push is reported as no answer, and applies it 
   t.is(l['node-b'], `applied serial ${serial}`);
   await c.nats.restart();
   const ms = await until(async () => (await servedSerial(c.nats)) === serial, 20_000, 'node-c applies the push it missed');
-  t.log(`catch-up after the leaf came back: ${ms} ms`);
+  t.log(`catch-up after node-c's nats-server came back: ${ms} ms`);
   t.true(ms < 5000, `node-c caught up in ${ms} ms`);
 });
 
