@@ -47,7 +47,8 @@ interface Worker {
 }
 
 export async function fleet(ctx: BenchContext): Promise<Row[]> {
-  const sizes = ctx.quick ? [20] : [200, 1000];
+  // BENCH_FLEET_SIZES=50,100 for other fleet sizes
+  const sizes = process.env.BENCH_FLEET_SIZES ? process.env.BENCH_FLEET_SIZES.split(',').map(Number) : ctx.quick ? [20] : [200, 1000];
   const rows: Row[] = [];
   for (const n of sizes) rows.push(...(await measure(ctx, n)));
   return rows;
@@ -219,6 +220,7 @@ async function waitLeafs(hub: HubState, want: number, how: 'at least' | 'at most
       ),
     );
     const total = counts.reduce((a, c) => a + c, 0);
+    if (process.env.BENCH_TRACE) process.stderr.write(`leafz: ${counts.join(' ')}\n`);
     if (how === 'at least' ? total >= want : total <= want) return;
     await sleep(50);
   }

@@ -24,6 +24,7 @@ export interface BusOptions {
   credsFile?: string;
   log?: Logger;
   waitOnFirstConnect?: boolean;
+  inboxPrefix?: string; // replies and deliveries under it (a fleet node's clients of the hub)
 }
 
 // Connect and stay connected: reconnect forever, never exit on a disconnect.
@@ -42,6 +43,7 @@ export async function connectBus(o: BusOptions): Promise<NatsConnection> {
     reconnectJitter: 100,
     waitOnFirstConnect: o.waitOnFirstConnect ?? true,
     pingInterval: 10_000,
+    ...(o.inboxPrefix ? { inboxPrefix: o.inboxPrefix } : {}),
   });
   if (o.log) watchStatus(nc, o.log);
   return nc;

@@ -42,15 +42,18 @@ const followPolicyKv = [
   `$JS.FC.${kvStream}.>`,
 ];
 // The policy service follows its groups' keys of the fleet bucket on the
-// hub, through the leaf: only watch consumers on that bucket's group keys
-// (created by name with the key as filter, or bare when nats.js recreates
-// one), and their flow control. The hub's permissions of the node's leaf
-// user narrow the groups to the node's own.
+// hub, through the leaf: watch consumers on the bucket's group keys (named,
+// with the key as filter in the subject: the bare CONSUMER.CREATE nats.js
+// uses to recreate one is refused here at once, not dropped by the hub after
+// a timeout) and their flow control, direct gets of those keys, and INFO,
+// which nats.js asks before it binds a bucket. The hub's permissions of the
+// node's leaf user narrow the groups to the node's own.
 const fleetKvStream = `KV_${fleetBucket}`;
 const hubApi = `$JS.${hubDomain}.API`;
 const followFleetKv = [
-  `${hubApi}.CONSUMER.CREATE.${fleetKvStream}`,
+  `${hubApi}.INFO`,
   `${hubApi}.CONSUMER.CREATE.${fleetKvStream}.*.$KV.${fleetBucket}.group.*`,
+  `${hubApi}.DIRECT.GET.${fleetKvStream}.$KV.${fleetBucket}.group.*`,
   `$JS.FC.${fleetKvStream}.>`,
 ];
 // A durable or ephemeral pull consumer on the events stream.

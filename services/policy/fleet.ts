@@ -1,9 +1,9 @@
-import { readFile } from 'node:fs/promises';
-import type { KV, KvEntry, NatsConnection, QueuedIterator } from 'nats';
+import type { KV, KvEntry, QueuedIterator } from 'nats';
 import { Backoff } from '../lib/backoff.ts';
-import { SealkitError } from '../lib/errors.ts';
+import { connectBus } from '../lib/bus.ts';
 import { sha256Hex } from '../lib/digest.ts';
-import { checkGroup, checkNode, decodeFleetPolicy, fleetBucket, fleetConfigPath, groupKey, hubDomain, type FleetNodeConfig, type FleetPolicyValue } from '../lib/fleet.ts';
+import { decodeFleetPolicy, fleetConfigPath, groupKey, type FleetPolicyValue } from '../lib/fleet.ts';
+import { fleetInboxPrefix, fleetKvOnHub, readFleetNodeConfig } from '../lib/leafconf.ts';
 import type { Logger } from '../lib/log.ts';
 import type { PolicyApplier } from './apply.ts';
 
@@ -23,51 +23,35 @@ export interface FleetFollower {
   stop(): Promise<void>;
 }
 
-// No enrolment file: not part of a fleet, and nothing to follow.
-export async function readFleetNodeConfig(root: string): Promise<FleetNodeConfig | null> {
-  const file = fleetConfigPath(root);
-  let raw: string;
-  try {
-    raw = await readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new SealkitError('SEALKIT_CONFIG', `cannot read the fleet enrolment ${file}: ${(err as Error).message}`);
-  }
-  let c: Partial<FleetNodeConfig>;
-  try {
-    c = JSON.parse(raw) as Partial<FleetNodeConfig>;
-  } catch {
-    throw new SealkitError('SEALKIT_CONFIG', `the fleet enrolment ${file} is not JSON; write it again with "sealkit fleet enroll"`);
-  }
-  if (typeof c.node !== 'string' || !Array.isArray(c.groups) || c.groups.some((g) => typeof g !== 'string')) {
-    throw new SealkitError('SEALKIT_CONFIG', `the fleet enrolment ${file} lacks "node" or a "groups" list of names; write it again with "sealkit fleet enroll"`);
-  }
-  checkNode(c.node, `node in ${file}`);
-  for (const g of c.groups) checkGroup(g, `group in ${file}`);
-  return c as FleetNodeConfig;
-}
+// A watch's consumer lives on the hub, and the watch cannot tell when the
+// leaf went away: the node's own server stays up, so the connection never
+// drops, nats.js notices only after two missed heartbeats (10 s), and the
+// bare consumer re-creation it then tries is not allowed (the hub checks the
+// filter in the subject). So each key is also read this often: a read that
+// fails then succeeds (the leaf is back) or finds a newer revision than the
+// watch gave (its consumer died with a hub member) takes the value and opens
+// the watch again, and a node back on the hub catches up within about this.
+const PROBE_MS = 1000;
 
-// A watch whose consumer lives on the hub cannot tell the leaf went away:
-// the node's own server stays up, so the connection never reconnects, and
-// nats.js only recreates the consumer after two missed heartbeats. Until
-// the first value of a reopened watch arrives the key is read again this
-// often, so a node back on the hub catches up in about this time.
-const REOPEN_MS = { first: 250, max: 2000 };
-
-export async function followFleet(o: { nc: NatsConnection; root: string; applier: PolicyApplier; log: Logger }): Promise<FleetFollower | null> {
+export async function followFleet(o: { root: string; applier: PolicyApplier; log: Logger }): Promise<FleetFollower | null> {
   const config = await readFleetNodeConfig(o.root);
   if (!config) {
     o.log.debug('no fleet enrolment; following no hub', { file: fleetConfigPath(o.root) });
     return null;
   }
   const log = o.log.child({ concern: 'fleet', node: config.node });
+  // its own connection: what the hub sends back goes under the node's inbox
+  // prefix, the only inbox its leaf user may receive on
+  const nc = await connectBus({ name: 'sealkit-policy-fleet', user: 'policy', inboxPrefix: fleetInboxPrefix(config.node), log });
   const stopping = new AbortController();
-  const watches = new Set<QueuedIterator<KvEntry>>();
+  const watches = new Map<string, QueuedIterator<KvEntry>>();
   const decided = new Map<string, string>(); // group → sha256 of the KV value last decided
+  const revisions = new Map<string, number>(); // group → revision last taken
   let kv: Promise<KV> | undefined;
-  const bucket = () => (kv ??= o.nc.jetstream({ domain: hubDomain }).views.kv(fleetBucket, { bindOnly: true }));
+  const bucket = () => (kv ??= fleetKvOnHub(nc));
 
   const take = async (group: string, entry: KvEntry) => {
+    revisions.set(group, Math.max(revisions.get(group) ?? 0, entry.revision));
     if (entry.operation !== 'PUT' || !entry.value.length) {
       log.warn('the fleet policy of a group was removed on the hub; keeping the one in force', { group, operation: entry.operation, revision: entry.revision });
       return;
@@ -91,29 +75,54 @@ export async function followFleet(o: { nc: NatsConnection; root: string; applier
   };
 
   const follow = async (group: string) => {
-    const backoff = new Backoff({ firstMs: REOPEN_MS.first, maxMs: REOPEN_MS.max, signal: stopping.signal });
-    while (!stopping.signal.aborted && !o.nc.isClosed()) {
+    const backoff = new Backoff({ firstMs: 250, maxMs: 2000, signal: stopping.signal });
+    while (!stopping.signal.aborted && !nc.isClosed()) {
       let watch: QueuedIterator<KvEntry> | undefined;
       try {
         watch = await (await bucket()).watch({ key: groupKey(group), initializedFn: () => backoff.reset() });
-        watches.add(watch);
+        watches.set(group, watch);
         for await (const entry of watch) await take(group, entry);
       } catch (err) {
         kv = undefined;
         if (!stopping.signal.aborted) log.debug('cannot watch the fleet policy on the hub yet', { group, retryInMs: backoff.delayMs, err: err as Error });
       } finally {
-        if (watch) watches.delete(watch);
+        if (watches.get(group) === watch) watches.delete(group);
       }
       await backoff.wait();
     }
   };
 
+  const probe = async (group: string) => {
+    let reachable = true;
+    while (!stopping.signal.aborted && !nc.isClosed()) {
+      await new Promise((r) => setTimeout(r, PROBE_MS));
+      let entry: KvEntry | null;
+      try {
+        entry = await (await bucket()).get(groupKey(group));
+      } catch {
+        reachable = false;
+        continue;
+      }
+      const behind = !!entry && entry.revision > (revisions.get(group) ?? 0);
+      if (entry && behind) await take(group, entry);
+      if (!reachable || behind) {
+        log.info('the hub is reachable again; following the group anew', { group, revision: entry?.revision ?? null });
+        watches.get(group)?.stop();
+      }
+      reachable = true;
+    }
+  };
+
   log.info('following the fleet policy on the hub', { groups: config.groups });
-  for (const g of config.groups) void follow(g);
+  for (const g of config.groups) {
+    void follow(g);
+    void probe(g);
+  }
   return {
     async stop() {
       stopping.abort();
-      for (const w of watches) w.stop();
+      for (const w of watches.values()) w.stop();
+      await nc.drain().catch(() => {});
     },
   };
 }

@@ -50,7 +50,7 @@ async function start(ctx: ServiceContext) {
     { log, serial: true },
   );
 
-  const fleet = await followFleet({ nc, root: ctx.root, applier, log });
+  const fleet = await followFleet({ root: ctx.root, applier, log });
 
   serve(nc, subjects.policy.get, () => {
     const current = applier.current;

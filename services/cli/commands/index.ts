@@ -13,9 +13,12 @@ import { busConfig } from './bus-config.ts';
 import { busInit } from './bus-init.ts';
 import { hubConfig } from './hub-config.ts';
 import { fleetEnroll } from './fleet-enroll.ts';
+import { fleetPush } from './fleet-push.ts';
+import { fleetStatus } from './fleet-status.ts';
+import { fleetWatch } from './fleet-watch.ts';
 import { fleetVerify } from './fleet-verify.ts';
 
 // Every command, in the order "sealkit --help" lists them. Two-word names
 // ("policy push") belong to a group ("policy").
-export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, ps, logs, busConfig, busInit, hubConfig, fleetEnroll, fleetVerify];
+export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, ps, logs, busConfig, busInit, hubConfig, fleetEnroll, fleetPush, fleetStatus, fleetWatch, fleetVerify];
 export const groups = [...new Set(commands.filter((c) => c.name.includes(' ')).map((c) => c.name.split(' ')[0]))];

@@ -4,7 +4,7 @@ import { SealkitError } from '../../lib/errors.ts';
 import { readSecretKey, signDetached } from '../../lib/sign.ts';
 import { parsePolicyYaml, type PolicyChange } from '../../lib/policy.ts';
 import { checkReply, contract, writeHeaders } from '../../lib/contract.ts';
-import { busUsage, connect, one, readInput, server, timeoutMs, waiting, type Command } from './common.ts';
+import { busUsage, connect, one, readInput, server, timeoutMs, waiting, type Command, type Values } from './common.ts';
 
 export const policyPush: Command = {
   name: 'policy push',
@@ -30,9 +30,7 @@ ${busUsage}`,
     const file = one(positionals, 'FILE', 'policy push');
     const bytes = await readInput(file);
     const policy = parsePolicyYaml(bytes);
-    const sig = o.key
-      ? await readSecretKey(o.key as string).then((key) => ({ keyId: key.id, signature: signDetached('sealkit-policy-v1', bytes, key) }))
-      : await readSig((o.sig as string | undefined) ?? `${file}.sig`);
+    const sig = await signatureOf(o, file, bytes);
     const ms = timeoutMs(o, 10, 'policy push');
     const nc = await connect(o, true);
     try {
@@ -50,6 +48,16 @@ ${busUsage}`,
     return 0;
   },
 };
+
+// --key signs the exact bytes now; otherwise --sig (default FILE.sig) is
+// the signature "sealkit policy sign" wrote.
+export async function signatureOf(o: Values, file: string, bytes: Uint8Array): Promise<{ keyId: string; signature: string }> {
+  if (o.key) {
+    const key = await readSecretKey(o.key as string);
+    return { keyId: key.id, signature: signDetached('sealkit-policy-v1', bytes, key) };
+  }
+  return readSig((o.sig as string | undefined) ?? `${file}.sig`);
+}
 
 async function readSig(file: string): Promise<{ keyId: string; signature: string }> {
   let raw: string;

@@ -1,0 +1,119 @@
+import { SealkitError } from '../../lib/errors.ts';
+import { sha256Hex } from '../../lib/digest.ts';
+import { parsePolicyYaml } from '../../lib/policy.ts';
+import { checkGroup, encodeFleetPolicy, fleetBucket, groupKey, hubStreams } from '../../lib/fleet.ts';
+import { subjects } from '../../lib/subjects.ts';
+import type { CloudEvent } from '../../lib/envelope.ts';
+import type { PolicyApplied, PolicyAudit } from '../../lib/contract.ts';
+import { one, readInput, seconds, timeoutMs, type Command } from './common.ts';
+import { signatureOf } from './policy-push.ts';
+import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry } from './fleet-hub.ts';
+
+// How far back of the push's own clock the acknowledgements are read: the
+// hub stamps a sourced event when it stores it, on its clock, not ours.
+// Matching by group and sha256 keeps an older push's answers out.
+const CLOCK_SLACK_MS = 60_000;
+
+type Answer = { state: 'applied'; serial: number } | { state: 'refused'; code: string; reason: string };
+
+export const fleetPush: Command = {
+  name: 'fleet push',
+  summary: 'push a signed policy to a group of nodes through the hub, and wait for each',
+  usage: `usage: sealkit fleet push FILE --group G [--sig SIG | --key KEY] [--timeout SEC]
+
+Writes the exact bytes of FILE with their detached signature (SIG, default
+FILE.sig, or signed on the fly with --key) to the hub's key of group G
+(bucket ${fleetBucket}, key group.G). Every node of G applies it with the
+checks of a local push, or refuses it. Then waits for every node the
+registry lists in G, and prints one line per node: applied, refused (code
+and reason), or no answer. Progress goes to stderr.
+
+Exits 0 only if every node of G applied it within the timeout. A node that
+was away applies it when it is back; "sealkit fleet status" shows it then.
+
+options:
+  --group G        the group of nodes (required)
+  --sig SIG        signature file {"keyId", "signature"} (default FILE.sig)
+  --key KEY        sign with this .key file instead of reading SIG
+  --pusher NAME    who pushes, recorded in each node's policy.applied (default $USER)
+  --timeout SEC    how long to wait for every node (default 30)
+  -h, --help       this help
+${hubUsage}`,
+  options: { ...hubOptions, group: { type: 'string' }, sig: { type: 'string' }, key: { type: 'string' }, pusher: { type: 'string' }, timeout: { type: 'string' } },
+  async run(o, positionals) {
+    const file = one(positionals, 'FILE', 'fleet push');
+    if (!o.group) throw new SealkitError('SEALKIT_BAD_REQUEST', 'fleet push needs --group G (the group of nodes to push to; "sealkit fleet status" lists them)');
+    const group = checkGroup(o.group as string, '--group');
+    const bytes = await readInput(file);
+    const policy = parsePolicyYaml(bytes);
+    const yaml = bytes.toString('utf8');
+    if (!Buffer.from(yaml, 'utf8').equals(bytes)) throw new SealkitError('SEALKIT_POLICY_YAML', `${file} is not UTF-8 text; save it as UTF-8 and sign it again`);
+    const sig = await signatureOf(o, file, bytes);
+    const ms = timeoutMs(o, 30, 'fleet push');
+    const sha256 = sha256Hex(bytes);
+
+    const nc = await connectHub(o);
+    const stop = new AbortController();
+    try {
+      const registry = await readRegistry(nc);
+      const nodes = registry.filter((n) => n.groups.includes(group)).map((n) => n.node);
+      if (!nodes.length) {
+        const known = [...new Set(registry.flatMap((n) => n.groups))].sort();
+        throw new SealkitError('SEALKIT_BAD_REQUEST', `no enrolled node is in group "${group}"; the registry's groups are [${known.join(', ')}]; enrol nodes with "sealkit fleet enroll --group ${group}" first`, { group });
+      }
+
+      const answers = new Map<string, Answer>();
+      let done!: () => void;
+      const all = new Promise<void>((r) => (done = r));
+      const progress = () => {
+        const applied = [...answers.values()].filter((a) => a.state === 'applied').length;
+        const waitingFor = nodes.filter((n) => !answers.has(n));
+        process.stderr.write(`fleet push serial ${policy.serial} to ${group}: ${answers.size}/${nodes.length} answered (${applied} applied, ${answers.size - applied} refused)${waitingFor.length ? `; waiting for ${waitingFor.join(', ')}` : ''}\n`);
+        if (!waitingFor.length) done();
+      };
+      // the first answer of a node counts: a refusal repeated at a
+      // restart, or an applied record replayed, is the same answer
+      const answer = (ev: CloudEvent, a: Answer) => {
+        const node = eventNode(ev);
+        if (!node || !nodes.includes(node) || answers.has(node)) return;
+        answers.set(node, a);
+        progress();
+      };
+      const since = new Date(Date.now() - CLOCK_SLACK_MS);
+      const reading = [
+        followHubStream(nc, hubStreams.events, subjects.policy.applied, since, stop.signal, (ev) => {
+          const d = ev.data as Partial<PolicyApplied>;
+          if (d.via === 'fleet' && d.group === group && d.sha256 === sha256) answer(ev, { state: 'applied', serial: d.serial ?? policy.serial });
+        }),
+        followHubStream(nc, hubStreams.audit, subjects.audit.policy, since, stop.signal, (ev) => {
+          const d = ev.data as Partial<PolicyAudit>;
+          if (d.action === 'fleet' && d.group === group && d.sha256 === sha256) answer(ev, { state: 'refused', code: d.code ?? 'SEALKIT_INTERNAL', reason: d.reason ?? '' });
+        }),
+      ].map((p) => p.catch((err: Error) => {
+        throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read the nodes' answers from the hub's streams: ${err.message}; has "sealkit hub config" set the hub up?`);
+      }));
+
+      const kv = await nc.jetstream().views.kv(fleetBucket, { bindOnly: true });
+      try {
+        await kv.put(groupKey(group), encodeFleetPolicy({ yaml, ...sig, pusher: (o.pusher as string | undefined) ?? process.env.USER ?? 'sealkit-cli' }));
+      } catch (err) {
+        throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot write group "${group}" to ${fleetBucket} on the hub: ${(err as Error).message}`);
+      }
+      process.stderr.write(`fleet push serial ${policy.serial} (sha256 ${sha256.slice(0, 12)}…) to group ${group}: waiting for ${nodes.length} node(s) (timeout ${seconds(ms)})…\n`);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, ms))), Promise.all(reading).then(() => {})]);
+      clearTimeout(timer);
+
+      const width = Math.max(...nodes.map((n) => n.length));
+      for (const n of nodes) {
+        const a = answers.get(n);
+        const line = !a ? 'no answer' : a.state === 'applied' ? `applied  serial ${a.serial}` : `refused  ${a.code}  ${a.reason}`;
+        process.stdout.write(`${n.padEnd(width)}  ${line}\n`);
+      }
+      return nodes.every((n) => answers.get(n)?.state === 'applied') ? 0 : 1;
+    } finally {
+      stop.abort();
+      await nc.close();
+    }
+  },
+};
