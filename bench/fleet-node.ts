@@ -16,7 +16,6 @@ import { connect, type NatsConnection } from 'nats';
 import { encode } from '../services/lib/bus.ts';
 import { EventKey, readEventKey } from '../services/lib/eventsig.ts';
 import { eventKeyPath } from '../services/lib/fleet.ts';
-import { fleetInboxPrefix } from '../services/lib/leafconf.ts';
 import { silentLogger } from '../services/lib/log.ts';
 import { EventPublisher } from '../services/lib/outbox.ts';
 import { readTrust } from '../services/lib/sign.ts';
@@ -48,15 +47,9 @@ interface SimNode {
 const out = (v: unknown) => process.stdout.write(JSON.stringify(v) + '\n');
 
 async function startNode(spec: NodeSpec, w: WorkerSpec): Promise<SimNode> {
-  const nc = await connect({
-    servers: spec.url,
-    name: `bench-${spec.node}`,
-    user: w.admin.user,
-    pass: w.admin.password,
-    inboxPrefix: fleetInboxPrefix(spec.node),
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-  });
+  const open = (inboxPrefix?: string) =>
+    connect({ servers: spec.url, name: `bench-${spec.node}`, user: w.admin.user, pass: w.admin.password, inboxPrefix, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const nc = await open();
   await ensureStreams(nc, { maxBytes: 64 * 1024 * 1024 });
   const key = new EventKey(await readEventKey(eventKeyPath(spec.root)));
   const state = join(spec.root, 'policy');
@@ -66,7 +59,8 @@ async function startNode(spec: NodeSpec, w: WorkerSpec): Promise<SimNode> {
   const trust = await readTrust(join(spec.root, 'trust.yaml'));
   const kv = await nc.jetstream().views.kv(policyBucket, { bindOnly: true });
   const applier = new PolicyApplier({ store, trust, kv, events, log: silentLogger, loaded: null });
-  const follower = await followFleet({ nc, root: spec.root, applier, log: silentLogger });
+  // the follower's own connection under the node's inbox prefix, as the policy service opens it
+  const follower = await followFleet({ root: spec.root, applier, log: silentLogger, connect: open });
   // the peer: the same node answering a bare request, nothing decided
   nc.subscribe(w.ping, { callback: (_e, m) => m.respond(encode({ node: spec.node })) });
   await nc.flush();

@@ -1,3 +1,4 @@
+import { makeEvent } from '../services/lib/envelope.ts';
 import test from 'ava';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -178,6 +179,14 @@ test.serial('fleet watch prints every node\'s live events naming the node, and f
   await watch.waitFor((out) => ['node-a', 'node-b', 'node-c'].every((n) => out.includes(`sealkit/policy/${n}`)));
   const seen = watch.stdout().trim().split('\n').map((l) => JSON.parse(l) as { source: string; data: { serial: number; group?: string } });
   t.true(seen.every((e) => e.data.serial === serial && e.data.group === 'web'));
+  // the real acks are signed by their nodes' enrolled keys: nothing flagged
+  t.false(/^(forged|altered|reordered|duplicate|forked) /m.test(watch.stderr()), watch.stderr());
+  // an event naming node-a that node-a's key did not sign
+  const admin = await hub.connectAdmin();
+  admin.publish('policy.applied', Buffer.from(JSON.stringify(makeEvent('policy', 'policy.applied', { serial: serial + 1, sha256: 'ab'.repeat(32), keyId: 'admin', changes: {} }, { node: 'node-a' }))));
+  await admin.flush();
+  await watch.waitFor(() => /^forged +sealkit\/policy\/node-a /m.test(watch.stderr()));
+  await admin.close();
   await watch.interrupt();
 
   const status = await sealkit(['fleet', 'status', '--wait', '1', ...hubArgs()]);

@@ -171,6 +171,11 @@ export function hubMemberConfig(hub: HubState, name: string, o: MemberConfigOpti
   lines.push(`leafnodes {`);
   lines.push(`  host: ${q(bind)}`);
   lines.push(`  port: ${self.leafPort}`);
+  // a node dials the members its enrolment lists, nothing else: the
+  // addresses the members would gossip are theirs (loopback, a private
+  // network) and may not be reachable from a node (a QEMU guest reaches the
+  // hub only through its guestfwd)
+  lines.push(`  no_advertise: true`);
   lines.push(`}`);
   lines.push(`authorization {`);
   lines.push(`  users: [`);

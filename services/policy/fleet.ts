@@ -1,4 +1,4 @@
-import type { KV, KvEntry, QueuedIterator } from 'nats';
+import type { KV, KvEntry, NatsConnection, QueuedIterator } from 'nats';
 import { Backoff } from '../lib/backoff.ts';
 import { connectBus } from '../lib/bus.ts';
 import { sha256Hex } from '../lib/digest.ts';
@@ -33,7 +33,15 @@ export interface FleetFollower {
 // the watch again, and a node back on the hub catches up within about this.
 const PROBE_MS = 1000;
 
-export async function followFleet(o: { root: string; applier: PolicyApplier; log: Logger }): Promise<FleetFollower | null> {
+// `connect` opens the follower's connection to the node's bus under the
+// given inbox prefix (the policy service's own credentials by default; the
+// fleet bench gives each of the nodes it hosts in one process its own).
+export async function followFleet(o: {
+  root: string;
+  applier: PolicyApplier;
+  log: Logger;
+  connect?: (inboxPrefix: string) => Promise<NatsConnection>;
+}): Promise<FleetFollower | null> {
   const config = await readFleetNodeConfig(o.root);
   if (!config) {
     o.log.debug('no fleet enrolment; following no hub', { file: fleetConfigPath(o.root) });
@@ -42,7 +50,8 @@ export async function followFleet(o: { root: string; applier: PolicyApplier; log
   const log = o.log.child({ concern: 'fleet', node: config.node });
   // its own connection: what the hub sends back goes under the node's inbox
   // prefix, the only inbox its leaf user may receive on
-  const nc = await connectBus({ name: 'sealkit-policy-fleet', user: 'policy', inboxPrefix: fleetInboxPrefix(config.node), log });
+  const inboxPrefix = fleetInboxPrefix(config.node);
+  const nc = await (o.connect ?? ((prefix) => connectBus({ name: 'sealkit-policy-fleet', user: 'policy', inboxPrefix: prefix, log })))(inboxPrefix);
   const stopping = new AbortController();
   const watches = new Map<string, QueuedIterator<KvEntry>>();
   const decided = new Map<string, string>(); // group → sha256 of the KV value last decided
