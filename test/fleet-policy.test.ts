@@ -1,6 +1,6 @@
 import { makeEvent } from '../services/lib/envelope.ts';
 import test from 'ava';
-import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -12,7 +12,7 @@ import { sealkit, spawnSealkit } from './helpers/cli.ts';
 import { generateKey, type SecretKeyFile } from '../services/lib/sign.ts';
 import { request } from '../services/lib/bus.ts';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
-import { fleetConfigPath, nodesBucket } from '../services/lib/fleet.ts';
+import { eventKeyPath, fleetConfigPath, nodesBucket } from '../services/lib/fleet.ts';
 import { connect } from 'nats';
 
 // The fleet's desired state, end to end on real servers: a hub cluster of
@@ -29,8 +29,9 @@ async function addNode(name: string, groups: string[]) {
   const enrolled = await hub.enroll(name, groups);
   if (!enrolled.config) throw new Error(`sealkit fleet enroll ${name}: ${enrolled.stderr}`);
   const nats = await startNats({ fleet: enrolled.config });
-  // the node bundle's enrolment, where the node's services read it
+  // the node bundle (its enrolment and event key), where the node's services read it
   await writeFileAtomic(fleetConfigPath(nats.stateDir), JSON.stringify(enrolled.config) + '\n', 0o600);
+  await writeFileAtomic(eventKeyPath(nats.stateDir), await readFile(join(hub.dir, 'nodes', name, 'keys', 'events.json')), 0o600);
   const trustPath = join(nats.stateDir, 'trust.yaml');
   await writeFile(trustPath, YAML.stringify({ keys: [{ id: key.id, ed25519: key.ed25519 }] }));
   const policy = await startService('policy', { SEALKIT_STATE: nats.stateDir, SEALKIT_NATS_URL: nats.url, SEALKIT_TRUST: trustPath, SEALKIT_NODE: name });

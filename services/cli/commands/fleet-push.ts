@@ -7,6 +7,8 @@ import type { CloudEvent } from '../../lib/envelope.ts';
 import type { PolicyApplied, PolicyAudit } from '../../lib/contract.ts';
 import { one, readInput, seconds, timeoutMs, type Command } from './common.ts';
 import { signatureOf } from './policy-push.ts';
+import { eventOf } from './watch.ts';
+import { ChainVerifier } from '../../lib/eventverify.ts';
 import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry } from './fleet-hub.ts';
 
 // How far back of the push's own clock the acknowledgements are read: the
@@ -71,27 +73,51 @@ ${hubUsage}`,
         process.stderr.write(`fleet push serial ${policy.serial} to ${group}: ${answers.size}/${nodes.length} answered (${applied} applied, ${answers.size - applied} refused)${waitingFor.length ? `; waiting for ${waitingFor.join(', ')}` : ''}\n`);
         if (!waitingFor.length) done();
       };
-      // the first answer of a node counts: a refusal repeated at a
-      // restart, or an applied record replayed, is the same answer
+      // An answer counts only when its node signed it (a node could publish
+      // an event naming another); the first authentic answer of a node
+      // counts: a refusal repeated at a restart, or an applied record
+      // arriving by both paths, is the same answer.
+      const verifier = new ChainVerifier(new Map(registry.map((n) => [n.node, n.eventKey])));
       const answer = (ev: CloudEvent, a: Answer) => {
         const node = eventNode(ev);
         if (!node || !nodes.includes(node) || answers.has(node)) return;
+        const v = verifier.check(ev);
+        if (v.kind === 'forged' || v.kind === 'altered' || v.kind === 'forked') {
+          process.stderr.write(`fleet push: an answer naming ${node} is ${v.kind} (${v.reason ?? ''}); not counted\n`);
+          return;
+        }
         answers.set(node, a);
         progress();
       };
+      const applied = (ev: CloudEvent) => {
+        const d = ev.data as Partial<PolicyApplied>;
+        if (d.via === 'fleet' && d.group === group && d.sha256 === sha256) answer(ev, { state: 'applied', serial: d.serial ?? policy.serial });
+      };
+      const refused = (ev: CloudEvent) => {
+        const d = ev.data as Partial<PolicyAudit>;
+        if (d.action === 'fleet' && d.group === group && d.sha256 === sha256) answer(ev, { state: 'refused', code: d.code ?? 'SEALKIT_INTERNAL', reason: d.reason ?? '' });
+      };
+      // Two paths, the first to bring an answer wins: live, as each node
+      // publishes it (while its leaf and the hub member it is on are up),
+      // and the hub's streams, which source every node's and bring what the
+      // live path missed (a hub member that died mid-push, a node that was
+      // cut off) once the hub has it.
+      for (const [subject, on] of [[subjects.policy.applied, applied], [subjects.audit.policy, refused]] as const) {
+        nc.subscribe(subject, {
+          callback: (err, m) => {
+            const ev = err ? null : eventOf(m);
+            if (ev) on(ev);
+          },
+        });
+      }
       const since = new Date(Date.now() - CLOCK_SLACK_MS);
       const reading = [
-        followHubStream(nc, hubStreams.events, subjects.policy.applied, since, stop.signal, (ev) => {
-          const d = ev.data as Partial<PolicyApplied>;
-          if (d.via === 'fleet' && d.group === group && d.sha256 === sha256) answer(ev, { state: 'applied', serial: d.serial ?? policy.serial });
-        }),
-        followHubStream(nc, hubStreams.audit, subjects.audit.policy, since, stop.signal, (ev) => {
-          const d = ev.data as Partial<PolicyAudit>;
-          if (d.action === 'fleet' && d.group === group && d.sha256 === sha256) answer(ev, { state: 'refused', code: d.code ?? 'SEALKIT_INTERNAL', reason: d.reason ?? '' });
-        }),
+        followHubStream(nc, hubStreams.events, subjects.policy.applied, since, stop.signal, applied),
+        followHubStream(nc, hubStreams.audit, subjects.audit.policy, since, stop.signal, refused),
       ].map((p) => p.catch((err: Error) => {
         throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read the nodes' answers from the hub's streams: ${err.message}; has "sealkit hub config" set the hub up?`);
       }));
+      await nc.flush();
 
       const kv = await nc.jetstream().views.kv(fleetBucket, { bindOnly: true });
       try {
