@@ -139,6 +139,11 @@ export async function readCreds(path: string): Promise<BusCreds> {
   return { user: c.user, password: c.password };
 }
 
+export interface LeafRemote {
+  urls: string[]; // nats-leaf://user:password@host:port
+  denyImports?: string[]; // subjects the hub must not send this node
+}
+
 export interface ServerConfigOptions {
   creds: Record<string, BusCreds>;
   storeDir: string;
@@ -148,6 +153,8 @@ export interface ServerConfigOptions {
   serverName?: string;
   httpPort?: number;
   leafRemote?: string; // join a central cluster as a leaf node
+  domain?: string; // own JetStream domain (a fleet node's: its name)
+  leafRemotes?: LeafRemote[]; // a fleet node: the hub, whichever member answers
   maxFileStore?: string;
 }
 
@@ -167,6 +174,7 @@ export function serverConfig(o: ServerConfigOptions): string {
   lines.push(`  store_dir: ${q(o.storeDir)}`);
   lines.push(`  max_memory_store: 64MB`);
   lines.push(`  max_file_store: ${o.maxFileStore ?? '1GB'}`);
+  if (o.domain) lines.push(`  domain: ${q(o.domain)}`);
   lines.push(`}`);
   lines.push(`authorization {`);
   lines.push(`  users: [`);
@@ -189,6 +197,15 @@ export function serverConfig(o: ServerConfigOptions): string {
   if (o.leafRemote) {
     lines.push(`leafnodes {`);
     lines.push(`  remotes: [ { url: ${q(o.leafRemote)} } ]`);
+    lines.push(`}`);
+  }
+  if (o.leafRemotes?.length) {
+    lines.push(`leafnodes {`);
+    lines.push(`  remotes: [`);
+    for (const r of o.leafRemotes) {
+      lines.push(`    { urls: ${list(r.urls)}${r.denyImports?.length ? `, deny_imports: ${list(r.denyImports)}` : ''} }`);
+    }
+    lines.push(`  ]`);
     lines.push(`}`);
   }
   return lines.join('\n') + '\n';

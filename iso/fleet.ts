@@ -1,0 +1,133 @@
+// A fleet node's image: the enrolment bundle `sealkit fleet enroll` wrote
+// for one node (fleet/node.json: node, groups, hub leaf URLs, leaf user and
+// password; keys/events.json: the node's event-signing key pair), baked into
+// the image's state, and the guest's nats-server joining the hub as a leaf
+// node in the node's own JetStream domain. The image then holds that node's
+// secrets: whoever reads the ISO can act as the node on the hub.
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SealkitError } from '../services/lib/errors.ts';
+import { serverConfig, type BusCreds } from '../services/lib/natsconf.ts';
+import { checkGroup, checkNode, fleetConfigPath, type EventKeyFile, type FleetNodeConfig } from '../services/lib/fleet.ts';
+
+// The node's state inside the image (SEALKIT_STATE of every service in linuxkit.yml).
+export const guestState = '/var/lib/sealkit';
+
+// Where the guest reaches the hub: QEMU's guestfwd for this address is the
+// guest's only way out of its restricted user network (iso/vm.ts).
+export const guestHub = { host: '10.0.2.100', port: 7422 };
+
+// Where `sealkit fleet enroll NODE` leaves a node's bundle in the operator's state.
+export function bundleDir(state: string, node: string): string {
+  return join(state, 'fleet', 'nodes', checkNode(node, 'NODE'));
+}
+
+export interface FleetBundle {
+  dir: string;
+  config: FleetNodeConfig;
+  eventKey: EventKeyFile;
+  files: { config: string; eventKey: string }; // host paths
+}
+
+// The enrolment `sealkit fleet enroll NODE` left for the node, checked as
+// the node will read it: a bundle for another node, or one without its
+// password or key, is refused here rather than found out at boot.
+export async function readBundle(dir: string, node: string): Promise<FleetBundle> {
+  checkNode(node, 'NODE');
+  const files = { config: fleetConfigPath(dir), eventKey: join(dir, 'keys', 'events.json') };
+  const config = await readJson<FleetNodeConfig>(files.config, node);
+  const eventKey = await readJson<EventKeyFile>(files.eventKey, node);
+  const bad = (file: string, what: string) =>
+    new SealkitError('SEALKIT_CONFIG', `fleet bundle ${file}: ${what}; enroll the node again ("sealkit fleet enroll ${node}") and build with its bundle`, { file, node });
+  if (config.node !== node) throw bad(files.config, `it is node "${config.node}"'s, not "${node}"'s`);
+  if (eventKey.node !== node) throw bad(files.eventKey, `it is node "${eventKey.node}"'s, not "${node}"'s`);
+  if (!Array.isArray(config.groups)) throw bad(files.config, 'it has no groups');
+  for (const g of config.groups) checkGroup(g, `group in ${files.config}`);
+  if (!config.leafUser || !config.leafPassword) throw bad(files.config, 'it has no leaf user or password');
+  if (!Array.isArray(config.hub) || config.hub.length === 0) throw bad(files.config, 'it names no hub');
+  for (const u of config.hub) leafUrl(u, files.config);
+  if (!eventKey.publicKey || !eventKey.secretKey) throw bad(files.eventKey, 'it has no key pair');
+  return { dir, config, eventKey, files };
+}
+
+async function readJson<T>(file: string, node: string): Promise<T> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new SealkitError('SEALKIT_CONFIG', `fleet bundle ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); enroll the node first ("sealkit fleet enroll ${node}")`, { file, node });
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (err) {
+    throw new SealkitError('SEALKIT_CONFIG', `fleet bundle ${file} is not JSON (${(err as Error).message}); enroll the node again ("sealkit fleet enroll ${node}")`, { file, node });
+  }
+}
+
+// HUB as the operator gives it: leaf URLs, comma-separated, or host:port.
+export function parseHub(hub: string): string[] {
+  const urls = hub.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (s.includes('://') ? s : `nats-leaf://${s}`));
+  if (urls.length === 0) throw new SealkitError('SEALKIT_CONFIG', `HUB="${hub}" names no hub; give its leaf URL, e.g. HUB=nats-leaf://hub.example.org:7422`, { hub });
+  for (const u of urls) leafUrl(u, 'HUB');
+  return urls;
+}
+
+function leafUrl(u: string, where: string): URL {
+  let url: URL;
+  try {
+    url = new URL(u);
+  } catch {
+    throw new SealkitError('SEALKIT_CONFIG', `${where}: "${u}" is not a URL; a hub's leaf URL looks like nats-leaf://hub.example.org:7422`, { url: u });
+  }
+  if (!['nats-leaf:', 'nats:', 'tls:', 'ws:', 'wss:'].includes(url.protocol) || !url.hostname) {
+    throw new SealkitError('SEALKIT_CONFIG', `${where}: "${u}" is not a leaf URL; a hub's leaf URL looks like nats-leaf://hub.example.org:7422`, { url: u });
+  }
+  if (url.username || url.password) {
+    throw new SealkitError('SEALKIT_CONFIG', `${where}: "${url.host}" carries credentials; the node's leaf user and password come from its enrolment`, { url: url.host });
+  }
+  return url;
+}
+
+// The bundle with the hub as this image's node reaches it (HUB at build
+// time, or the guestfwd of make run), when that is not what enrolment said.
+export function withHub(b: FleetBundle, hub?: string[]): FleetBundle {
+  return hub ? { ...b, config: { ...b.config, hub } } : b;
+}
+
+// The enrolment as the node's services read it under their state.
+export function guestFiles(b: FleetBundle): Array<{ path: string; text: string }> {
+  return [
+    { path: fleetConfigPath(guestState), text: JSON.stringify(b.config, null, 2) + '\n' },
+    { path: join(guestState, 'keys', 'events.json'), text: JSON.stringify(b.eventKey, null, 2) + '\n' },
+  ];
+}
+
+// The enrolment as the build manifest records it among its inputs: the
+// digests of what the node reads, so a rebuild is due when it changes.
+export function fleetInputs(b: FleetBundle): Array<{ path: string; sha256: string; role: 'fleet' }> {
+  return guestFiles(b).map((f) => ({ path: `fleet:${f.path}`, sha256: createHash('sha256').update(f.text).digest('hex'), role: 'fleet' }));
+}
+
+// What the build manifest (readable by anyone on the node) says of the
+// enrolment: no password, no key, only whom the node is and where it goes.
+export function manifestEntry(b: FleetBundle): { node: string; groups: string[]; hub: string[]; leafUser: string; eventKey: string } {
+  return { node: b.config.node, groups: b.config.groups, hub: b.config.hub, leafUser: b.config.leafUser, eventKey: b.eventKey.publicKey };
+}
+
+// Subjects of a node's own events: the hub must never send another node's
+// to this one (its SEALKIT_AUDIT stream would keep them as its own).
+const nodeEvents = ['audit.*', 'image.*', 'ima.*', 'container.*', 'node.*', 'policy.*'];
+
+// The guest's nats-server as a fleet member: its own JetStream domain (the
+// node's name) and one leaf remote to the hub, logged in as the node's user.
+// Server names must differ across the leaf-connected system.
+export function nodeServerConfig(b: FleetBundle, creds: Record<string, BusCreds>, guest: { host: string; port: number; storeDir: string; maxFileStore: string }): string {
+  const urls = b.config.hub.map((u) => {
+    const url = new URL(u);
+    url.username = encodeURIComponent(b.config.leafUser);
+    url.password = encodeURIComponent(b.config.leafPassword);
+    return url.toString().replace(/\/$/, '');
+  });
+  return serverConfig({ creds, ...guest, serverName: `sealkit-${b.config.node}`, domain: b.config.node, leafRemotes: [{ urls, denyImports: nodeEvents }] });
+}
