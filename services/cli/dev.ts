@@ -13,6 +13,7 @@ import { ensureNodeKeys } from '../../iso/keys.ts';
 import { stateDir, repoRoot } from '../lib/config.ts';
 import { asSealkitError } from '../lib/errors.ts';
 import { readCreds, serverConfig, busUsers, type BusCreds } from '../lib/natsconf.ts';
+import { leafServerOptions, readFleetNodeConfig } from '../lib/leafconf.ts';
 import { ensureStreams } from '../lib/streams.ts';
 import { serviceNames } from '../lib/subjects.ts';
 import { nodeHowto } from './howto.ts';
@@ -74,7 +75,9 @@ async function main(): Promise<void> {
   for (const u of busUsers) creds[u] = await readCreds(join(state, 'bus', 'creds', `${u}.json`));
   const devDir = join(state, 'dev');
   await mkdir(devDir, { recursive: true });
-  await writeFile(join(devDir, 'nats-server.conf'), serverConfig({ creds, storeDir: join(devDir, 'jetstream'), port }), { mode: 0o600 });
+  // an enrolled node (the bundle of "sealkit fleet enroll" in the state) joins its hub
+  const fleet = await readFleetNodeConfig(state);
+  await writeFile(join(devDir, 'nats-server.conf'), serverConfig({ creds, storeDir: join(devDir, 'jetstream'), port, ...(fleet ? leafServerOptions(fleet) : {}) }), { mode: 0o600 });
   supervisor.start({ name: 'nats', cmd: 'nats-server', args: ['-c', join(devDir, 'nats-server.conf')], cwd: repoRoot });
   await waitForBus(creds.admin);
 
@@ -95,6 +98,7 @@ async function main(): Promise<void> {
     supervisor.start({ name, cmd: process.execPath, args: ['--import', 'tsx', join(repoRoot, 'services', name, 'main.ts')], env, cwd: repoRoot });
   }
 
+  if (fleet) say(`dev: node ${fleet.node} of groups ${fleet.groups.join(', ')} joins the hub at ${fleet.hub.join(', ')}`);
   say(`
 sealkit dev node: bus ${url}, state ${state}; in another terminal, from here:
 ${nodeHowto({ state, url })}

@@ -51,14 +51,17 @@ const consumeEvents = [
   `$JS.ACK.${streams.events.name}.>`,
 ];
 // Read-only replay of both streams through ephemeral ordered consumers.
-const replayStreams = [`$JS.API.INFO`, ...[streams.events.name, streams.audit.name].flatMap((s) => [
-  `$JS.API.STREAM.INFO.${s}`,
-  `$JS.API.CONSUMER.CREATE.${s}`,
-  `$JS.API.CONSUMER.CREATE.${s}.>`,
-  `$JS.API.CONSUMER.INFO.${s}.>`,
-  `$JS.API.CONSUMER.DELETE.${s}.>`,
-  `$JS.API.CONSUMER.MSG.NEXT.${s}.>`,
-])];
+export function replayPermissions(names: string[]): string[] {
+  return [`$JS.API.INFO`, ...names.flatMap((s) => [
+    `$JS.API.STREAM.INFO.${s}`,
+    `$JS.API.CONSUMER.CREATE.${s}`,
+    `$JS.API.CONSUMER.CREATE.${s}.>`,
+    `$JS.API.CONSUMER.INFO.${s}.>`,
+    `$JS.API.CONSUMER.DELETE.${s}.>`,
+    `$JS.API.CONSUMER.MSG.NEXT.${s}.>`,
+  ])];
+}
+const replayStreams = replayPermissions([streams.events.name, streams.audit.name]);
 // What a service may publish and subscribe besides its subjects in the
 // contract: the JetStream and KV API it uses. A service missing here does
 // not compile.
@@ -156,6 +159,15 @@ export interface ServerConfigOptions {
   domain?: string; // own JetStream domain (a fleet node's: its name)
   leafRemotes?: LeafRemote[]; // a fleet node: the hub, whichever member answers
   maxFileStore?: string;
+  // a fleet node: its own JetStream domain (the node name), and its leaf
+  // connection to every hub member (services/lib/leafconf.ts derives both)
+  domain?: string;
+  leaf?: LeafRemote;
+}
+
+export interface LeafRemote {
+  urls: string[]; // nats-leaf://user:password@host:port, one per hub member
+  denyImports: string[]; // what the hub may never send into the node
 }
 
 const q = (s: string) => JSON.stringify(s);
@@ -197,6 +209,10 @@ export function serverConfig(o: ServerConfigOptions): string {
   if (o.leafRemote) {
     lines.push(`leafnodes {`);
     lines.push(`  remotes: [ { url: ${q(o.leafRemote)} } ]`);
+    lines.push(`}`);
+  } else if (o.leaf) {
+    lines.push(`leafnodes {`);
+    lines.push(`  remotes: [ { urls: ${list(o.leaf.urls)}, deny_imports: ${list(o.leaf.denyImports)} } ]`);
     lines.push(`}`);
   }
   if (o.leafRemotes?.length) {
