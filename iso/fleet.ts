@@ -8,8 +8,9 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealkitError } from '../services/lib/errors.ts';
-import { serverConfig, type BusCreds } from '../services/lib/natsconf.ts';
-import { checkGroup, checkNode, fleetConfigPath, type EventKeyFile, type FleetNodeConfig } from '../services/lib/fleet.ts';
+import { serverConfig, type BusCreds, type ServerConfigOptions } from '../services/lib/natsconf.ts';
+import { leafServerOptions, readFleetNodeConfig } from '../services/lib/leafconf.ts';
+import { checkNode, fleetConfigPath, type EventKeyFile, type FleetNodeConfig } from '../services/lib/fleet.ts';
 
 // The node's state inside the image (SEALKIT_STATE of every service in linuxkit.yml).
 export const guestState = '/var/lib/sealkit';
@@ -36,57 +37,36 @@ export interface FleetBundle {
 export async function readBundle(dir: string, node: string): Promise<FleetBundle> {
   checkNode(node, 'NODE');
   const files = { config: fleetConfigPath(dir), eventKey: join(dir, 'keys', 'events.json') };
-  const config = await readJson<FleetNodeConfig>(files.config, node);
-  const eventKey = await readJson<EventKeyFile>(files.eventKey, node);
   const bad = (file: string, what: string) =>
-    new SealkitError('SEALKIT_CONFIG', `fleet bundle ${file}: ${what}; enroll the node again ("sealkit fleet enroll ${node}") and build with its bundle`, { file, node });
+    new SealkitError('SEALKIT_CONFIG', `fleet bundle ${file}: ${what}; enroll the node ("sealkit fleet enroll ${node}") and build with its bundle`, { file, node });
+  const config = await readFleetNodeConfig(dir);
+  if (!config) throw bad(files.config, 'it does not exist');
   if (config.node !== node) throw bad(files.config, `it is node "${config.node}"'s, not "${node}"'s`);
+  let eventKey: Partial<EventKeyFile>;
+  try {
+    eventKey = JSON.parse(await readFile(files.eventKey, 'utf8')) as Partial<EventKeyFile>;
+  } catch (err) {
+    throw bad(files.eventKey, `it cannot be read (${(err as Error).message})`);
+  }
   if (eventKey.node !== node) throw bad(files.eventKey, `it is node "${eventKey.node}"'s, not "${node}"'s`);
-  if (!Array.isArray(config.groups)) throw bad(files.config, 'it has no groups');
-  for (const g of config.groups) checkGroup(g, `group in ${files.config}`);
-  if (!config.leafUser || !config.leafPassword) throw bad(files.config, 'it has no leaf user or password');
-  if (!Array.isArray(config.hub) || config.hub.length === 0) throw bad(files.config, 'it names no hub');
-  for (const u of config.hub) leafUrl(u, files.config);
-  if (!eventKey.publicKey || !eventKey.secretKey) throw bad(files.eventKey, 'it has no key pair');
-  return { dir, config, eventKey, files };
-}
-
-async function readJson<T>(file: string, node: string): Promise<T> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw new SealkitError('SEALKIT_CONFIG', `fleet bundle ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); enroll the node first ("sealkit fleet enroll ${node}")`, { file, node });
-  }
-  try {
-    return JSON.parse(text) as T;
-  } catch (err) {
-    throw new SealkitError('SEALKIT_CONFIG', `fleet bundle ${file} is not JSON (${(err as Error).message}); enroll the node again ("sealkit fleet enroll ${node}")`, { file, node });
-  }
+  if (typeof eventKey.publicKey !== 'string' || typeof eventKey.secretKey !== 'string') throw bad(files.eventKey, 'it has no key pair');
+  return { dir, config, eventKey: { node, publicKey: eventKey.publicKey, secretKey: eventKey.secretKey }, files };
 }
 
 // HUB as the operator gives it: leaf URLs, comma-separated, or host:port.
 export function parseHub(hub: string): string[] {
   const urls = hub.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (s.includes('://') ? s : `nats-leaf://${s}`));
   if (urls.length === 0) throw new SealkitError('SEALKIT_CONFIG', `HUB="${hub}" names no hub; give its leaf URL, e.g. HUB=nats-leaf://hub.example.org:7422`, { hub });
-  for (const u of urls) leafUrl(u, 'HUB');
+  for (const u of urls) {
+    const url = URL.canParse(u) ? new URL(u) : undefined;
+    if (url?.protocol !== 'nats-leaf:' || !url.hostname) {
+      throw new SealkitError('SEALKIT_CONFIG', `HUB: "${u}" is not a hub's leaf URL; give it as nats-leaf://hub.example.org:7422 or host:port`, { hub });
+    }
+    if (url.username || url.password) {
+      throw new SealkitError('SEALKIT_CONFIG', `HUB: "${url.host}" carries credentials; the node's leaf user and password come from its enrolment`, { hub: url.host });
+    }
+  }
   return urls;
-}
-
-function leafUrl(u: string, where: string): URL {
-  let url: URL;
-  try {
-    url = new URL(u);
-  } catch {
-    throw new SealkitError('SEALKIT_CONFIG', `${where}: "${u}" is not a URL; a hub's leaf URL looks like nats-leaf://hub.example.org:7422`, { url: u });
-  }
-  if (!['nats-leaf:', 'nats:', 'tls:', 'ws:', 'wss:'].includes(url.protocol) || !url.hostname) {
-    throw new SealkitError('SEALKIT_CONFIG', `${where}: "${u}" is not a leaf URL; a hub's leaf URL looks like nats-leaf://hub.example.org:7422`, { url: u });
-  }
-  if (url.username || url.password) {
-    throw new SealkitError('SEALKIT_CONFIG', `${where}: "${url.host}" carries credentials; the node's leaf user and password come from its enrolment`, { url: url.host });
-  }
-  return url;
 }
 
 // The bundle with the hub as this image's node reaches it (HUB at build
@@ -115,19 +95,8 @@ export function manifestEntry(b: FleetBundle): { node: string; groups: string[];
   return { node: b.config.node, groups: b.config.groups, hub: b.config.hub, leafUser: b.config.leafUser, eventKey: b.eventKey.publicKey };
 }
 
-// Subjects of a node's own events: the hub must never send another node's
-// to this one (its SEALKIT_AUDIT stream would keep them as its own).
-const nodeEvents = ['audit.*', 'image.*', 'ima.*', 'container.*', 'node.*', 'policy.*'];
-
-// The guest's nats-server as a fleet member: its own JetStream domain (the
-// node's name) and one leaf remote to the hub, logged in as the node's user.
-// Server names must differ across the leaf-connected system.
-export function nodeServerConfig(b: FleetBundle, creds: Record<string, BusCreds>, guest: { host: string; port: number; storeDir: string; maxFileStore: string }): string {
-  const urls = b.config.hub.map((u) => {
-    const url = new URL(u);
-    url.username = encodeURIComponent(b.config.leafUser);
-    url.password = encodeURIComponent(b.config.leafPassword);
-    return url.toString().replace(/\/$/, '');
-  });
-  return serverConfig({ creds, ...guest, serverName: `sealkit-${b.config.node}`, domain: b.config.node, leafRemotes: [{ urls, denyImports: nodeEvents }] });
+// The guest's nats-server as a fleet member: the hub's node-side options
+// (leafconf.ts) on the guest's own (keys.ts).
+export function nodeServerConfig(b: FleetBundle, creds: Record<string, BusCreds>, guest: Omit<ServerConfigOptions, 'creds'>): string {
+  return serverConfig({ creds, ...guest, ...leafServerOptions(b.config) });
 }

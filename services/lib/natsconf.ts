@@ -142,11 +142,6 @@ export async function readCreds(path: string): Promise<BusCreds> {
   return { user: c.user, password: c.password };
 }
 
-export interface LeafRemote {
-  urls: string[]; // nats-leaf://user:password@host:port
-  denyImports?: string[]; // subjects the hub must not send this node
-}
-
 export interface ServerConfigOptions {
   creds: Record<string, BusCreds>;
   storeDir: string;
@@ -156,8 +151,6 @@ export interface ServerConfigOptions {
   serverName?: string;
   httpPort?: number;
   leafRemote?: string; // join a central cluster as a leaf node
-  domain?: string; // own JetStream domain (a fleet node's: its name)
-  leafRemotes?: LeafRemote[]; // a fleet node: the hub, whichever member answers
   maxFileStore?: string;
   // a fleet node: its own JetStream domain (the node name), and its leaf
   // connection to every hub member (services/lib/leafconf.ts derives both)
@@ -213,15 +206,6 @@ export function serverConfig(o: ServerConfigOptions): string {
   } else if (o.leaf) {
     lines.push(`leafnodes {`);
     lines.push(`  remotes: [ { urls: ${list(o.leaf.urls)}, deny_imports: ${list(o.leaf.denyImports)} } ]`);
-    lines.push(`}`);
-  }
-  if (o.leafRemotes?.length) {
-    lines.push(`leafnodes {`);
-    lines.push(`  remotes: [`);
-    for (const r of o.leafRemotes) {
-      lines.push(`    { urls: ${list(r.urls)}${r.denyImports?.length ? `, deny_imports: ${list(r.denyImports)}` : ''} }`);
-    }
-    lines.push(`  ]`);
     lines.push(`}`);
   }
   return lines.join('\n') + '\n';
