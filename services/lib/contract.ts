@@ -2,6 +2,7 @@ import type { ArchiveFormat, Compression } from './archive/index.ts';
 import type { CloudEvent } from './envelope.ts';
 import { SealkitError, type ErrorCode } from './errors.ts';
 import type { ImaMode, PolicyChange } from './policy.ts';
+import { GROUP_NAME } from './fleet.ts';
 import { boolean, count, fail, list, matching, nullable, number, object, oneOf, opaque, optional, string, union, ShapeError, type Check } from './shape.ts';
 // what the ima service and the auditor find is theirs to shape; on the bus it is only carried
 import type { EnforcementReport, Finding } from '../ima/enforcement/enforcement.ts';
@@ -331,10 +332,13 @@ export interface SpoofData {
   samples: string[];
 }
 
-/** audit.policy: a push refused, or a stored policy that failed to load. */
+/** audit.policy: a push refused (local, or a fleet update of one of the node's groups), or a stored policy that failed to load. */
 export interface PolicyAudit {
-  action: 'push' | 'load';
+  action: 'push' | 'load' | 'fleet';
   file?: string;
+  group?: string; // action fleet: the group whose key carried it
+  sha256?: string; // of the refused YAML bytes, as the fleet push names it
+
   pusher?: string | null;
   keyId?: string | null;
   serial?: number | null;
@@ -350,8 +354,17 @@ export interface PolicyApplied {
   keyId: string;
   pusher?: string;
   changes: PolicyChange;
+  via?: 'push' | 'fleet'; // fleet: taken from the hub's key of `group`; the fleet push's acknowledgement
+  group?: string;
 }
-const policyApplied: Check<PolicyApplied> = object({ serial: count, sha256: SHA256, keyId: string, pusher: optional(string), changes: opaque<PolicyChange>() });
+// a group's name is checked when the check runs: fleet.ts imports this module
+const groupName: Check<string> = (v, at) => matching(GROUP_NAME, 'a fleet group name')(v, at);
+const policyApplied: Check<PolicyApplied> = object(
+  { serial: count, sha256: SHA256, keyId: string, pusher: optional(string), changes: opaque<PolicyChange>(), via: optional(oneOf('push', 'fleet')), group: optional(groupName) },
+  (v, at) => {
+    if ((v.via === 'fleet') !== (v.group !== undefined)) fail(`${at}.group`, 'must be present exactly when via is fleet');
+  },
+);
 
 /** The reply to policy.get: the signed record in force and a summary of it. */
 export interface PolicyRecord {

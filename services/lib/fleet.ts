@@ -85,3 +85,38 @@ export function fleetConfigPath(state: string): string {
 export function eventKeyPath(state: string): string {
   return process.env.SEALKIT_EVENT_KEY ?? join(state, 'keys', 'events.json');
 }
+
+// The value of a group's key in fleetBucket: the same signed YAML a local
+// push carries, with its detached signature. The YAML travels as a string:
+// the signature covers its UTF-8 bytes, so the writer refuses what is not
+// UTF-8 and the node re-checks the bytes it verifies.
+export interface FleetPolicyValue {
+  yaml: string;
+  signature: string;
+  keyId: string;
+  pusher?: string;
+}
+
+export function encodeFleetPolicy(v: FleetPolicyValue): Uint8Array {
+  return Buffer.from(JSON.stringify(v));
+}
+
+// What a node reads off the bucket, not trusted: a malformed value is a
+// refusal (reported like any other), never an exception out of the watch.
+export function decodeFleetPolicy(raw: Uint8Array, group: string): FleetPolicyValue {
+  let v: Partial<Record<keyof FleetPolicyValue, unknown>>;
+  try {
+    v = JSON.parse(Buffer.from(raw).toString('utf8')) as typeof v;
+  } catch {
+    throw new SealkitError('SEALKIT_BAD_REQUEST', `the fleet policy of group "${group}" is not JSON {yaml, signature, keyId}; push it again with "sealkit fleet push"`);
+  }
+  if (v === null || typeof v !== 'object' || typeof v.yaml !== 'string') {
+    throw new SealkitError('SEALKIT_BAD_REQUEST', `the fleet policy of group "${group}" has no "yaml" string; push it again with "sealkit fleet push"`);
+  }
+  return {
+    yaml: v.yaml,
+    signature: typeof v.signature === 'string' ? v.signature : '',
+    keyId: typeof v.keyId === 'string' ? v.keyId : '',
+    ...(typeof v.pusher === 'string' ? { pusher: v.pusher } : {}),
+  };
+}
