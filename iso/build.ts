@@ -624,6 +624,7 @@ async function addFleet(ctx: Ctx, fleet: FleetBundle): Promise<void> {
   const creds: Record<string, BusCreds> = {};
   for (const u of busUsers) creds[u] = await readCreds(join(ctx.state, 'bus', 'creds', `${u}.json`));
   await putText(ctx.stage, '/etc/nats/nats-server.conf', nodeServerConfig(fleet, creds, guestNats), 0o600);
+  await putText(ctx.stage, '/etc/nats/bus-init.conf', nodeServerConfig(fleet, creds, guestNats, { leaf: false }), 0o600);
   // its host name (init's rcS): what every service names as the events' node
   await putText(ctx.stage, '/etc/sealkit/fleet-node', `${fleet.config.node}\n`, 0o644);
 }

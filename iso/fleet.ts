@@ -97,6 +97,9 @@ export function manifestEntry(b: FleetBundle): { node: string; groups: string[];
 
 // The guest's nats-server as a fleet member: the hub's node-side options
 // (leafconf.ts) on the guest's own (keys.ts).
-export function nodeServerConfig(b: FleetBundle, creds: Record<string, BusCreds>, guest: Omit<ServerConfigOptions, 'creds'>): string {
-  return serverConfig({ creds, ...guest, ...leafServerOptions(b.config) });
+// Without the leaf (bus-init's server, started for a moment at boot), the
+// same domain and name: the streams it creates are the node's.
+export function nodeServerConfig(b: FleetBundle, creds: Record<string, BusCreds>, guest: Omit<ServerConfigOptions, 'creds'>, o: { leaf?: boolean } = {}): string {
+  const { leaf, ...own } = leafServerOptions(b.config);
+  return serverConfig({ creds, ...guest, ...own, ...(o.leaf === false ? {} : { leaf }) });
 }
