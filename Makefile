@@ -10,7 +10,8 @@ APT_PACKAGES := nats-server containerd runc docker.io docker-registry skopeo \
   qemu-system-x86 linux-image-amd64 busybox-static xorriso isolinux syslinux-common \
   ima-evm-utils attr keyutils cpio zstd xz-utils curl openssl ca-certificates e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-NODE := node --import tsx
+# not NODE: that is the fleet node's name (make iso NODE=…)
+TSX := node --import tsx
 export SEALKIT_STATE ?= $(CURDIR)/state
 
 .PHONY: help deps apt npm build typecheck schema test bench keys iso run dev hub clean
@@ -22,6 +23,7 @@ help:
 	@echo "make hub        run a fleet hub on this machine for nodes to join (state in ./state/hub)"
 	@echo "make bench      side-by-side benchmarks (BENCH_QUICK=1 for a short run, ROWS=a,b)"
 	@echo "make iso        build build/iso/sealkit.iso offline from linuxkit.yml and Debian parts"
+	@echo "                NODE=n1 [HUB=host:7422]: fleet node n1's image (build/iso-n1), as enrolled"
 	@echo "make keys       create the admin key and bus credentials in ./state (once)"
 
 deps: apt npm
@@ -50,7 +52,7 @@ typecheck: npm
 # after editing services/lib/policy.schema.json: regenerate the validator the
 # node runs (test/policy-schema.test.ts fails until then)
 schema: npm
-	$(NODE) iso/policy-validator.ts
+	$(TSX) iso/policy-validator.ts
 
 # The whole suite; the closing line "ava: N passed, N failed" is what CI reads,
 # and a run in which no test executed fails.
@@ -63,24 +65,24 @@ test: deps build
 .PHONY: fuzz
 FUZZ_SECONDS ?= 25
 fuzz: npm
-	nice -n 10 $(NODE) test/fuzz/run.ts --seconds $(FUZZ_SECONDS) --jobs 2 --out build/fuzz $(FUZZ_TARGETS)
+	nice -n 10 $(TSX) test/fuzz/run.ts --seconds $(FUZZ_SECONDS) --jobs 2 --out build/fuzz $(FUZZ_TARGETS)
 
 bench: deps build
-	$(NODE) bench/run.ts $(if $(ROWS),--rows $(ROWS)) $(if $(MARKDOWN),--markdown)
+	$(TSX) bench/run.ts $(if $(ROWS),--rows $(ROWS)) $(if $(MARKDOWN),--markdown)
 
 keys: npm
-	$(NODE) iso/keys.ts
+	$(TSX) iso/keys.ts
 
 # one ISO build at a time in this checkout (make run and the tests build too)
 iso: deps keys
 	@mkdir -p build
-	flock build/iso-build.lock $(NODE) iso/build.ts
+	flock build/iso-build.lock $(TSX) iso/build.ts $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
 
 run: deps
-	$(NODE) iso/run.ts
+	$(TSX) iso/run.ts $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
 
 dev: deps keys build
-	$(NODE) services/cli/dev.ts
+	$(TSX) services/cli/dev.ts
 
 hub: deps build
 	$(NODE) services/cli/hub.ts

@@ -3,6 +3,10 @@
 // layout from the build host's Debian parts (see iso/README.md).
 //
 //   node --import tsx iso/build.ts [--out DIR] [--no-compile] [--level N] [--test-case NAME]
+//                                  [--node NAME [--hub URLS] [--bundle DIR]]
+//
+// With --node (make iso NODE=… HUB=…) the image is that fleet member's:
+// see iso/fleet.ts. Into build/iso-NAME unless --out says otherwise.
 //
 // A test case (test/cases/NAME/test.yml, a LinuxKit fragment) is merged in
 // front of linuxkit.yml, as `linuxkit build test.yml linuxkit.yml` would: a
@@ -24,6 +28,9 @@ import { resolveImage, type Recipe } from './parts.ts';
 import { moduleClosure } from './modules.ts';
 import { at, dedupe, ensureDir, linkTree, normalize, putBinary, putBusybox, putFile, putSymlink, putText, sha256File, walkTree } from './rootfs.ts';
 import { initrd, isoBios, isoInputs } from './archive.ts';
+import { bundleDir, fleetInputs, guestFiles, manifestEntry, nodeServerConfig, parseHub, readBundle, withHub, type FleetBundle } from './fleet.ts';
+import { guestNats } from './keys.ts';
+import { busUsers, readCreds, type BusCreds } from '../services/lib/natsconf.ts';
 
 // a CommonJS module: under NodeNext its class is the default export's .default
 const Ajv = AjvDraft04.default;
@@ -38,7 +45,16 @@ export interface BuildOptions {
   level?: number; // zstd level of the initrd
   epoch?: number;
   testCase?: string; // test/cases/<name>/test.yml in front of linuxkit.yml
+  fleet?: FleetOptions; // a fleet member's image; without it, the node's own
   log?: (line: string) => void;
+}
+
+// A fleet member: its enrolment bundle (sealkit fleet enroll), and the hub's
+// leaf URLs as this node reaches them when they are not the bundle's.
+export interface FleetOptions {
+  node: string;
+  bundle: string;
+  hub?: string[];
 }
 
 export interface BuildResult {
@@ -201,6 +217,20 @@ async function copyTree(from: string, to: string, skip: (rel: string) => boolean
   });
 }
 
+// NODE, HUB and the bundle as make iso passes them: HUB alone is a mistake
+// (whose credentials would the node use?), not a silent production build.
+export function fleetOptions(node?: string, hub?: string, bundle?: string, state = stateDir()): FleetOptions | undefined {
+  if (!node) {
+    if (hub || bundle) throw new SealkitError('SEALKIT_CONFIG', `HUB="${hub ?? ''}" without NODE: a fleet node's image is one enrolled node's; give NODE=<name> as enrolled with "sealkit fleet enroll"`, { hub });
+    return undefined;
+  }
+  return { node, bundle: bundle ?? bundleDir(state, node), hub: hub ? parseHub(hub) : undefined };
+}
+
+export function fleetIsoDir(repo: string, node: string): string {
+  return join(repo, 'build', `iso-${node}`);
+}
+
 // What every step of the build shares: where things come from and go, how
 // to log, and the inputs recorded so far for the manifest.
 interface Ctx {
@@ -213,6 +243,7 @@ interface Ctx {
   templates: string; // trees hard-linked into each container rootfs
   manifestPath: string;
   testCase?: string;
+  fleet?: FleetBundle;
   pkgRoots: string[]; // where sealkit/* images are looked up (pkg/*/build.yml)
   inputs: Map<string, Input>;
   skipped: string[];
@@ -244,6 +275,7 @@ export async function build(o: BuildOptions = {}): Promise<BuildResult> {
   const t0 = Date.now();
   const ctx = context(o, t0);
   const yml = await readSystem(ctx);
+  if (o.fleet) ctx.fleet = withHub(await readBundle(o.fleet.bundle, o.fleet.node), o.fleet.hub);
   if (o.compile ?? process.env.SEALKIT_ISO_NO_COMPILE !== '1') compileCode(ctx);
   await resetOut(ctx);
   const bases = await prepareBases(ctx);
@@ -254,6 +286,7 @@ export async function build(o: BuildOptions = {}): Promise<BuildResult> {
   await recordFiles(ctx, yml);
   await writeManifest(ctx, yml, kernel, services, bases.npm);
   await addFiles(ctx, yml);
+  if (ctx.fleet) await addFleet(ctx, ctx.fleet);
   const art = await archive(ctx, kernel, yml.kernel.cmdline ?? '');
   const seconds = (Date.now() - t0) / 1000;
   ctx.log(`iso: ${art.iso} ${(art.bytes / 1e6).toFixed(1)} MB sha256 ${art.sha256} in ${seconds.toFixed(1)}s`);
@@ -535,6 +568,9 @@ async function recordFiles(ctx: Ctx, yml: LinuxkitYml): Promise<void> {
     }
   }
   for (const f of isoInputs) await ctx.record(f, 'bootloader');
+  if (ctx.fleet) {
+    for (const i of fleetInputs(ctx.fleet)) ctx.inputs.set(i.path, i);
+  }
 }
 
 async function writeManifest(ctx: Ctx, yml: LinuxkitYml, kernel: Kernel, services: string[], npm: NpmPackage[]): Promise<void> {
@@ -542,6 +578,7 @@ async function writeManifest(ctx: Ctx, yml: LinuxkitYml, kernel: Kernel, service
     schema: 'sealkit/build-manifest/v1',
     builder: 'iso/build.ts (offline, Debian parts)',
     ...(ctx.testCase ? { testCase: ctx.testCase } : {}),
+    ...(ctx.fleet ? { fleet: manifestEntry(ctx.fleet) } : {}),
     sourceDateEpoch: ctx.epoch,
     kernel: { image: yml.kernel.image, version: kernel.version, cmdline: yml.kernel.cmdline ?? '' },
     initrd: { compression: `zstd -${ctx.level}`, format: 'newc' },
@@ -575,6 +612,23 @@ async function addFiles(ctx: Ctx, yml: LinuxkitYml): Promise<void> {
   }
 }
 
+// The enrolment into the node's state, readable by root only (it is the
+// node's identity on the hub), and the node's nats-server config, which
+// carries the leaf password, replaced by the fleet member's.
+async function addFleet(ctx: Ctx, fleet: FleetBundle): Promise<void> {
+  ctx.step(`fleet node ${fleet.config.node} (groups ${fleet.config.groups.join(', ') || 'none'}; hub ${fleet.config.hub.map((u) => new URL(u).host).join(', ')})`);
+  for (const f of guestFiles(fleet)) {
+    await ensureDir(ctx.stage, dirname(f.path), 0o700);
+    await putText(ctx.stage, f.path, f.text, 0o600);
+  }
+  const creds: Record<string, BusCreds> = {};
+  for (const u of busUsers) creds[u] = await readCreds(join(ctx.state, 'bus', 'creds', `${u}.json`));
+  await putText(ctx.stage, '/etc/nats/nats-server.conf', nodeServerConfig(fleet, creds, guestNats), 0o600);
+  await putText(ctx.stage, '/etc/nats/bus-init.conf', nodeServerConfig(fleet, creds, guestNats, { leaf: false }), 0o600);
+  // its host name (init's rcS): what every service names as the events' node
+  await putText(ctx.stage, '/etc/sealkit/fleet-node', `${fleet.config.node}\n`, 0o644);
+}
+
 // links for identical files, fixed times, sorted cpio, then the ISO
 async function archive(ctx: Ctx, kernel: Kernel, cmdline: string): Promise<Omit<BuildResult, 'manifest' | 'seconds' | 'skipped'>> {
   const { out, stage } = ctx;
@@ -606,11 +660,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     return i >= 0 ? args[i + 1] : undefined;
   };
   try {
+    const fleet = fleetOptions(opt('--node'), opt('--hub'), opt('--bundle'));
     await build({
-      out: opt('--out'),
+      out: opt('--out') ?? (fleet ? fleetIsoDir(repoRoot, fleet.node) : undefined),
       compile: args.includes('--no-compile') ? false : undefined,
       level: opt('--level') ? Number(opt('--level')) : undefined,
       testCase: opt('--test-case'),
+      fleet,
     });
   } catch (err) {
     console.error(`iso: ${(err as Error).message}`);

@@ -5,6 +5,10 @@
 //
 //   node --import tsx iso/run.ts        SEALKIT_BUS_PORT=14222 moves the bus,
 //                                       SEALKIT_STATE=DIR the state
+//   ... iso/run.ts --node n1 [--hub 127.0.0.1:7422] [--bundle DIR]
+//                                       (make run NODE=n1 HUB=…): fleet node n1,
+//                                       joining the hub on this host (make hub)
+//                                       through a guestfwd to 10.0.2.100:7422
 //
 // The ISO bakes in the admin key and bus credentials of its state, so each
 // state has its own: build/iso for ./state (what make iso builds), <state>/build
@@ -20,7 +24,8 @@ import { sha256File } from '../services/lib/digest.ts';
 import { asSealkitError } from '../services/lib/errors.ts';
 import { nodeHowto } from '../services/cli/howto.ts';
 import { isHeld, lockFile, lockState, type HeldLock } from '../services/cli/lock.ts';
-import { build, isStale, repoRoot } from './build.ts';
+import { build, fleetIsoDir, fleetOptions, isStale, repoRoot, type FleetOptions } from './build.ts';
+import { fleetInputs, guestHub, readBundle, withHub } from './fleet.ts';
 import { ensureNodeKeys } from './keys.ts';
 import { bootVm } from './vm.ts';
 
@@ -63,21 +68,35 @@ export async function withIsoBuildLock<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-export function isoDirFor(state: string): string {
+export function isoDirFor(state: string, node?: string): string {
   if (process.env.SEALKIT_ISO_OUT) return resolve(process.env.SEALKIT_ISO_OUT);
+  if (node) return state === join(repoRoot, 'state') ? fleetIsoDir(repoRoot, node) : join(state, `build-${node}`);
   return state === join(repoRoot, 'state') ? join(repoRoot, 'build', 'iso') : join(state, 'build');
+}
+
+// make run NODE=…: the node runs here, so the hub it dials is this host's
+// (HUB, else the enrolment's first URL), which the guest reaches only as
+// 10.0.2.100:7422; the image is built with that address.
+export async function hubForRun(fleet: FleetOptions): Promise<{ options: FleetOptions; host: { host: string; port: number } }> {
+  const url = new URL(fleet.hub?.[0] ?? (await readBundle(fleet.bundle, fleet.node)).config.hub[0]);
+  const host = { host: url.hostname, port: Number(url.port || 7422) };
+  return { options: { ...fleet, hub: [`nats-leaf://${guestHub.host}:${guestHub.port}`] }, host };
 }
 
 // Whether the ISO in `out` carries exactly this state's files (make iso with
 // another SEALKIT_STATE writes build/iso too): the build manifest has the
 // SHA-256 of each input it took from the state.
-export async function builtFor(out: string, state: string): Promise<boolean> {
+export async function builtFor(out: string, state: string, fleet?: FleetOptions): Promise<boolean> {
   let inputs: Array<{ path: string; sha256: string }>;
+  let built: { node?: string } | undefined;
   try {
-    inputs = (JSON.parse(readFileSync(join(out, 'build-manifest.json'), 'utf8')) as { inputs: typeof inputs }).inputs;
+    ({ inputs, fleet: built } = JSON.parse(readFileSync(join(out, 'build-manifest.json'), 'utf8')) as { inputs: typeof inputs; fleet?: typeof built });
   } catch {
     return false;
   }
+  // a fleet node's image is that node's, enrolled as it is now, for that hub
+  if (fleet?.node !== built?.node) return false;
+  if (fleet && (await bundleChanged(inputs, fleet))) return false;
   const own = inputs.filter((i) => i.path.startsWith('state/'));
   for (const i of own) {
     const file = join(state, i.path.slice('state/'.length));
@@ -86,19 +105,28 @@ export async function builtFor(out: string, state: string): Promise<boolean> {
   return own.length > 0;
 }
 
+async function bundleChanged(inputs: Array<{ path: string; sha256: string }>, fleet: FleetOptions): Promise<boolean> {
+  const now = fleetInputs(withHub(await readBundle(fleet.bundle, fleet.node), fleet.hub));
+  return now.some((f) => inputs.find((i) => i.path === f.path)?.sha256 !== f.sha256);
+}
+
 async function main(): Promise<void> {
   const state = stateDir();
+  const args = process.argv.slice(2);
+  const opt = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+  const asked = fleetOptions(opt('--node'), opt('--hub'), opt('--bundle'), state);
+  const fleet = asked ? await hubForRun(asked) : undefined;
   const lock: HeldLock = await lockState(state);
   const busPort = Number(process.env.SEALKIT_BUS_PORT ?? 4222);
   if (!Number.isInteger(busPort) || busPort <= 0 || busPort > 65535) throw new Error(`SEALKIT_BUS_PORT="${process.env.SEALKIT_BUS_PORT}" is not a port number`);
   if (!(await portFree(busPort))) {
     throw new Error(`127.0.0.1:${busPort} is in use (a "make dev" bus?); stop it or set SEALKIT_BUS_PORT`);
   }
-  const out = isoDirFor(state);
+  const out = isoDirFor(state, fleet?.options.node);
   const keys = await ensureNodeKeys(state);
   for (const f of keys.created) console.log(`run: created ${f}`);
   await withIsoBuildLock(async () => {
-    if (isStale(out, repoRoot, state) || !(await builtFor(out, state))) await build({ out, state });
+    if (isStale(out, repoRoot, state) || !(await builtFor(out, state, fleet?.options))) await build({ out, state, fleet: fleet?.options });
     else console.log(`run: ${join(out, 'sealkit.iso')} is up to date`);
   });
 
@@ -110,12 +138,13 @@ async function main(): Promise<void> {
 
   const dir = join(state, 'run');
   await mkdir(dir, { recursive: true });
-  const vm = await bootVm({ iso: join(out, 'sealkit.iso'), busPort, httpPort, dir, stdio: true });
+  const vm = await bootVm({ iso: join(out, 'sealkit.iso'), busPort, httpPort, hub: fleet?.host, dir, stdio: true });
   const url = `nats://127.0.0.1:${busPort}`;
   console.log(`
 run: the node is booting in QEMU (pid ${vm.pid}); console below, Ctrl-C powers it off
   bus      ${url}   (anonymous clients get the read-only monitor user)
-  images   ${images}/NAME  ->  http://10.0.2.100/NAME inside the node
+  images   ${images}/NAME  ->  http://10.0.2.100/NAME inside the node${fleet ? `
+  hub      ${fleet.host.host}:${fleet.host.port}  ->  nats-leaf://${guestHub.host}:${guestHub.port} inside node ${fleet.options.node}` : ''}
   console  ${vm.consoleLog}
 in another terminal, from here:
 ${nodeHowto({ state, url })}

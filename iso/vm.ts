@@ -4,10 +4,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { guestHub } from './fleet.ts';
 
 // Boots the node image in QEMU (TCG: there is no KVM here) with the bus
 // forwarded to a port on 127.0.0.1 and, optionally, a host port served to the
-// guest as http://10.0.2.100/. The console goes to a file that tests search;
+// guest as http://10.0.2.100/ (and a fleet hub as 10.0.2.100:7422). The console goes to a file that tests search;
 // the monitor is a unix socket, used to power off. Used by iso/run.ts (make
 // run) and, through test/helpers/qemu.ts, by the tests.
 
@@ -19,6 +20,7 @@ export interface BootOptions {
   memoryMb?: number;
   busPort?: number; // host port for the guest's 4222; default: a free one
   httpPort?: number; // host port the guest reaches as 10.0.2.100:80
+  hub?: { host: string; port: number }; // a fleet hub's leaf listener, reached from the guest as 10.0.2.100:7422
   dir?: string; // where the console log and monitor socket go; default: a temp dir
   stdio?: boolean; // also copy the console to this process's stdout
 }
@@ -86,6 +88,9 @@ export async function bootVm(o: BootOptions): Promise<Vm> {
   // an HTTP server times out (408) before the guest asks anything; "cmd:"
   // runs a relay per guest connection (busybox-static, as for the ISO)
   if (o.httpPort) fwd.push(`guestfwd=tcp:10.0.2.100:80-cmd:busybox nc 127.0.0.1 ${o.httpPort}`);
+  // the same per connection for the hub: a leaf node reconnects after the
+  // hub was away, and each attempt needs a relay of its own
+  if (o.hub) fwd.push(`guestfwd=tcp:${guestHub.host}:${guestHub.port}-cmd:busybox nc ${o.hub.host} ${o.hub.port}`);
   const args = [
     '-accel', 'tcg', '-cpu', 'max', '-m', String(o.memoryMb ?? 1024),
     '-nographic', '-display', 'none', '-no-reboot',

@@ -3,9 +3,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
 import { pingAll } from '../../services/lib/bus.ts';
-import { build, isStale, repoRoot, type BuildResult } from '../../iso/build.ts';
+import { build, isStale, repoRoot, type BuildResult, type FleetOptions } from '../../iso/build.ts';
 import { ensureNodeKeys } from '../../iso/keys.ts';
-import { withIsoBuildLock } from '../../iso/run.ts';
+import { builtFor, withIsoBuildLock } from '../../iso/run.ts';
 
 // QEMU boots for the tests (the machinery is iso/vm.ts, shared with make run)
 // and the one ISO the test files share: built once per change of its inputs,
@@ -30,17 +30,23 @@ export function ensureTestCaseIso(name: string, log: (line: string) => void = ()
   return ensureBuilt(join(repoRoot, 'build', `test-iso-${name}`), name, log);
 }
 
+// A fleet member's image (make iso NODE=… HUB=…), with a test case in front
+// if given, under build/test-iso-fleet-<node>: rebuilt when its enrolment changes.
+export function ensureFleetIso(fleet: FleetOptions, testCase?: string, log: (line: string) => void = () => {}): Promise<TestIso> {
+  return ensureBuilt(join(repoRoot, 'build', `test-iso-fleet-${fleet.node}`), testCase, log, fleet);
+}
+
 // One build at a time in this checkout, whichever image (test files run in
 // parallel workers, and make run and make iso build too): every build runs
 // tsc into dist/, which another build may be copying into its image.
-function ensureBuilt(out: string, testCase: string | undefined, log: (line: string) => void): Promise<TestIso> {
+function ensureBuilt(out: string, testCase: string | undefined, log: (line: string) => void, fleet?: FleetOptions): Promise<TestIso> {
   return withIsoBuildLock(async () => {
     await ensureNodeKeys(testStateDir);
     const resultFile = join(out, 'result.json');
-    if (!isStale(out, repoRoot, testStateDir, testCase) && existsSync(resultFile)) {
+    if (!isStale(out, repoRoot, testStateDir, testCase) && existsSync(resultFile) && (!fleet || (await builtFor(out, testStateDir, fleet)))) {
       return { ...(JSON.parse(await readFile(resultFile, 'utf8')) as BuildResult), reused: true };
     }
-    const result = await build({ out, state: testStateDir, testCase, log });
+    const result = await build({ out, state: testStateDir, testCase, fleet, log });
     await writeFile(resultFile, JSON.stringify(result, null, 2) + '\n');
     return { ...result, reused: false };
   });
