@@ -85,7 +85,7 @@ dev: deps keys build
 	$(TSX) services/cli/dev.ts
 
 hub: deps build
-	$(NODE) services/cli/hub.ts
+	$(TSX) services/cli/hub.ts
 
 clean:
 	rm -rf dist build

@@ -224,7 +224,7 @@ export function fleetOptions(node?: string, hub?: string, bundle?: string, state
     if (hub || bundle) throw new SealkitError('SEALKIT_CONFIG', `HUB="${hub ?? ''}" without NODE: a fleet node's image is one enrolled node's; give NODE=<name> as enrolled with "sealkit fleet enroll"`, { hub });
     return undefined;
   }
-  return { node, bundle: bundle ?? bundleDir(state, node), hub: hub ? parseHub(hub) : undefined };
+  return { node, bundle: bundle ?? bundleDir(node, process.env.SEALKIT_HUB ?? join(state, 'hub')), hub: hub ? parseHub(hub) : undefined };
 }
 
 export function fleetIsoDir(repo: string, node: string): string {

@@ -4,6 +4,7 @@
 // the image's state, and the guest's nats-server joining the hub as a leaf
 // node in the node's own JetStream domain. The image then holds that node's
 // secrets: whoever reads the ISO can act as the node on the hub.
+import { hubDir, nodeBundleDir } from '../services/lib/hubstate.ts';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,8 +21,8 @@ export const guestState = '/var/lib/sealkit';
 export const guestHub = { host: '10.0.2.100', port: 7422 };
 
 // Where `sealkit fleet enroll NODE` leaves a node's bundle in the operator's state.
-export function bundleDir(state: string, node: string): string {
-  return join(state, 'fleet', 'nodes', checkNode(node, 'NODE'));
+export function bundleDir(node: string, hub = hubDir()): string {
+  return nodeBundleDir(hub, checkNode(node, 'NODE'));
 }
 
 export interface FleetBundle {

@@ -87,7 +87,7 @@ async function startHub(dir: string, enrolled: Record<string, { groups: string[]
 // Kept in the tests' state like its admin key, so that the nodes' images
 // are rebuilt only when the code changes, as the other test images are.
 async function enroll(node: string, hub: string[]): Promise<{ bundle: string; leafPassword: string; eventKey: string }> {
-  const bundle = bundleDir(testStateDir, node);
+  const bundle = bundleDir(node, join(testStateDir, 'hub'));
   if (existsSync(fleetConfigPath(bundle))) {
     const b = await readBundle(bundle, node);
     if (JSON.stringify(b.config.hub) === JSON.stringify(hub)) return { bundle, leafPassword: b.config.leafPassword, eventKey: b.eventKey.publicKey };

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
-import { repoRoot } from './config.ts';
+import { stateDir } from './config.ts';
 import { SealkitError } from './errors.ts';
 import { hubMemberConfig, type HubMember, type HubState } from './hubconf.ts';
 import { writeCreds } from './natsconf.ts';
@@ -14,8 +14,9 @@ import { writeCreds } from './natsconf.ts';
 //   members/<name>/nats-server.conf   one per member, with its jetstream/ and pid file
 //   nodes/<node>/                     a node's bundle: fleet/node.json, keys/events.json
 
+// the operator's hub, beside the node state of `make dev` unless SEALKIT_HUB says
 export function hubDir(): string {
-  return process.env.SEALKIT_HUB ?? join(repoRoot, 'state', 'hub');
+  return process.env.SEALKIT_HUB ?? join(stateDir(), 'hub');
 }
 
 export const memberDir = (dir: string, name: string) => join(dir, 'members', name);
