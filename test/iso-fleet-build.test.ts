@@ -25,7 +25,7 @@ function refusedReadme(cmd: string) {
     const state = await freshState(t);
     const r = await runReadme(cmd, { cwd: repoRoot, env: { SEALKIT_STATE: state }, timeoutMs: 4 * 60_000 });
     t.not(r.code, 0, r.stdout);
-    const bundle = join(state, 'fleet', 'nodes', 'n1', 'fleet', 'node.json');
+    const bundle = join(state, 'hub', 'nodes', 'n1', 'fleet', 'node.json');
     t.true(r.stderr.includes(bundle), `names ${bundle}:\n${r.stderr}`);
     t.regex(r.stderr, /sealkit fleet enroll n1/);
     t.regex(r.stderr, /SEALKIT_CONFIG|does not exist/);
