@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -11,10 +11,11 @@ import { EventLog } from './helpers/events.ts';
 import { spawnReadme } from './helpers/readme.ts';
 import { cmdline, killAll, type Shell } from './helpers/make.ts';
 import { repoRoot } from '../services/lib/config.ts';
-import { policyYaml, signPolicy } from './helpers/policy.ts';
-import { readSecretKey } from '../services/lib/sign.ts';
+import { policyYaml } from './helpers/policy.ts';
 import { sha256 } from './helpers/images.ts';
-import { encodeFleetPolicy, fleetBucket, fleetConfigPath, groupKey, type EventKeyFile, type FleetNodeConfig } from '../services/lib/fleet.ts';
+import { fleetConfigPath, nodesBucket, type EventKeyFile, type FleetNodeConfig, type FleetNodeEntry } from '../services/lib/fleet.ts';
+import { ensureHubStreams } from '../services/lib/hubstreams.ts';
+import { sealkit } from './helpers/cli.ts';
 import { hubMemberConfig, newHubState, newSecret, type HubState } from '../services/lib/hubconf.ts';
 import { bundleDir, guestHub, readBundle } from '../iso/fleet.ts';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
@@ -25,7 +26,7 @@ import { writeFileAtomic } from '../services/lib/atomic.ts';
 // only its own enrolment) and booted in QEMU at the same time, n1 by the
 // README's `make run NODE=n1`; their restricted user network lets them reach
 // the hub only through the guestfwd 10.0.2.100:7422. Both join as leaf
-// nodes; one signed policy written to the group's key on the hub is applied
+// nodes; one `sealkit fleet push` to their group is applied
 // by both (their policy.applied reaches the hub); and the kernel IMA denials
 // provoked on n2 by the ima-kernel test case (its own image: n1's, the
 // node's, has none) arrive at the hub naming n2.
@@ -129,8 +130,17 @@ test('in QEMU: two nodes built with their own NODE join the hub on the host, one
     events = new EventLog(watch, ['audit.*', 'policy.applied']);
     await watch.flush();
     admin = await connect({ servers: hub.url, name: 'iso-fleet-admin', user: hub.state.admin.user, pass: hub.state.admin.password });
-    const js = admin.jetstream({ domain: 'hub' });
-    const kv = await js.views.kv(fleetBucket, { history: 5 });
+    // the hub's side of the enrolment: its streams sourcing both nodes, and
+    // the registry of their groups and event keys (fleet push counts an
+    // answer only when the node's enrolled key signed it)
+    await ensureHubStreams(admin, { nodes: [...nodes], replicas: 1 });
+    const registry = await admin.jetstream().views.kv(nodesBucket, { bindOnly: true });
+    for (const n of nodes) {
+      const entry: FleetNodeEntry = { node: n, groups: [group], eventKey: enrolled[n].eventKey, leafUser: `leaf-${n}`, enrolledAt: new Date().toISOString() };
+      await registry.put(n, Buffer.from(JSON.stringify(entry)));
+    }
+    const creds = join(dir, 'admin.json');
+    await writeFileAtomic(creds, JSON.stringify(hub.state.admin), 0o600);
 
     // n1 as the README boots it against a hub on this machine (HUB: where
     // that hub's leaf port is here); n2 alongside, from its test image
@@ -152,16 +162,26 @@ test('in QEMU: two nodes built with their own NODE join the hub on the host, one
     }
     t.log(`leaf nodes joined the hub ${joinedAt.map((s) => s.toFixed(1)).join(' s and ')} s after QEMU started`);
 
-    // n2's kernel refused its tampered files at boot: the denials reach the hub, named n2
+    // n2's kernel refused its tampered files at boot (the ima-kernel case's
+    // own record on its console, which was iso-ima's proof, here on the
+    // boot it shares) ...
+    await vms[0].waitFor(/IMA-KERNEL (done|skip)/, minutes(8));
+    imaKernelRefuses(t, vms[0].console());
+    // ... and the denials reach the hub, named n2
     const denial = await events.wait((e) => e.type === 'audit.denial' && e.source === 'sealkit/auditor/n2' && String(e.data.file).endsWith('/ext4/bad'), minutes(10));
     t.is(denial.data.cause, 'invalid-hash');
     t.false(events.of('audit.denial').some((e) => e.source !== 'sealkit/auditor/n2'), 'no denial from another node');
 
-    // one push to the group's key: both apply it and say so to the hub
+    // one fleet push to the group: both apply it, and their signed answers
+    // reach the hub (the operator's command exits 0 only when both did)
     const yaml = policyYaml({ serial: 1, images: [], ima: { mode: 'enforce' } });
-    const adminKey = await readSecretKey(join(testStateDir, 'keys', 'admin.key'));
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, yaml);
     const pushed = Date.now();
-    await kv.put(groupKey(group), encodeFleetPolicy({ yaml, ...signPolicy(yaml, adminKey), pusher: 'iso-fleet' }));
+    const push = await sealkit(['fleet', 'push', file, '--group', group, '--key', join(testStateDir, 'keys', 'admin.key'), '--timeout', '600', '--server', hub.url, '--creds', creds], {}, { timeoutMs: minutes(11) });
+    t.is(push.code, 0, push.stdout + push.stderr);
+    t.regex(push.stdout, /^n1 +applied +serial 1$/m);
+    t.regex(push.stdout, /^n2 +applied +serial 1$/m);
     const appliedBy = (n: string) => (e: { type: string; source: string; data: Record<string, unknown> }) => e.type === 'policy.applied' && e.source === `sealkit/policy/${n}` && e.data.serial === 1;
     const applied = await Promise.all(nodes.map((n) => events!.wait(appliedBy(n), minutes(10))));
     for (const a of applied) t.is(a.data.sha256, sha256(Buffer.from(yaml)), `${a.source}: the pushed bytes are in force`);
@@ -185,3 +205,32 @@ test('in QEMU: two nodes built with their own NODE join the hub on the host, one
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+// Kernel IMA appraisal really enforces in the node's kernel: with
+// ima_appraise=enforce and one policy written at boot, a file whose
+// security.ima does not match its content cannot be opened (EACCES) and the
+// kernel logs type=1800 cause="invalid-hash". The guest side is the test
+// case test/cases/ima-kernel (its own image: the node's never has it).
+function imaKernelRefuses(t: ExecutionContext, console: string): void {
+  const lines = console.split(/\r?\n/).filter((l) => l.includes('IMA-KERNEL')).map((l) => l.slice(l.indexOf('IMA-KERNEL') + 11));
+  t.log(lines.join('\n'));
+  const has = (s: string) => t.true(lines.some((l) => l.startsWith(s)), `expected "${s}"`);
+  has('policy written');
+  has('policy file gone after the write'); // one write per boot
+  has('second write refused');
+  // ext4, named by fsuuid
+  has('read ext4-good allowed');
+  has("read ext4-bad denied: cat: can't open '/run/imatest/ext4/bad': Permission denied");
+  has('read ext4-none denied');
+  // overlayfs (how containerd presents a container rootfs), named by fsmagic
+  has('read overlay-good allowed');
+  has('read overlay-bad denied');
+  has('read overlay-none denied');
+  // the same tampered file outside the policy's scope is not appraised
+  has('read tmpfs-bad-direct allowed');
+  t.true(
+    lines.some((l) => /kmsg .*audit: type=1800 .*op=appraise_data cause=invalid-hash comm="cat" name="\/run\/imatest\/ext4\/bad" dev="loop\d+"/.test(l)),
+    'the kernel logs the denial as type=1800 cause="invalid-hash"',
+  );
+  t.true(lines.some((l) => /kmsg .*type=1800 .*cause=missing-hash .*name="\/run\/imatest\/merged\/none" dev="overlay"/.test(l)));
+}

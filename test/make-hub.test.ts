@@ -9,6 +9,7 @@ import { replayStream } from '../services/lib/streams.ts';
 import { freePorts } from './helpers/nats.ts';
 import { freePort } from './helpers/qemu.ts';
 import { sealkit } from './helpers/cli.ts';
+import { readmeCommand } from './helpers/readme.ts';
 import { killAll, pidsWithEnv, running, spawnGroup, spawnMake, type Shell } from './helpers/make.ts';
 
 // `make hub` as a developer runs it, with a node from `make dev` joining it:
@@ -38,6 +39,7 @@ test('make hub runs a hub that a make dev node joins, and Ctrl-C stops it', asyn
   const made = await sealkit(['hub', 'config', '--dir', hubDir, '--members', '1', '--port', String(port), '--cluster-port', String(clusterPort), '--leaf-port', String(leafPort)]);
   t.is(made.code, 0, made.stderr);
 
+  readmeCommand('make hub');
   const hub = spawnMake('hub', { SEALKIT_HUB: hubDir });
   shells.push(hub);
   await hub.waitFor(/sealkit dev hub: 1 member/, minutes(3));
