@@ -135,7 +135,13 @@ test.serial('ps lists the running container with its image digest, restarts and 
 });
 
 test.serial('logs prints what the container wrote, across its runs', async (t) => {
-  const r = await shReadme('bin/sealkit logs web');
+  // container.started comes when the second run's task is up, which may be
+  // before its first write reaches the log: read until that write is there
+  let r = await shReadme('bin/sealkit logs web');
+  for (const until = Date.now() + 10_000; r.code === 0 && (r.stdout.match(/^hello from web$/gm)?.length ?? 0) < 2 && Date.now() < until; ) {
+    await new Promise((done) => setTimeout(done, 100));
+    r = await shReadme('bin/sealkit logs web');
+  }
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout.match(/^hello from web$/gm)?.length, 2, r.stdout);
   const none = await sealkit(['logs', NAME, '--bytes', '0'], cli);
