@@ -12,6 +12,12 @@ APT_PACKAGES := nats-server containerd runc docker.io docker-registry skopeo \
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # not NODE: that is the fleet node's name (make iso NODE=…)
 TSX := node --import tsx
+# NODE is taken from make's command line only: npm and npx put NODE (the path
+# of node) into the environment of everything they run, which would make
+# `make run` under them a fleet node named /usr/bin/node
+ifneq ($(origin NODE),command line)
+NODE :=
+endif
 export SEALKIT_STATE ?= $(CURDIR)/state
 
 .PHONY: help deps apt npm build typecheck schema test bench keys iso run dev hub clean

@@ -1,12 +1,12 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
-import { StringCodec, type NatsConnection } from 'nats';
+import { AckPolicy, DeliverPolicy, nanos, StringCodec, type NatsConnection } from 'nats';
 import { startHub, startNats, type Hub, type NatsServer } from './helpers/nats.ts';
 import { EventPublisher } from '../services/lib/outbox.ts';
 import { silentLogger } from '../services/lib/log.ts';
 import { fleetBucket, groupKey, hubStreams, nodesBucket, type FleetNodeConfig, type FleetNodeEntry } from '../services/lib/fleet.ts';
 import { fleetInboxPrefix, fleetKvOnHub } from '../services/lib/leafconf.ts';
-import { replayStream } from '../services/lib/streams.ts';
+import { consumerOnLeader, replayStream } from '../services/lib/streams.ts';
 import { streamNames } from '../services/lib/contract.ts';
 
 // Three clustered hub members and two real node nats-servers, each node
@@ -227,11 +227,21 @@ test.serial("a node's leaf credentials, used as a client of the hub, allow only 
   const tap: string[] = [];
   admin.subscribe('fleet.src.>', { callback: (_e, m) => void tap.push(m.subject) });
   await admin.flush();
+  // the tap's interest reaches the member the leaf user is on through the
+  // cluster's routes, a moment after the flush: first see the path carry an
+  // allowed delivery, then send the forged one followed by another allowed
+  // one (one publisher's messages keep their order on the way)
+  await until('the allowed delivery', async () => {
+    leaf.publish(`fleet.src.n1.${streamNames.audit}.probe`, sc.encode('{}'));
+    await leaf.flush();
+    await sleep(50);
+    return tap.includes(`fleet.src.n1.${streamNames.audit}.probe`);
+  });
   leaf.publish(`fleet.src.n2.${streamNames.audit}.x`, sc.encode('{}'));
-  leaf.publish(`fleet.src.n1.${streamNames.audit}.probe`, sc.encode('{}'));
+  leaf.publish(`fleet.src.n1.${streamNames.audit}.after`, sc.encode('{}'));
   leaf.publish('audit.denial', sc.encode('{"live":true}'));
   await leaf.flush();
-  await until('the allowed delivery', async () => tap.includes(`fleet.src.n1.${streamNames.audit}.probe`));
+  await until('the allowed delivery after the forged one', async () => tap.includes(`fleet.src.n1.${streamNames.audit}.after`));
   // (n2's own source deliveries pass here too, as they should: only the
   // subject n1 forged must never arrive)
   t.false(tap.includes(`fleet.src.n2.${streamNames.audit}.x`), tap.join('\n'));
@@ -294,6 +304,26 @@ test.serial('a node cut off from the hub mid-storm: after it is back the hub hol
   t.log(`catch-up after the cut: ${ms} ms`);
   t.deepEqual(ids.filter((id) => counts.get(id) !== 1), []);
   t.is(new Set(ids).size, total);
+});
+
+test.serial("a replay of a hub stream is read on the stream's leader, not on a member that may still be catching up", async (t) => {
+  const jsm = await admin.jetstreamManager();
+  const leader = (await jsm.streams.info(hubStreams.audit)).cluster?.leader;
+  t.truthy(leader);
+  const config = { ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.All, inactive_threshold: nanos(30_000) };
+  // the server alone places each reader on any of the three members
+  let elsewhere = 0;
+  for (let i = 0; i < 12; i++) {
+    const plain = await jsm.consumers.add(hubStreams.audit, config);
+    if (plain.cluster?.leader !== leader) elsewhere++;
+    await jsm.consumers.delete(hubStreams.audit, plain.name);
+    const placed = await consumerOnLeader(jsm, hubStreams.audit, config);
+    t.is(placed.cluster?.leader, leader);
+    await jsm.consumers.delete(hubStreams.audit, placed.name);
+  }
+  t.log(`readers placed by the server alone on another member than the leader: ${elsewhere} of 12`);
+  const all = (await jsm.streams.info(hubStreams.audit)).state.messages;
+  t.is(await replayStream(admin, hubStreams.audit, '>', () => {}, { onLeader: true }), all);
 });
 
 test.serial('one hub member killed: sourcing goes on', async (t) => {

@@ -171,8 +171,30 @@ test.serial('a hub member killed mid-push: the push still completes', async (t) 
   }, 30_000, 'the restarted hub member serves JetStream');
 });
 
+test.serial('a hub without a quorum: a push waits within its timeout until the members are back, then completes', async (t) => {
+  const [, m1, m2] = hub.members;
+  t.teardown(async () => {
+    for (const m of [m1, m2]) if (!hub.running(m)) await hub.startMember(m);
+  });
+  await hub.stopMember(m1);
+  await hub.stopMember(m2);
+  const file = await policyFile();
+  const push = spawnSealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), '--timeout', '60', ...hubArgs()]);
+  t.teardown(() => void push.interrupt());
+  // one member of three cannot elect a leader: the push says why it waits
+  await until(async () => /the hub is not answering yet/.test(push.stderr()), 30_000, 'the push waits for the hub');
+  t.is(push.proc.exitCode, null, push.stderr());
+  await hub.startMember(m1);
+  await hub.startMember(m2);
+  const code = await new Promise<number | null>((r) => (push.proc.exitCode !== null ? r(push.proc.exitCode) : push.proc.once('exit', (c) => r(c))));
+  t.is(code, 0, push.stdout() + push.stderr());
+  t.deepEqual(lines(push.stdout()), { 'node-a': `applied serial ${serial}`, 'node-b': `applied serial ${serial}`, 'node-c': `applied serial ${serial}` });
+  for (const n of nodes) t.is(await servedSerial(n.nats), serial);
+});
+
 test.serial('fleet watch prints every node\'s live events naming the node, and fleet status shows each node\'s serial from the hub', async (t) => {
   const watch = spawnSealkit(['fleet', 'watch', 'policy.applied', '--json', ...hubArgs()]);
+  t.teardown(() => void watch.interrupt());
   await until(async () => /watching policy.applied on the hub/.test(watch.stderr()), 20_000, 'the watch is in place');
   const file = await policyFile();
   const r = await sealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), ...hubArgs()]);

@@ -44,4 +44,9 @@ test('make iso with HUB but no NODE is refused: a fleet image is one enrolled no
   const r = spawnSync('make', ['iso', 'HUB=hub.example.org:7422'], { cwd: repoRoot, env: { ...process.env, SEALKIT_STATE: state }, encoding: 'utf8', timeout: 4 * 60_000 });
   t.not(r.status, 0);
   t.regex(r.stderr, /HUB="hub\.example\.org:7422" without NODE/);
+  // NODE in the environment is not the fleet node's name: npm and npx put
+  // the path of node there (a make run under them built a node "/usr/bin/node")
+  const underNpm = spawnSync('make', ['iso', 'HUB=hub.example.org:7422'], { cwd: repoRoot, env: { ...process.env, SEALKIT_STATE: state, NODE: process.execPath }, encoding: 'utf8', timeout: 4 * 60_000 });
+  t.not(underNpm.status, 0);
+  t.regex(underNpm.stderr, /HUB="hub\.example\.org:7422" without NODE/);
 });

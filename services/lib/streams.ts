@@ -1,4 +1,5 @@
-import { nanos, RetentionPolicy, StorageType, DiscardPolicy, AckPolicy, DeliverPolicy, type NatsConnection } from "nats";
+import { nanos, RetentionPolicy, StorageType, DiscardPolicy, AckPolicy, DeliverPolicy, type ConsumerConfig, type ConsumerInfo, type JetStreamManager, type NatsConnection } from "nats";
+import { SealkitError } from './errors.ts';
 import { streams, policyBucket } from './subjects.ts';
 
 // JetStream setup, done once by the admin user (`sealkit bus init`, `make
@@ -42,15 +43,17 @@ export async function ensureStreams(nc: NatsConnection, opts: { maxBytes?: numbe
 // consumer with a single filter subject (nats-server 2.9 ordered consumers
 // cannot filter), no acks, deleted when done. Returns the number delivered.
 // A subject of '>' takes the whole stream, also one with no subjects of its
-// own (a hub stream that sources nodes' streams).
-export async function replayStream(nc: NatsConnection, stream: string, subject: string, onMsg: (data: Uint8Array, msgId: string | undefined) => void): Promise<number> {
+// own (a hub stream that sources nodes' streams). `onLeader` is for a
+// replicated stream (the hub's): see consumerOnLeader.
+export async function replayStream(nc: NatsConnection, stream: string, subject: string, onMsg: (data: Uint8Array, msgId: string | undefined) => void, o: { onLeader?: boolean } = {}): Promise<number> {
   const jsm = await nc.jetstreamManager();
-  const info = await jsm.consumers.add(stream, {
+  const config: Partial<ConsumerConfig> = {
     ...(subject === '>' ? {} : { filter_subject: subject }),
     ack_policy: AckPolicy.None,
     deliver_policy: DeliverPolicy.All,
     inactive_threshold: nanos(30_000),
-  });
+  };
+  const info = o.onLeader ? await consumerOnLeader(jsm, stream, config) : await jsm.consumers.add(stream, config);
   let left = info.num_pending;
   if (left === 0) {
     await jsm.consumers.delete(stream, info.name).catch(() => {});
@@ -71,4 +74,24 @@ export async function replayStream(nc: NatsConnection, stream: string, subject: 
   }
   await jsm.consumers.delete(stream, info.name).catch(() => {});
   return n;
+}
+
+// An ephemeral consumer of a replicated stream is placed on a random peer of
+// the stream (nats-server 2.9: createGroupForConsumer) and reads that peer's
+// copy. A hub member that has just come back and is still catching up would
+// replay an old state as if it were all there is (seen: "fleet status"
+// showing serials several pushes old after hub members restarted). So a
+// replay of the hub's streams is made on the stream's leader, which holds
+// everything the stream acknowledged: a consumer placed elsewhere is deleted
+// and made again. Each try lands on the leader with odds 1 in the replica
+// count; a leader that keeps changing for all the tries is an error.
+export async function consumerOnLeader(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig>, tries = 30): Promise<ConsumerInfo> {
+  let leader: string | undefined;
+  for (let i = 0; i < tries; i++) {
+    const info = await jsm.consumers.add(stream, config);
+    leader = (await jsm.streams.info(stream)).cluster?.leader;
+    if (!leader || info.cluster?.leader === leader) return info;
+    await jsm.consumers.delete(stream, info.name).catch(() => {});
+  }
+  throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read stream ${stream} from its leader (${leader ?? 'none'}): ${tries} readers in a row were placed on other members; the hub's leaders are changing, try again in a few seconds`);
 }

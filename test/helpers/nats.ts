@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { createWriteStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
 import { generateCreds, serverConfig, writeCreds, type BusCreds } from '../../services/lib/natsconf.ts';
@@ -97,12 +98,18 @@ export async function startNats(opts: { streams?: boolean; fleet?: FleetNodeConf
   return server;
 }
 
+// DEBUG_NATS_LOGS=DIR keeps each server's whole log there (one file per
+// start), for a failure that the last 4000 characters do not explain.
 export async function launch(confPath: string): Promise<ChildProcess> {
   const proc = spawn('nats-server', ['-c', confPath], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
+  const keep = process.env.DEBUG_NATS_LOGS;
+  const log = keep ? createWriteStream(join(keep, `${basename(dirname(confPath))}-${basename(confPath)}-${proc.pid}.log`)) : undefined;
   proc.stderr!.on('data', (d) => {
     stderr = (stderr + d).slice(-4000);
+    log?.write(d);
   });
+  proc.once('exit', () => log?.end());
   proc.on('exit', (code, signal) => {
     // nats-server exits 1 on SIGTERM; only an exit nobody asked for is news
     if (!(proc as { stopping?: boolean }).stopping) process.stderr.write(`nats-server exited ${code ?? signal}: ${stderr}\n`);
@@ -173,6 +180,7 @@ export interface Hub {
   state(): Promise<HubState>;
   members: string[];
   pid(member: string): number | undefined;
+  running(member: string): boolean;
   stopMember(member: string): Promise<void>;
   startMember(member: string): Promise<void>;
   connect(auth: { user: string; pass: string } | null, opts?: Partial<ConnectionOptions>): Promise<NatsConnection>;
@@ -208,6 +216,10 @@ export async function startHub(o: { members: number }): Promise<Hub> {
     members,
     state: () => readHubState(dir),
     pid: (name) => procs.get(name)?.pid,
+    running(name) {
+      const p = procs.get(name);
+      return !!p && p.exitCode === null && p.signalCode === null;
+    },
     async stopMember(name) {
       const p = procs.get(name);
       if (p) await kill(p);

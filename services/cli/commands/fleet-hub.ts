@@ -1,5 +1,6 @@
 import { join } from 'node:path';
-import { DeliverPolicy, type NatsConnection } from 'nats';
+import { DeliverPolicy, ErrorCode, type NatsConnection } from 'nats';
+import { Backoff } from '../../lib/backoff.ts';
 import { connectBus } from '../../lib/bus.ts';
 import { clientUrls, hubDir, readHubState } from '../../lib/hubstate.ts';
 import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
@@ -42,22 +43,48 @@ export async function connectHub(v: Values): Promise<NatsConnection> {
   }
 }
 
-export async function readRegistry(nc: NatsConnection): Promise<FleetNodeEntry[]> {
-  let kv;
+// A hub cluster that has just lost or regained a member elects new stream
+// leaders; until it has, its JetStream answers 503 (no responders, or no
+// leader) or nothing at all. That is over within seconds, so an operator's
+// command waits it out, telling why, until its own deadline; any other error,
+// or one still there at the deadline, is the command's.
+function electing(err: unknown): boolean {
+  const e = err as { code?: string; api_error?: { code?: number } } | null;
+  return e?.code === ErrorCode.NoResponders || e?.code === ErrorCode.Timeout || e?.api_error?.code === 503;
+}
+
+export async function whileHubElects<T>(fn: () => Promise<T>, deadline: number, onWait: (err: Error) => void): Promise<T> {
+  const backoff = new Backoff({ firstMs: 100, maxMs: 1000 });
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!electing(err) || Date.now() + backoff.delayMs > deadline) throw err;
+      onWait(err as Error);
+      await backoff.wait();
+    }
+  }
+}
+
+// Without a deadline the registry is read once: a 503 is the caller's error.
+export async function readRegistry(nc: NatsConnection, wait?: { deadline: number; onWait: (err: Error) => void }): Promise<FleetNodeEntry[]> {
+  const read = async () => {
+    const kv = await nc.jetstream().views.kv(nodesBucket, { bindOnly: true });
+    // all keys first: a get while the keys' consumer still delivers ends it early
+    const keys: string[] = [];
+    for await (const key of await kv.keys()) keys.push(key);
+    const out: FleetNodeEntry[] = [];
+    for (const key of keys) {
+      const e = await kv.get(key);
+      if (e?.operation === 'PUT' && e.value.length) out.push(JSON.parse(e.string()) as FleetNodeEntry);
+    }
+    return out.sort((a, b) => a.node.localeCompare(b.node));
+  };
   try {
-    kv = await nc.jetstream().views.kv(nodesBucket, { bindOnly: true });
+    return wait ? await whileHubElects(read, wait.deadline, wait.onWait) : await read();
   } catch (err) {
-    throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read the fleet registry ${nodesBucket} on the hub: ${(err as Error).message}; has "sealkit hub config" set the hub up?`);
+    throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read the fleet registry ${nodesBucket} on the hub: ${(err as Error).message}; has "sealkit hub config" set the hub up, and do a majority of its members run?`);
   }
-  // all keys first: a get while the keys' consumer still delivers ends it early
-  const keys: string[] = [];
-  for await (const key of await kv.keys()) keys.push(key);
-  const out: FleetNodeEntry[] = [];
-  for (const key of keys) {
-    const e = await kv.get(key);
-    if (e?.operation === 'PUT' && e.value.length) out.push(JSON.parse(e.string()) as FleetNodeEntry);
-  }
-  return out.sort((a, b) => a.node.localeCompare(b.node));
 }
 
 // The node an event names: its source is sealkit/<service>/<node>.
@@ -71,12 +98,16 @@ export function eventNode(ev: CloudEvent): string | null {
 // when the hub member it reads from dies, so nothing is missed; a node's
 // events are read from the stream the hub keeps, not from a live
 // subscription, so an answer given while the operator was away still counts.
-export async function followHubStream(nc: NatsConnection, stream: string, subject: string, since: Date | null, signal: AbortSignal, onEvent: (ev: CloudEvent, subject: string) => void): Promise<void> {
-  const consumer = await nc.jetstream().consumers.get(stream, {
+// Creating the consumer waits out an election until `deadline`.
+export async function followHubStream(nc: NatsConnection, stream: string, subject: string, since: Date | null, signal: AbortSignal, deadline: number, onWait: (err: Error) => void, onEvent: (ev: CloudEvent, subject: string) => void): Promise<void> {
+  const consumer = await whileHubElects(() => nc.jetstream().consumers.get(stream, {
     filterSubjects: subject, // one subject: filter_subject, which nats-server 2.9 knows
     ...(since ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() } : {}),
-  });
-  const messages = await consumer.consume();
+  }), deadline, onWait);
+  // Short pulls: the library notices a consumer lost with its hub member
+  // by missed heartbeats (half the expiry) and makes a new one from where it
+  // was. Its default, 30 s pulls, would take as long as a whole push waits.
+  const messages = await consumer.consume({ max_messages: 100, expires: 4000 });
   signal.addEventListener('abort', () => void messages.close(), { once: true });
   for await (const m of messages) {
     try {

@@ -9,7 +9,7 @@ import { one, readInput, seconds, timeoutMs, type Command } from './common.ts';
 import { signatureOf } from './policy-push.ts';
 import { eventOf } from './watch.ts';
 import { ChainVerifier } from '../../lib/eventverify.ts';
-import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry } from './fleet-hub.ts';
+import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry, whileHubElects } from './fleet-hub.ts';
 
 // How far back of the push's own clock the acknowledgements are read: the
 // hub stamps a sourced event when it stores it, on its clock, not ours.
@@ -32,13 +32,15 @@ and reason), or no answer. Progress goes to stderr.
 
 Exits 0 only if every node of G applied it within the timeout. A node that
 was away applies it when it is back; "sealkit fleet status" shows it then.
+A hub electing leaders (a member just came or went) is waited for within
+the same timeout.
 
 options:
   --group G        the group of nodes (required)
   --sig SIG        signature file {"keyId", "signature"} (default FILE.sig)
   --key KEY        sign with this .key file instead of reading SIG
   --pusher NAME    who pushes, recorded in each node's policy.applied (default $USER)
-  --timeout SEC    how long to wait for every node (default 30)
+  --timeout SEC    how long the whole push may take (default 30)
   -h, --help       this help
 ${hubUsage}`,
   options: { ...hubOptions, group: { type: 'string' }, sig: { type: 'string' }, key: { type: 'string' }, pusher: { type: 'string' }, timeout: { type: 'string' } },
@@ -56,8 +58,16 @@ ${hubUsage}`,
 
     const nc = await connectHub(o);
     const stop = new AbortController();
+    // the timeout covers the whole push, waiting out a hub electing leaders included
+    const deadline = Date.now() + ms;
+    const told = new Set<string>();
+    const onWait = (err: Error) => {
+      if (told.has(err.message)) return;
+      told.add(err.message);
+      process.stderr.write(`fleet push: the hub is not answering yet (${err.message}: electing leaders after a member came or went?); trying again until the timeout\n`);
+    };
     try {
-      const registry = await readRegistry(nc);
+      const registry = await readRegistry(nc, { deadline, onWait });
       const nodes = registry.filter((n) => n.groups.includes(group)).map((n) => n.node);
       if (!nodes.length) {
         const known = [...new Set(registry.flatMap((n) => n.groups))].sort();
@@ -112,22 +122,27 @@ ${hubUsage}`,
       }
       const since = new Date(Date.now() - CLOCK_SLACK_MS);
       const reading = [
-        followHubStream(nc, hubStreams.events, subjects.policy.applied, since, stop.signal, applied),
-        followHubStream(nc, hubStreams.audit, subjects.audit.policy, since, stop.signal, refused),
+        followHubStream(nc, hubStreams.events, subjects.policy.applied, since, stop.signal, deadline, onWait, applied),
+        followHubStream(nc, hubStreams.audit, subjects.audit.policy, since, stop.signal, deadline, onWait, refused),
       ].map((p) => p.catch((err: Error) => {
         throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read the nodes' answers from the hub's streams: ${err.message}; has "sealkit hub config" set the hub up?`);
       }));
       await nc.flush();
 
-      const kv = await nc.jetstream().views.kv(fleetBucket, { bindOnly: true });
+      // A put retried after a lost answer writes the same bytes again; a
+      // node decides each value once, by its sha256.
+      const value = encodeFleetPolicy({ yaml, ...sig, pusher: (o.pusher as string | undefined) ?? process.env.USER ?? 'sealkit-cli' });
       try {
-        await kv.put(groupKey(group), encodeFleetPolicy({ yaml, ...sig, pusher: (o.pusher as string | undefined) ?? process.env.USER ?? 'sealkit-cli' }));
+        await whileHubElects(async () => {
+          const kv = await nc.jetstream().views.kv(fleetBucket, { bindOnly: true });
+          await kv.put(groupKey(group), value);
+        }, deadline, onWait);
       } catch (err) {
-        throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot write group "${group}" to ${fleetBucket} on the hub: ${(err as Error).message}`);
+        throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot write group "${group}" to ${fleetBucket} on the hub: ${(err as Error).message}; do a majority of the hub's members run?`);
       }
       process.stderr.write(`fleet push serial ${policy.serial} (sha256 ${sha256.slice(0, 12)}…) to group ${group}: waiting for ${nodes.length} node(s) (timeout ${seconds(ms)})…\n`);
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, ms))), Promise.all(reading).then(() => {})]);
+      await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now())))), Promise.all(reading).then(() => {})]);
       clearTimeout(timer);
 
       const width = Math.max(...nodes.map((n) => n.length));

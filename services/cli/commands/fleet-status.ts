@@ -67,7 +67,7 @@ ${hubUsage}`,
           } catch {
             // a hub stream holds only events
           }
-        });
+        }, { onLeader: true });
       await last(hubStreams.events, subjects.policy.applied, (r, ev) => (r.serial = (ev.data as { serial?: number }).serial));
       await last(hubStreams.events, subjects.ima.enforcing, (r, ev) => (r.mode = String((ev.data as { mode?: unknown }).mode ?? '')));
       await last(hubStreams.audit, subjects.audit.denial, (r, ev) => (r.denial = `${ev.time} ${(ev.data as { path?: string; file?: string }).path ?? (ev.data as { file?: string }).file ?? ''}`));

@@ -63,7 +63,9 @@ ${busUsage}`,
         const names = o.stream ? String(o.stream).split(',').filter(Boolean) : [hubStreams.audit, hubStreams.events];
         for (const name of names) {
           try {
-            await replayStream(await bus(), name, '>', (data) => feed(parse(data)));
+            // the hub's streams are replicated: read from their leaders
+            const hub = (Object.values(hubStreams) as string[]).includes(name);
+            await replayStream(await bus(), name, '>', (data) => feed(parse(data)), { onLeader: hub });
           } catch (err) {
             throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read stream ${name} on ${server(o)}: ${(err as Error).message}; name the streams with --stream (a node has SEALKIT_AUDIT,SEALKIT_EVENTS)`);
           }
