@@ -1,4 +1,5 @@
 import { nanos, RetentionPolicy, StorageType, DiscardPolicy, AckPolicy, DeliverPolicy, type ConsumerConfig, type ConsumerInfo, type JetStreamManager, type NatsConnection } from "nats";
+import { Backoff } from './backoff.ts';
 import { SealkitError } from './errors.ts';
 import { streams, policyBucket } from './subjects.ts';
 
@@ -83,15 +84,29 @@ export async function replayStream(nc: NatsConnection, stream: string, subject: 
 // showing serials several pushes old after hub members restarted). So a
 // replay of the hub's streams is made on the stream's leader, which holds
 // everything the stream acknowledged: a consumer placed elsewhere is deleted
-// and made again. Each try lands on the leader with odds 1 in the replica
-// count; a leader that keeps changing for all the tries is an error.
-export async function consumerOnLeader(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig>, tries = 30): Promise<ConsumerInfo> {
-  let leader: string | undefined;
-  for (let i = 0; i < tries; i++) {
-    const info = await jsm.consumers.add(stream, config);
-    leader = (await jsm.streams.info(stream)).cluster?.leader;
-    if (!leader || info.cluster?.leader === leader) return info;
-    await jsm.consumers.delete(stream, info.name).catch(() => {});
+// and made again (each try lands on the leader with odds 1 in the replica
+// count). A stream without a leader (its members are electing one, seen for
+// over 10 s after two of three restarted on a loaded machine) is waited for
+// until `waitMs`, then an error saying so.
+export async function consumerOnLeader(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig>, waitMs = 20_000): Promise<ConsumerInfo> {
+  const deadline = Date.now() + waitMs;
+  const backoff = new Backoff({ firstMs: 50, maxMs: 1000 });
+  for (;;) {
+    const leader = await jsm.streams.info(stream).then((s) => s.cluster?.leader, (err: Error & { api_error?: { code?: number } }) => {
+      if (err.api_error?.code === 404 || Date.now() > deadline) throw err;
+      return undefined; // no member answers for the stream yet
+    });
+    if (leader) {
+      const info = await jsm.consumers.add(stream, config);
+      if (info.cluster?.leader === leader) return info;
+      await jsm.consumers.delete(stream, info.name).catch(() => {});
+      backoff.reset();
+    }
+    if (Date.now() > deadline) {
+      throw new SealkitError('SEALKIT_UNAVAILABLE', leader
+        ? `cannot read stream ${stream} from its leader (${leader}): its readers kept being placed on other members for ${waitMs / 1000} s; the hub's leaders are changing, try again in a few seconds`
+        : `stream ${stream} has had no leader for ${waitMs / 1000} s: its members are electing one, or a majority of them is down; try again once they run`);
+    }
+    if (!leader) await backoff.wait();
   }
-  throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read stream ${stream} from its leader (${leader ?? 'none'}): ${tries} readers in a row were placed on other members; the hub's leaders are changing, try again in a few seconds`);
 }

@@ -10,6 +10,7 @@ import { ensureStreams } from '../../services/lib/streams.ts';
 import type { FleetNodeConfig } from '../../services/lib/fleet.ts';
 import { hubReplicas, type HubState } from '../../services/lib/hubconf.ts';
 import { ensureHubStreams } from '../../services/lib/hubstreams.ts';
+import { fleetBucket, hubStreams, nodesBucket } from '../../services/lib/fleet.ts';
 import { leafServerOptions } from '../../services/lib/leafconf.ts';
 import { memberConfigPath, readHubState } from '../../services/lib/hubstate.ts';
 import { sealkit } from './cli.ts';
@@ -183,6 +184,9 @@ export interface Hub {
   running(member: string): boolean;
   stopMember(member: string): Promise<void>;
   startMember(member: string): Promise<void>;
+  // after members were stopped or killed: every hub stream has a leader with
+  // every replica current, and every node source is active again; the time taken
+  settled(timeoutMs?: number): Promise<number>;
   connect(auth: { user: string; pass: string } | null, opts?: Partial<ConnectionOptions>): Promise<NatsConnection>;
   connectAdmin(): Promise<NatsConnection>;
   enroll(node: string, groups: string[], extra?: string[]): Promise<{ code: number; stdout: string; stderr: string; config?: FleetNodeConfig }>;
@@ -225,6 +229,32 @@ export async function startHub(o: { members: number }): Promise<Hub> {
       if (p) await kill(p);
     },
     startMember,
+    async settled(timeoutMs = 90_000) {
+      const t0 = Date.now();
+      const admin = await connectAdmin();
+      let why = '';
+      try {
+        const jsm = await admin.jetstreamManager({ timeout: 2000, checkAPI: false });
+        const names = [hubStreams.audit, hubStreams.events, `KV_${fleetBucket}`, `KV_${nodesBucket}`];
+        while (Date.now() - t0 < timeoutMs) {
+          const infos = await Promise.all(names.map((n) => jsm.streams.info(n).catch((err: Error) => err)));
+          const problems = infos.flatMap((i, k) => {
+            if (i instanceof Error) return [`${names[k]}: ${i.message}`];
+            if (!i.cluster?.leader) return [`${names[k]}: no leader`];
+            const behind = (i.cluster.replicas ?? []).filter((r) => !r.current || r.offline).map((r) => r.name);
+            if (behind.length) return [`${names[k]}: replicas not current: ${behind.join(', ')}`];
+            const idle = (i.sources ?? []).filter((src) => src.active < 0 || src.active > 5e9).map((src) => (src as { external?: { api?: string } }).external?.api ?? src.name);
+            return idle.length ? [`${names[k]}: sources not active: ${idle.join(', ')}`] : [];
+          });
+          if (!problems.length) return Date.now() - t0;
+          why = problems.join('; ');
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      } finally {
+        await admin.close();
+      }
+      throw new Error(`the hub did not settle in ${timeoutMs / 1000} s: ${why}`);
+    },
     connect: hubConnect,
     connectAdmin,
     async enroll(node, groups, extra = []) {

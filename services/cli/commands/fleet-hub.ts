@@ -1,9 +1,10 @@
 import { join } from 'node:path';
-import { DeliverPolicy, ErrorCode, type NatsConnection } from 'nats';
+import { AckPolicy, DeliverPolicy, ErrorCode, nanos, type NatsConnection } from 'nats';
 import { Backoff } from '../../lib/backoff.ts';
 import { connectBus } from '../../lib/bus.ts';
 import { clientUrls, hubDir, readHubState } from '../../lib/hubstate.ts';
 import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
+import { consumerOnLeader } from '../../lib/streams.ts';
 import { SealkitError } from '../../lib/errors.ts';
 import { nodesBucket, type FleetNodeEntry } from '../../lib/fleet.ts';
 import { exists, type Options, type Values } from './common.ts';
@@ -94,26 +95,64 @@ export function eventNode(ev: CloudEvent): string | null {
 }
 
 // The events a hub stream holds on `subject` from `since` on, as they come,
-// until `signal` aborts. The library's ordered consumer resumes where it was
-// when the hub member it reads from dies, so nothing is missed; a node's
-// events are read from the stream the hub keeps, not from a live
-// subscription, so an answer given while the operator was away still counts.
-// Creating the consumer waits out an election until `deadline`.
+// until `signal` aborts. A node's events are read from the stream the hub
+// keeps, not from a live subscription, so an answer given while the operator
+// was away still counts.
+//
+// The reader is a consumer of our own, made on the stream's leader and made
+// again from the next sequence whenever it stops answering. The library's
+// ordered consumer is not enough here: when the hub member holding it dies
+// (nats-server 2.9 keeps a one-replica consumer on one member), its checks
+// time out rather than say "consumer not found", and it waits for that member
+// to come back: a push lost both its paths that way in a loaded run. Setting
+// up waits out an election until `deadline`; once reading, a lost reader is
+// made again until the signal.
 export async function followHubStream(nc: NatsConnection, stream: string, subject: string, since: Date | null, signal: AbortSignal, deadline: number, onWait: (err: Error) => void, onEvent: (ev: CloudEvent, subject: string) => void): Promise<void> {
-  const consumer = await whileHubElects(() => nc.jetstream().consumers.get(stream, {
-    filterSubjects: subject, // one subject: filter_subject, which nats-server 2.9 knows
-    ...(since ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() } : {}),
-  }), deadline, onWait);
-  // Short pulls: the library notices a consumer lost with its hub member
-  // by missed heartbeats (half the expiry) and makes a new one from where it
-  // was. Its default, 30 s pulls, would take as long as a whole push waits.
-  const messages = await consumer.consume({ max_messages: 100, expires: 4000 });
-  signal.addEventListener('abort', () => void messages.close(), { once: true });
-  for await (const m of messages) {
+  const jsm = await nc.jetstreamManager({ checkAPI: false });
+  const backoff = new Backoff({ firstMs: 100, maxMs: 1000, signal });
+  let next = 0; // the stream sequence to go on from
+  let reading = false;
+  while (!signal.aborted) {
+    let name: string | undefined;
     try {
-      onEvent(parseEvent(m.data), m.subject);
-    } catch {
-      // a hub stream holds only events; anything else is not one to count
+      const info = await whileHubElects(() => consumerOnLeader(jsm, stream, {
+        filter_subject: subject, // one subject: filter_subject, which nats-server 2.9 knows
+        ack_policy: AckPolicy.None,
+        mem_storage: true,
+        inactive_threshold: nanos(10_000),
+        ...(next ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next } : since ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() } : { deliver_policy: DeliverPolicy.All }),
+      }, Math.max(1000, deadline - Date.now())), reading ? Number.MAX_SAFE_INTEGER : deadline, onWait);
+      name = info.name;
+      reading = true;
+      backoff.reset();
+      const consumer = await nc.jetstream().consumers.get(stream, name);
+      while (!signal.aborted) {
+        const batch = await consumer.fetch({ max_messages: 100, expires: 1000 });
+        const stop = () => void batch.close();
+        signal.addEventListener('abort', stop, { once: true });
+        let got = 0;
+        try {
+          for await (const m of batch) {
+            got++;
+            next = m.seq + 1;
+            try {
+              onEvent(parseEvent(m.data), m.subject);
+            } catch {
+              // a hub stream holds only events; anything else is not one to count
+            }
+          }
+        } finally {
+          signal.removeEventListener('abort', stop);
+        }
+        // nothing came: is the reader still there (its member may be gone)?
+        if (!got && !signal.aborted) await consumer.info();
+      }
+    } catch (err) {
+      if (signal.aborted) break;
+      if (!reading) throw err;
+      // the reader's member went away, or the stream is electing: a new reader
+      if (name) void jsm.consumers.delete(stream, name).catch(() => {});
+      await backoff.wait();
     }
   }
 }
