@@ -54,13 +54,13 @@ function electing(err: unknown): boolean {
   return e?.code === ErrorCode.NoResponders || e?.code === ErrorCode.Timeout || e?.api_error?.code === 503;
 }
 
-export async function whileHubElects<T>(fn: () => Promise<T>, deadline: number, onWait: (err: Error) => void): Promise<T> {
-  const backoff = new Backoff({ firstMs: 100, maxMs: 1000 });
+export async function whileHubElects<T>(fn: () => Promise<T>, deadline: number, onWait: (err: Error) => void, signal?: AbortSignal): Promise<T> {
+  const backoff = new Backoff({ firstMs: 100, maxMs: 1000, signal });
   for (;;) {
     try {
       return await fn();
     } catch (err) {
-      if (!electing(err) || Date.now() + backoff.delayMs > deadline) throw err;
+      if (!electing(err) || signal?.aborted || Date.now() + backoff.delayMs > deadline) throw err;
       onWait(err as Error);
       await backoff.wait();
     }
@@ -121,7 +121,7 @@ export async function followHubStream(nc: NatsConnection, stream: string, subjec
         mem_storage: true,
         inactive_threshold: nanos(10_000),
         ...(next ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next } : since ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() } : { deliver_policy: DeliverPolicy.All }),
-      }, Math.max(1000, deadline - Date.now())), reading ? Number.MAX_SAFE_INTEGER : deadline, onWait);
+      }, Math.max(1000, deadline - Date.now())), reading ? Number.MAX_SAFE_INTEGER : deadline, onWait, signal);
       name = info.name;
       reading = true;
       backoff.reset();
