@@ -161,6 +161,14 @@ ${nodeHowto({ state, url })}
     console.log(`run: QEMU stopped (${how})`);
     process.exit(0);
   };
+  // `make run | tee run.log`: Ctrl-C ends tee too, and every later write
+  // here fails with EPIPE; the node must still be powered off, not left to
+  // die with this process (what the console says is in its log file)
+  for (const out of [process.stdout, process.stderr]) {
+    out.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+    });
+  }
   process.on('SIGINT', () => void stop('interrupted'));
   process.on('SIGTERM', () => void stop('terminated'));
   process.on('SIGHUP', () => void stop('hung up'));
