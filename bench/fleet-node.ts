@@ -104,3 +104,7 @@ for await (const line of createInterface({ input: process.stdin })) {
     process.exit(0);
   }
 }
+// stdin ended: the bench that started this worker is gone (killed, or its
+// run cut short); its nodes' connections would keep this process alive,
+// reconnecting to servers nobody stops, and eating the next run's CPU
+process.exit(0);
