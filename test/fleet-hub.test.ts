@@ -317,7 +317,7 @@ test.serial("a replay of a hub stream is read on the stream's leader, not on a m
     const plain = await jsm.consumers.add(hubStreams.audit, config);
     if (plain.cluster?.leader !== leader) elsewhere++;
     await jsm.consumers.delete(hubStreams.audit, plain.name);
-    const placed = await consumerOnLeader(jsm, hubStreams.audit, config);
+    const placed = await consumerOnLeader(jsm, hubStreams.audit, config, Date.now() + 20_000);
     t.is(placed.cluster?.leader, leader);
     await jsm.consumers.delete(hubStreams.audit, placed.name);
   }

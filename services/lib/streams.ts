@@ -1,6 +1,5 @@
-import { nanos, RetentionPolicy, StorageType, DiscardPolicy, AckPolicy, DeliverPolicy, type ConsumerConfig, type ConsumerInfo, type JetStreamManager, type NatsConnection } from "nats";
+import { nanos, RetentionPolicy, StorageType, DiscardPolicy, AckPolicy, DeliverPolicy, ErrorCode, type ConsumerConfig, type ConsumerInfo, type JetStreamManager, type NatsConnection } from "nats";
 import { Backoff } from './backoff.ts';
-import { SealkitError } from './errors.ts';
 import { streams, policyBucket } from './subjects.ts';
 
 // JetStream setup, done once by the admin user (`sealkit bus init`, `make
@@ -54,7 +53,7 @@ export async function replayStream(nc: NatsConnection, stream: string, subject: 
     deliver_policy: DeliverPolicy.All,
     inactive_threshold: nanos(30_000),
   };
-  const info = o.onLeader ? await consumerOnLeader(jsm, stream, config) : await jsm.consumers.add(stream, config);
+  const info = o.onLeader ? await consumerOnLeader(jsm, stream, config, Date.now() + 20_000) : await jsm.consumers.add(stream, config);
   let left = info.num_pending;
   if (left === 0) {
     await jsm.consumers.delete(stream, info.name).catch(() => {});
@@ -77,6 +76,34 @@ export async function replayStream(nc: NatsConnection, stream: string, subject: 
   return n;
 }
 
+// A JetStream cluster that has just lost or regained a member elects new
+// stream leaders; until it has, it answers 503 (no responders, or no leader)
+// or nothing at all. That is over within seconds, so a command waits it out,
+// telling why through onWait, until its deadline; any other error, or one
+// still there at the deadline, is the command's.
+export function electing(err: unknown): boolean {
+  const e = err as { code?: string; api_error?: { code?: number } } | null;
+  return e?.code === ErrorCode.NoResponders || e?.code === ErrorCode.Timeout || e?.api_error?.code === 503;
+}
+
+export async function whileElecting<T>(fn: () => Promise<T>, deadline: number, onWait: (err: Error) => void = () => {}, signal?: AbortSignal): Promise<T> {
+  const backoff = new Backoff({ firstMs: 100, maxMs: 1000, signal });
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!electing(err) || signal?.aborted || Date.now() + backoff.delayMs > deadline) throw err;
+      onWait(err as Error);
+      await backoff.wait();
+    }
+  }
+}
+
+// An error whoever waits with whileElecting waits out.
+function stillElecting(message: string): Error {
+  return Object.assign(new Error(message), { code: ErrorCode.NoResponders });
+}
+
 // An ephemeral consumer of a replicated stream is placed on a random peer of
 // the stream (nats-server 2.9: createGroupForConsumer) and reads that peer's
 // copy. A hub member that has just come back and is still catching up would
@@ -87,26 +114,16 @@ export async function replayStream(nc: NatsConnection, stream: string, subject: 
 // and made again (each try lands on the leader with odds 1 in the replica
 // count). A stream without a leader (its members are electing one, seen for
 // over 10 s after two of three restarted on a loaded machine) is waited for
-// until `waitMs`, then an error saying so.
-export async function consumerOnLeader(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig>, waitMs = 20_000): Promise<ConsumerInfo> {
-  const deadline = Date.now() + waitMs;
-  const backoff = new Backoff({ firstMs: 50, maxMs: 1000 });
-  for (;;) {
-    const leader = await jsm.streams.info(stream).then((s) => s.cluster?.leader, (err: Error & { api_error?: { code?: number } }) => {
-      if (err.api_error?.code === 404 || Date.now() > deadline) throw err;
-      return undefined; // no member answers for the stream yet
-    });
-    if (leader) {
+// until `deadline`, then an error saying so.
+export async function consumerOnLeader(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig>, deadline: number, onWait?: (err: Error) => void, signal?: AbortSignal): Promise<ConsumerInfo> {
+  return whileElecting(async () => {
+    const leader = (await jsm.streams.info(stream)).cluster?.leader;
+    if (!leader) throw stillElecting(`stream ${stream} has no leader: its members are electing one, or a majority of them is down`);
+    for (let i = 0; i < 12; i++) {
       const info = await jsm.consumers.add(stream, config);
       if (info.cluster?.leader === leader) return info;
       await jsm.consumers.delete(stream, info.name).catch(() => {});
-      backoff.reset();
     }
-    if (Date.now() > deadline) {
-      throw new SealkitError('SEALKIT_UNAVAILABLE', leader
-        ? `cannot read stream ${stream} from its leader (${leader}): its readers kept being placed on other members for ${waitMs / 1000} s; the hub's leaders are changing, try again in a few seconds`
-        : `stream ${stream} has had no leader for ${waitMs / 1000} s: its members are electing one, or a majority of them is down; try again once they run`);
-    }
-    if (!leader) await backoff.wait();
-  }
+    throw stillElecting(`readers of stream ${stream} kept being placed on other members than its leader (${leader}): the hub's leaders are changing`);
+  }, deadline, onWait, signal);
 }

@@ -1,10 +1,10 @@
 import { join } from 'node:path';
-import { AckPolicy, DeliverPolicy, ErrorCode, nanos, type NatsConnection } from 'nats';
+import { AckPolicy, DeliverPolicy, nanos, type NatsConnection } from 'nats';
 import { Backoff } from '../../lib/backoff.ts';
 import { connectBus } from '../../lib/bus.ts';
 import { clientUrls, hubDir, readHubState } from '../../lib/hubstate.ts';
 import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
-import { consumerOnLeader } from '../../lib/streams.ts';
+import { consumerOnLeader, whileElecting } from '../../lib/streams.ts';
 import { SealkitError } from '../../lib/errors.ts';
 import { nodesBucket, type FleetNodeEntry } from '../../lib/fleet.ts';
 import { exists, type Options, type Values } from './common.ts';
@@ -44,29 +44,6 @@ export async function connectHub(v: Values): Promise<NatsConnection> {
   }
 }
 
-// A hub cluster that has just lost or regained a member elects new stream
-// leaders; until it has, its JetStream answers 503 (no responders, or no
-// leader) or nothing at all. That is over within seconds, so an operator's
-// command waits it out, telling why, until its own deadline; any other error,
-// or one still there at the deadline, is the command's.
-function electing(err: unknown): boolean {
-  const e = err as { code?: string; api_error?: { code?: number } } | null;
-  return e?.code === ErrorCode.NoResponders || e?.code === ErrorCode.Timeout || e?.api_error?.code === 503;
-}
-
-export async function whileHubElects<T>(fn: () => Promise<T>, deadline: number, onWait: (err: Error) => void, signal?: AbortSignal): Promise<T> {
-  const backoff = new Backoff({ firstMs: 100, maxMs: 1000, signal });
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!electing(err) || signal?.aborted || Date.now() + backoff.delayMs > deadline) throw err;
-      onWait(err as Error);
-      await backoff.wait();
-    }
-  }
-}
-
 // Without a deadline the registry is read once: a 503 is the caller's error.
 export async function readRegistry(nc: NatsConnection, wait?: { deadline: number; onWait: (err: Error) => void }): Promise<FleetNodeEntry[]> {
   const read = async () => {
@@ -82,7 +59,7 @@ export async function readRegistry(nc: NatsConnection, wait?: { deadline: number
     return out.sort((a, b) => a.node.localeCompare(b.node));
   };
   try {
-    return wait ? await whileHubElects(read, wait.deadline, wait.onWait) : await read();
+    return wait ? await whileElecting(read, wait.deadline, wait.onWait) : await read();
   } catch (err) {
     throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read the fleet registry ${nodesBucket} on the hub: ${(err as Error).message}; has "sealkit hub config" set the hub up, and do a majority of its members run?`);
   }
@@ -104,9 +81,7 @@ export function eventNode(ev: CloudEvent): string | null {
 // ordered consumer is not enough here: when the hub member holding it dies
 // (nats-server 2.9 keeps a one-replica consumer on one member), its checks
 // time out rather than say "consumer not found", and it waits for that member
-// to come back: a push lost both its paths that way in a loaded run. Setting
-// up waits out an election until `deadline`; once reading, a lost reader is
-// made again until the signal.
+// to come back: a push lost both its paths that way in a loaded run.
 export async function followHubStream(nc: NatsConnection, stream: string, subject: string, since: Date | null, signal: AbortSignal, deadline: number, onWait: (err: Error) => void, onEvent: (ev: CloudEvent, subject: string) => void): Promise<void> {
   const jsm = await nc.jetstreamManager({ checkAPI: false });
   const backoff = new Backoff({ firstMs: 100, maxMs: 1000, signal });
@@ -115,13 +90,14 @@ export async function followHubStream(nc: NatsConnection, stream: string, subjec
   while (!signal.aborted) {
     let name: string | undefined;
     try {
-      const info = await whileHubElects(() => consumerOnLeader(jsm, stream, {
+      // setting up waits out an election until the deadline; once reading, until the signal
+      const info = await consumerOnLeader(jsm, stream, {
         filter_subject: subject, // one subject: filter_subject, which nats-server 2.9 knows
         ack_policy: AckPolicy.None,
         mem_storage: true,
         inactive_threshold: nanos(10_000),
         ...(next ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next } : since ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() } : { deliver_policy: DeliverPolicy.All }),
-      }, Math.max(1000, deadline - Date.now())), reading ? Number.MAX_SAFE_INTEGER : deadline, onWait, signal);
+      }, reading ? Infinity : deadline, onWait, signal);
       name = info.name;
       reading = true;
       backoff.reset();

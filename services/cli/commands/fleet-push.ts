@@ -9,7 +9,8 @@ import { one, readInput, seconds, timeoutMs, type Command } from './common.ts';
 import { signatureOf } from './policy-push.ts';
 import { eventOf } from './watch.ts';
 import { ChainVerifier } from '../../lib/eventverify.ts';
-import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry, whileHubElects } from './fleet-hub.ts';
+import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry } from './fleet-hub.ts';
+import { whileElecting } from '../../lib/streams.ts';
 
 // How far back of the push's own clock the acknowledgements are read: the
 // hub stamps a sourced event when it stores it, on its clock, not ours.
@@ -133,7 +134,7 @@ ${hubUsage}`,
       // node decides each value once, by its sha256.
       const value = encodeFleetPolicy({ yaml, ...sig, pusher: (o.pusher as string | undefined) ?? process.env.USER ?? 'sealkit-cli' });
       try {
-        await whileHubElects(async () => {
+        await whileElecting(async () => {
           const kv = await nc.jetstream().views.kv(fleetBucket, { bindOnly: true });
           await kv.put(groupKey(group), value);
         }, deadline, onWait);
