@@ -10,6 +10,7 @@ import { startService, type RunningService } from './helpers/service.ts';
 import { buildImage, type BuiltImage } from './helpers/images.ts';
 import { makeAdmin, policyYaml, pushPolicy, type Admin } from './helpers/policy.ts';
 import { sealkit } from './helpers/cli.ts';
+import { startTogether } from './helpers/together.ts';
 
 // sealkit fetch follows one image through the node — verified, imported,
 // labelled — and fails with the code and reason of the first refusal on the
@@ -35,7 +36,7 @@ const entry = (img: BuiltImage, extra: Record<string, unknown> = {}) => ({
 });
 
 test.before(async () => {
-  [nats, ctd, http] = await Promise.all([startNats(), startContainerd(), startHttp()]);
+  [nats, ctd, http] = await startTogether(startNats(), startContainerd(), startHttp());
   work = await mkdtemp(join(tmpdir(), 'sealkit-cli-fetch-'));
   admin = await makeAdmin(nats.stateDir);
   for (const n of ['labelled', 'dockeronly', 'noimport', 'tampered', 'unlabelled']) {

@@ -13,6 +13,7 @@ import { assertBuilt, sealkit, sealkitBin } from './helpers/cli.ts';
 import { spawnGroup, type Shell } from './helpers/make.ts';
 import { repoRoot } from '../services/lib/config.ts';
 import type { NatsConnection } from 'nats';
+import { startTogether } from './helpers/together.ts';
 
 // sealkit ps and sealkit logs as the README shows them, against the real
 // runner running a real container (containerd + runc) from the rootfs the
@@ -62,7 +63,7 @@ async function say(pid: number, line: string): Promise<void> {
 }
 
 test.before(async () => {
-  [nats, ctd] = await Promise.all([startNats(), startContainerd()]);
+  [nats, ctd] = await startTogether(startNats(), startContainerd());
   work = await mkdtemp(join(tmpdir(), 'sealkit-ps-logs-'));
   admin = await makeAdmin(nats.stateDir);
   image = await buildImage({ name: 'sealkit/web', tag: '1', format: 'oci', layers: [{ 'bin/busybox': await readFile('/bin/busybox') }] });

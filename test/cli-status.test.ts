@@ -11,6 +11,7 @@ import { makeAdmin } from './helpers/policy.ts';
 import { sealkit } from './helpers/cli.ts';
 import { repoRoot } from '../services/lib/config.ts';
 import { serviceNames } from '../services/lib/subjects.ts';
+import { startTogether } from './helpers/together.ts';
 
 // sealkit status as an operator reads it: the node's name, every service
 // with the pid the host sees (also for a service in its own pid namespace,
@@ -49,7 +50,7 @@ async function startInPidNamespace(name: string, env: Record<string, string>) {
 }
 
 test.before(async () => {
-  [nats, ctd] = await Promise.all([startNats(), startContainerd()]);
+  [nats, ctd] = await startTogether(startNats(), startContainerd());
   work = await mkdtemp(join(tmpdir(), 'sealkit-status-'));
   const admin = await makeAdmin(nats.stateDir);
   const env = {

@@ -12,6 +12,7 @@ import { buildImage, type BuiltImage } from './helpers/images.ts';
 import { EventLog } from './helpers/events.ts';
 import { sealkit } from './helpers/cli.ts';
 import { repoRoot } from '../services/lib/config.ts';
+import { startTogether } from './helpers/together.ts';
 
 // The whole node on this host, driven the way an operator drives it: keys
 // and signatures made with the CLI, a policy pushed with the CLI, and the
@@ -27,7 +28,7 @@ const services: RunningService[] = [];
 let env: Record<string, string>;
 
 test.before(async () => {
-  [nats, ctd, http] = await Promise.all([startNats(), startContainerd(), startHttp()]);
+  [nats, ctd, http] = await startTogether(startNats(), startContainerd(), startHttp());
   dockerd = await startDocker({ containerd: ctd });
   work = await mkdtemp(join(tmpdir(), 'sealkit-e2e-'));
   image = await buildImage({

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { buildImage, sha256 } from './helpers/images.ts';
 import { startRegistry, type Registry } from './helpers/registry.ts';
 import { startFetcherRig, type FetcherRig } from './helpers/fetcher.ts';
+import { startTogether } from './helpers/together.ts';
 
 // The fetcher's cache collection, through the fetcher's core on a real bus
 // with a real registry: a registry image is many cache files (manifest,
@@ -15,7 +16,7 @@ import { startFetcherRig, type FetcherRig } from './helpers/fetcher.ts';
 let rig: FetcherRig;
 let reg: Registry;
 test.before(async () => {
-  [rig, reg] = await Promise.all([startFetcherRig(), startRegistry()]);
+  [rig, reg] = await startTogether(startFetcherRig(), startRegistry());
 });
 test.after.always(() => Promise.all([reg?.stop(), rig?.cleanup()]));
 

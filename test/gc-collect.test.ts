@@ -12,6 +12,7 @@ import { EventLog } from './helpers/events.ts';
 import { makeAdmin, policyYaml, putPolicy, type Admin } from './helpers/policy.ts';
 import { buildImage, type BuiltImage } from './helpers/images.ts';
 import { containerName } from '../services/lib/rootfs/names.ts';
+import { startTogether } from './helpers/together.ts';
 
 // What the policy no longer names is collected, by each service, after the
 // grace delay: the fetcher's cache entries, the importer's containerd and
@@ -66,7 +67,7 @@ const labeled = (img: BuiltImage) => events.wait((e) => e.type === 'ima.labeled'
 const collected = (img: BuiltImage, kind: string, ms = 30_000) => events.wait((e) => e.type === 'image.collected' && e.data.image.name === img.name && e.data.kind === kind, ms);
 
 test.before(async () => {
-  [nats, ctd] = await Promise.all([startNats(), startContainerd()]);
+  [nats, ctd] = await startTogether(startNats(), startContainerd());
   dockerd = await startDocker({ containerd: ctd });
   work = await mkdtemp(join(tmpdir(), 'sealkit-gc-'));
   store = join(work, 'containers');

@@ -14,6 +14,7 @@ import { request } from '../services/lib/bus.ts';
 import { subjects } from '../services/lib/subjects.ts';
 import { isSealkitError } from '../services/lib/errors.ts';
 import type { LogsReply, PsEntry } from '../services/lib/contract.ts';
+import { startTogether } from './helpers/together.ts';
 
 // The runner on this host with the real parts: nats-server, containerd and
 // runc, and the policy, fetcher, importer and ima services in front of it.
@@ -42,7 +43,7 @@ const SERVE = 'echo "hello from $0"; echo x > /x || echo "write refused"; trap "
 const busybox = readFileSync('/bin/busybox');
 
 test.before(async () => {
-  [nats, ctd] = await Promise.all([startNats(), startContainerd()]);
+  [nats, ctd] = await startTogether(startNats(), startContainerd());
   work = await mkdtemp(join(tmpdir(), 'sealkit-runner-'));
   admin = await makeAdmin(nats.stateDir);
   v1 = await buildImage({ name: 'sealkit/app', tag: 'v1', layers: [{ 'bin/busybox': busybox }, { 'etc/motd': 'v1\n' }] });

@@ -41,16 +41,6 @@ export async function startDocker(opts: { containerd?: ContainerdServer } = {}):
   proc.stderr!.on('data', (d: Buffer) => (log = (log + d).slice(-4000)));
   const docker = new Docker({ socketPath: sock });
   const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`dockerd exited with ${proc.exitCode}: ${log}`);
-    try {
-      await docker.ping();
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`dockerd did not answer on ${sock} within 30 s: ${log}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
   const stop = async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise((r) => proc.once('exit', r));
@@ -59,6 +49,23 @@ export async function startDocker(opts: { containerd?: ContainerdServer } = {}):
     await exited;
     clearTimeout(t);
   };
+  // a dockerd that does not come up is stopped, with the containerd started for it
+  try {
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`dockerd exited with ${proc.exitCode}: ${log}`);
+      try {
+        await docker.ping();
+        break;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`dockerd did not answer on ${sock} within 30 s: ${log}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } catch (err) {
+    await stop();
+    if (!opts.containerd) await containerd.cleanup();
+    throw err;
+  }
   return {
     dir,
     sock,

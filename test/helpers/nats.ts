@@ -45,7 +45,12 @@ export async function startNats(opts: { streams?: boolean; fleet?: FleetNodeConf
   await writeFile(confPath, serverConfig({ creds, storeDir: join(dir, 'js'), port: -1, portsFileDir: portsDir, ...leaf }));
 
   let proc = await launch(confPath);
-  const port = await readPort(portsDir, proc);
+  // a server that never reported its port is stopped here: left running, it
+  // would keep the test worker from exiting
+  const port = await readPort(portsDir, proc).catch(async (err: Error) => {
+    await kill(proc);
+    throw err;
+  });
   // from now on the port is fixed, so a restart comes back where clients look
   await writeFile(confPath, serverConfig({ creds, storeDir: join(dir, 'js'), port, ...leaf }));
   const url = `nats://127.0.0.1:${port}`;
@@ -124,8 +129,14 @@ export async function readPort(portsDir: string, proc: ChildProcess): Promise<nu
     if (proc.exitCode !== null) throw new Error(`nats-server exited with ${proc.exitCode} before it listened`);
     const files = (await readdir(portsDir)).filter((f) => f.endsWith('.ports'));
     if (files.length) {
-      const ports = JSON.parse(await readFile(join(portsDir, files[0]), 'utf8')) as { nats: string[] };
-      return Number(new URL(ports.nats[0]).port);
+      // nats-server writes the file in place: it can be there, empty or cut
+      // short, before the server has finished writing it (seen in CI)
+      try {
+        const ports = JSON.parse(await readFile(join(portsDir, files[0]), 'utf8')) as { nats: string[] };
+        return Number(new URL(ports.nats[0]).port);
+      } catch {
+        // read it again in a moment
+      }
     }
     await new Promise((r) => setTimeout(r, 20));
   }
