@@ -1,4 +1,4 @@
-import { appendFile, mkdir, readdir, readFile, unlink, writeFile, rename, rm } from 'node:fs/promises';
+import { appendFile, mkdir, open, readdir, readFile, unlink, writeFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NatsConnection, JetStreamClient } from 'nats';
 import { makeEvent, type CloudEvent } from './envelope.ts';
@@ -13,19 +13,26 @@ import { checkChainState, EventSealer, linkOf, newChainState, standInSubject, ty
 // event leaves the outbox only when JetStream acknowledged it, so a lost bus
 // or a restarted service loses nothing, and a retry after an unacknowledged
 // publish is dropped by the stream's duplicate window instead of stored twice.
-// Events published while a write is under way go to disk together in the next
-// one (a group commit: one file, one line per event), so a burst costs a few
-// writes instead of one per event; each publish still returns only once its
-// own event is on disk.
+// The disk side is an append-only log in segments (<seq>.json, one event a
+// line): events published while a write is under way go to disk together in
+// the next one (a group commit: one write of their lines), and each publish
+// returns only once its own event is on disk. A segment goes once every event
+// in it is acknowledged and no more are written to it; it stops taking events
+// at SEGMENT_BYTES, so a steady stream never keeps one growing. A crash mid
+// write can only tear the last line of the newest segment, which a restart
+// skips: that event's publish never returned.
+// JetStream publishes go out in a sliding window: up to `window` in flight,
+// the next sent as soon as one is acknowledged.
 //
 // With a key, each event is signed and takes the next seq of its chain
 // (lib/eventsig.ts) before it is written, so a republished event keeps its
-// seq. The chain heads survive in <dir>/chain.state, written before a group
-// file goes: a restart continues from the newest of that and the group files
-// left, so it neither reuses a seq nor leaves a gap for events never sent.
+// seq. The chain heads survive in <dir>/chain.state, written before a segment
+// goes: a restart continues from the newest of that and the segments left,
+// so it neither reuses a seq nor leaves a gap for events never sent.
 
 interface Pending {
-  file?: string; // the group file it is written in, with the other events of its commit
+  order: number; // its place in the queue: a retry after a failure goes out in this order
+  file?: string; // the segment it is written in (or, refused by the disk, a file of its own)
   unsaved?: boolean; // the disk refused it: held in memory, written again until it is on disk or acked
   subject: string;
   headers: Record<string, string>;
@@ -54,10 +61,22 @@ export interface OutboxOptions {
 }
 
 const CHAIN_FILE = 'chain.state';
+const SEGMENT_BYTES = 4 << 20;
 
 export class EventPublisher {
   private readonly js: JetStreamClient;
-  private readonly queue: Pending[] = [];
+  // not yet sent (from head on), in flight, refused by a failure and sent
+  // again once the bus answers, acknowledged and not yet released
+  private unsent: Pending[] = [];
+  private head = 0;
+  private readonly inflight = new Set<Pending>();
+  private failed: Pending[] = [];
+  private failure: unknown;
+  private acked: Pending[] = [];
+  private standIns: Pending[] = [];
+  private releasing = 0;
+  private settled?: () => void; // wakes the pump when a publish settles or an event comes
+  private order = 0;
   private seq = 0;
   private pumping = false;
   private readonly closing = new AbortController();
@@ -71,7 +90,8 @@ export class EventPublisher {
   // the next group commit, and whether one is being written now
   private nextGroup: Array<{ p: Pending; written: () => void }> = [];
   private writing = false;
-  private readonly unacked = new Map<string, number>(); // group file → its events not yet acknowledged
+  private segment?: { name: string; fh: FileHandle; bytes: number }; // the one being appended to
+  private readonly unacked = new Map<string, number>(); // segment or file → its events not yet acknowledged
   private sealer?: EventSealer;
   // per chain, the newest link on disk or acknowledged: where a restart may
   // continue; and what chain.state says now
@@ -89,8 +109,9 @@ export class EventPublisher {
     })();
   }
 
+  // events not yet acknowledged (or acknowledged, and their files not yet updated)
   get pending(): number {
-    return this.queue.length;
+    return this.unsent.length - this.head + this.inflight.size + this.failed.length + this.acked.length + this.releasing;
   }
 
   // Reload what a previous run left unpublished, oldest first.
@@ -99,32 +120,47 @@ export class EventPublisher {
     await mkdir(this.o.dir, { recursive: true });
     const names = (await readdir(this.o.dir)).filter((n) => n.endsWith('.json')).sort();
     const kept: SealedEvent[] = [];
+    const seen = new Set<string>();
     for (const name of names) {
+      this.seq = Math.max(this.seq, Number.parseInt(name, 10) || 0);
+      let text: string;
       try {
-        // one event a line; a file from before group commits is one line
-        const lines = (await readFile(join(this.o.dir, name), 'utf8')).split('\n').filter((l) => l.trim());
-        const acked = await this.ackedIn(name);
-        const all = lines.map((l) => JSON.parse(l) as Omit<Pending, 'payload' | 'file'>);
-        for (const r of all) kept.push(r.event as SealedEvent);
-        const recs = all.filter((r) => !acked.has(r.event.id));
-        this.seq = Math.max(this.seq, Number.parseInt(name, 10) || 0);
-        if (!recs.length) {
-          await this.removeGroup(name);
+        text = await readFile(join(this.o.dir, name), 'utf8');
+      } catch {
+        continue; // gone meanwhile
+      }
+      const acked = await this.ackedIn(name);
+      const recs: Array<Omit<Pending, 'payload' | 'file' | 'order'>> = [];
+      // one event a line; only the last line of a segment can be torn (a
+      // crash mid-write, whose publish never returned): it is skipped. An
+      // event in two files (a write cut short, then written again) is sent once.
+      for (const line of text.split('\n')) {
+        if (!line.trim()) continue;
+        let r: Omit<Pending, 'payload' | 'file' | 'order'>;
+        try {
+          r = JSON.parse(line) as typeof r;
+        } catch {
           continue;
         }
-        for (const rec of recs) this.queue.push({ ...rec, file: name, payload: encode(rec.event), link: linkOf(rec.event as SealedEvent) });
-        this.unacked.set(name, recs.length);
-      } catch {
-        // a torn file from a crash mid-write is never renamed into place; skip it
+        if (typeof r?.event?.id !== 'string' || seen.has(r.event.id)) continue;
+        seen.add(r.event.id);
+        kept.push(r.event as SealedEvent);
+        if (!acked.has(r.event.id)) recs.push(r);
       }
+      if (!recs.length) {
+        await this.removeGroup(name);
+        continue;
+      }
+      for (const rec of recs) this.unsent.push({ ...rec, order: this.order++, file: name, payload: encode(rec.event), link: linkOf(rec.event as SealedEvent) });
+      this.unacked.set(name, recs.length);
     }
     if (this.o.key) this.sealer = new EventSealer(this.o.key, await this.restoreChains(kept));
-    if (this.queue.length) this.o.log.info('outbox: republishing events from a previous run', { pending: this.queue.length });
+    if (this.pending) this.o.log.info('outbox: republishing events from a previous run', { pending: this.pending });
     this.kick();
   }
 
   // The chains continue from the newest of chain.state and the events the
-  // group files hold (acknowledged ones too: chain.state may lag them).
+  // segments hold (acknowledged ones too: chain.state may lag them).
   private async restoreChains(kept: SealedEvent[]): Promise<ChainState> {
     const file = join(this.o.dir!, CHAIN_FILE);
     const saved = checkChainState(await readFile(file, 'utf8').then(JSON.parse, () => null));
@@ -145,7 +181,7 @@ export class EventPublisher {
     let event = makeEvent(this.o.service, type, data, { node: this.o.node, id: opts.id, subject: opts.subject });
     const headers: Record<string, string> = { 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service };
     for (const [k, v] of Object.entries(opts.headers ?? {})) if (v !== undefined) headers[k] = v;
-    if (this.queue.length + this.nextGroup.length >= (this.o.maxPending ?? 100_000)) {
+    if (this.pending + this.nextGroup.length >= (this.o.maxPending ?? 100_000)) {
       this.countLost('outbox-full', type);
       this.o.log.error('outbox full: event dropped; audit.lost will report it', { type });
       return event;
@@ -154,13 +190,13 @@ export class EventPublisher {
     // which is the order of the group commits and of the queue
     let link: Link | undefined;
     if (this.sealer) ({ event, link } = this.sealer.seal(event));
-    await this.enqueue({ subject: type, headers, event, payload: encode(event), link });
+    await this.enqueue({ order: this.order++, subject: type, headers, event, payload: encode(event), link });
     return event;
   }
 
   private async enqueue(p: Pending): Promise<void> {
     if (this.o.dir) await this.persist(p);
-    this.queue.push(p);
+    this.unsent.push(p);
     this.kick();
   }
 
@@ -178,11 +214,8 @@ export class EventPublisher {
     try {
       while (this.nextGroup.length) {
         const group = this.nextGroup.splice(0);
-        const file = `${String(++this.seq).padStart(16, '0')}.json`;
         const members = group.map((g) => g.p);
-        for (const p of members) p.file = file;
-        this.unacked.set(file, members.length);
-        if (!(await this.save(file, members))) {
+        if (!(await this.append(members))) {
           // a full disk must not stop the service or drop the events: they go
           // out from memory, and the write is retried while they are not acked
           for (const p of members) p.unsaved = true;
@@ -195,26 +228,91 @@ export class EventPublisher {
     }
   }
 
-  // Write one group file (temp file, rename): false, logged, when the disk refuses.
+  private nextName(): string {
+    return `${String(++this.seq).padStart(16, '0')}.json`;
+  }
+
+  private lines(members: Pending[]): string {
+    return members.map((p) => JSON.stringify({ subject: p.subject, headers: p.headers, event: p.event })).join('\n') + '\n';
+  }
+
+  // One group commit: one write at the end of the current segment. False,
+  // logged, when the disk refuses it; the group then has a file name of its
+  // own, after every segment so far, for saveUnsaved to write it under.
+  private async append(members: Pending[]): Promise<boolean> {
+    const dir = this.o.dir!;
+    let seg = this.segment;
+    let file: string | undefined;
+    try {
+      if (!seg) {
+        file = this.nextName();
+        seg = this.segment = { name: file, fh: await open(join(dir, file), 'a'), bytes: 0 };
+      }
+      file = seg.name;
+      for (const p of members) p.file = file;
+      this.unacked.set(file, (this.unacked.get(file) ?? 0) + members.length);
+      const text = this.lines(members);
+      const bytes = Buffer.byteLength(text);
+      const { bytesWritten } = await seg.fh.write(text);
+      if (bytesWritten !== bytes) throw Object.assign(new Error(`short write to ${join(dir, file)}: ${bytesWritten} of ${bytes} bytes`), { code: 'ENOSPC' });
+      seg.bytes += bytes;
+      if (seg.bytes >= SEGMENT_BYTES) await this.seal(seg);
+      return true;
+    } catch (err) {
+      if (seg) {
+        // the segment's tail may be torn: cut back to its whole lines, and
+        // write no more to it (an append after a torn line would corrupt it)
+        await seg.fh.truncate(seg.bytes).catch(() => {});
+        await this.seal(seg);
+        const left = (this.unacked.get(seg.name) ?? 0) - (members[0].file === seg.name ? members.length : 0);
+        if (left > 0) this.unacked.set(seg.name, left);
+        else {
+          this.unacked.delete(seg.name);
+          await this.removeGroup(seg.name);
+        }
+      }
+      const own = this.nextName();
+      for (const p of members) p.file = own;
+      this.unacked.set(own, members.length);
+      this.logRefused(members, err);
+      return false;
+    }
+  }
+
+  // No more events go to seg; it stays until they are all acknowledged.
+  private async seal(seg: { fh: FileHandle }): Promise<void> {
+    if (this.segment === seg) this.segment = undefined;
+    await seg.fh.close().catch(() => {});
+  }
+
+  private logRefused(members: Pending[], err: unknown): void {
+    const dir = this.o.dir!;
+    const p = members[0];
+    const e = isDiskFull(err) ? diskFull(dir, `writing ${p.subject} to the outbox`, err) : err;
+    this.o.log.error('outbox: cannot write the event to disk; it is kept in memory until acknowledged, and a restart before that loses it', { type: p.subject, id: p.event.id, events: members.length, code: (e as { code?: string }).code, err: e as Error });
+  }
+
+  // Write a group the disk refused, whole, under its own name (temp file,
+  // rename): false when the disk still refuses.
   private async save(file: string, members: Pending[]): Promise<boolean> {
     const dir = this.o.dir!;
     const tmp = join(dir, `.${file}.tmp`);
-    const retry = members[0].unsaved;
     try {
-      await writeFile(tmp, members.map((p) => JSON.stringify({ subject: p.subject, headers: p.headers, event: p.event })).join('\n') + '\n');
+      await writeFile(tmp, this.lines(members));
       await rename(tmp, join(dir, file));
-      if (retry) this.o.log.info('outbox: events written to disk after all', { types: [...new Set(members.map((p) => p.subject))], ids: members.map((p) => p.event.id) });
+      this.o.log.info('outbox: events written to disk after all', { types: [...new Set(members.map((p) => p.subject))], ids: members.map((p) => p.event.id) });
       for (const p of members) p.unsaved = false;
       return true;
-    } catch (err) {
+    } catch {
       await rm(tmp, { force: true }).catch(() => {});
-      if (!retry) {
-        const p = members[0];
-        const e = isDiskFull(err) ? diskFull(dir, `writing ${p.subject} to the outbox`, err) : err;
-        this.o.log.error('outbox: cannot write the event to disk; it is kept in memory until acknowledged, and a restart before that loses it', { type: p.subject, id: p.event.id, events: members.length, code: (e as { code?: string }).code, err: e as Error });
-      }
       return false;
     }
+  }
+
+  private *waiting(): Iterable<Pending> {
+    yield* this.failed;
+    yield* this.inflight;
+    for (let i = this.head; i < this.unsent.length; i++) yield this.unsent[i];
   }
 
   // While the bus does not acknowledge, the groups the disk refused are
@@ -224,31 +322,39 @@ export class EventPublisher {
     if (!this.o.dir || Date.now() - this.lastSaveTry < 1000) return;
     this.lastSaveTry = Date.now();
     const groups = new Map<string, Pending[]>();
-    for (const p of this.queue) if (p.unsaved) groupOf(groups, p.file!).push(p);
-    for (const [file, members] of groups) if (!(await this.save(file, members))) return;
+    for (const p of this.waiting()) if (p.unsaved) groupOf(groups, p.file!).push(p);
+    for (const [file, members] of [...groups].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      members.sort((a, b) => a.order - b.order);
+      if (!(await this.save(file, members))) return;
+    }
   }
 
-  // Events acknowledged (or dropped for good): a group file goes once every
-  // event in it has. Until then the ids acknowledged so far are appended to
-  // <file>.acked, so that a restart republishes only the others: the stream's
-  // duplicate window (10 min) would not catch a republish after a longer stop.
+  // Events acknowledged (or dropped for good): a segment goes once every
+  // event in it has and none is written to it any more. Until then the ids
+  // acknowledged so far are appended to <segment>.acked, so that a restart
+  // republishes only the others: the stream's duplicate window (10 min)
+  // would not catch a republish after a longer stop.
   private async release(done: Pending[]): Promise<void> {
     if (!this.o.dir) return;
     const byFile = new Map<string, Pending[]>();
     for (const p of done) if (p.file) groupOf(byFile, p.file).push(p);
-    // a group file is about to go, or events only in memory were sent: the
+    // a segment is about to go, or events only in memory were sent: the
     // chain heads they leave must be on disk first
     this.advanceSafe(done);
     await this.saveChains();
     await Promise.all([...byFile].map(async ([file, members]) => {
       const left = (this.unacked.get(file) ?? members.length) - members.length;
+      const unsaved = members.some((p) => p.unsaved);
       if (left > 0) {
         this.unacked.set(file, left);
-        if (!members[0].unsaved) await appendFile(join(this.o.dir!, `${file}.acked`), members.map((p) => `${p.event.id}\n`).join('')).catch(() => {});
+        if (!unsaved) await appendFile(join(this.o.dir!, `${file}.acked`), members.map((p) => `${p.event.id}\n`).join('')).catch(() => {});
         return;
       }
+      // every event written to it is acknowledged, so no write to it is under
+      // way (a write counts its events first): it takes no more
       this.unacked.delete(file);
-      if (!members[0].unsaved) await this.removeGroup(file);
+      if (this.segment?.name === file) await this.seal(this.segment);
+      if (!unsaved) await this.removeGroup(file);
     }));
   }
 
@@ -264,7 +370,7 @@ export class EventPublisher {
     if (!this.sealer || Object.entries(this.safe).every(([c, h]) => (this.savedSafe[c] ?? 0) >= h.seq)) return;
     const state: ChainState = { epoch: this.sealer.state.epoch, heads: structuredClone(this.safe) };
     try {
-      // temp file and rename, unsynced: the group files' own guarantee (a
+      // temp file and rename, unsynced: the segments' own guarantee (a
       // process crash, not a power cut), at no fsync per acknowledged batch
       const file = join(this.o.dir!, CHAIN_FILE);
       await writeFile(`${file}.tmp`, JSON.stringify(state) + '\n');
@@ -296,7 +402,7 @@ export class EventPublisher {
 
   // Resolves when everything queued so far is acknowledged, or after timeoutMs.
   async flush(timeoutMs = 5000): Promise<boolean> {
-    if (this.queue.length === 0 && this.lost.size === 0) return true;
+    if (this.pending === 0 && this.lost.size === 0) return true;
     return new Promise<boolean>((resolve) => {
       const t = setTimeout(() => resolve(false), timeoutMs);
       this.idleWaiters.push(() => {
@@ -316,7 +422,7 @@ export class EventPublisher {
     if (!this.sealer || !subject) return [];
     const stand = makeEvent(this.o.service, subject, { id: ev.id, type: ev.type }, { node: this.o.node, id: `${ev.id}.duplicate.${ev.sealkitepoch}.${ev.sealkitseq}` });
     const event = this.sealer.standIn(ev, stand);
-    return [{ subject, headers: { 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service }, event, payload: encode(event), link: p.link }];
+    return [{ order: this.order++, subject, headers: { 'Sealkit-Node': this.o.node, 'Sealkit-Service': this.o.service }, event, payload: encode(event), link: p.link }];
   }
 
   private countLost(reason: string, sample: string): void {
@@ -327,77 +433,121 @@ export class EventPublisher {
 
   close(): void {
     this.closing.abort();
+    this.wake();
+    if (this.segment) void this.seal(this.segment);
+  }
+
+  private wake(): void {
+    const w = this.settled;
+    this.settled = undefined;
+    w?.();
   }
 
   private kick(): void {
     if (this.pumping) {
       this.backoff.wake();
+      this.wake();
       return;
     }
     this.pumping = true;
-    void this.pump().finally(() => {
-      this.pumping = false;
-    });
+    void this.pump();
   }
 
+  private send(p: Pending): void {
+    this.inflight.add(p);
+    this.js
+      .publish(p.subject, p.payload, { msgID: p.event.id, headers: makeHeaders(p.headers), timeout: this.o.ackTimeoutMs ?? 3000 })
+      .then(
+        (ack) => {
+          this.acked.push(p);
+          if (ack.duplicate) this.standIns.push(...this.standIn(p));
+        },
+        (err: unknown) => {
+          if (/Permissions Violation/i.test(String((err as Error)?.message))) {
+            // retrying cannot help: this service may not publish there. Drop
+            // it, say so on audit.lost, and keep the queue moving.
+            this.o.log.error('bus refused an event subject for this service; dropped', { type: p.subject });
+            this.countLost('permission-denied', p.subject);
+            this.acked.push(p);
+          } else {
+            this.failed.push(p);
+            this.failure ??= err;
+          }
+        },
+      )
+      .finally(() => {
+        this.inflight.delete(p);
+        this.wake();
+      });
+  }
+
+  // pumping ends in the step the pump returns in (a finally in this very
+  // function), not a microtask later: a kick right after starts a new pump
+  // instead of waking one that is gone
   private async pump(): Promise<void> {
-    this.backoff.reset();
-    while (!this.closing.signal.aborted) {
-      if (this.lost.size > 0 && this.queue.length < (this.o.maxPending ?? 100_000)) {
-        const lost = [...this.lost];
-        this.lost.clear();
-        for (const [reason, l] of lost) {
-          await this.publish(subjects.audit.lost, { service: this.o.service, reason, dropped: l.dropped, since: l.since, sample: l.sample });
+    try {
+      this.backoff.reset();
+      const window = this.o.window ?? 64;
+      while (!this.closing.signal.aborted) {
+        if (this.lost.size > 0 && this.pending < (this.o.maxPending ?? 100_000)) {
+          const lost = [...this.lost];
+          this.lost.clear();
+          for (const [reason, l] of lost) {
+            await this.publish(subjects.audit.lost, { service: this.o.service, reason, dropped: l.dropped, since: l.since, sample: l.sample });
+          }
+        }
+        await this.saveUnsaved();
+        // after a failure nothing new goes out until what is in flight settled
+        while (this.failure === undefined && this.inflight.size < window && this.head < this.unsent.length) this.send(this.unsent[this.head++]);
+        if (this.head > 4096 && this.head * 2 > this.unsent.length) {
+          this.unsent = this.unsent.slice(this.head);
+          this.head = 0;
+        }
+        if (!this.acked.length && !this.standIns.length) {
+          if (this.inflight.size) {
+            await new Promise<void>((r) => (this.settled = r));
+            continue;
+          }
+          if (this.failure !== undefined) {
+            // the refused go out again first, in their order, after a wait
+            const msg = this.failure instanceof Error ? this.failure.message : String(this.failure);
+            this.failure = undefined;
+            this.unsent = [...this.failed.sort((a, b) => a.order - b.order), ...this.unsent.slice(this.head)];
+            this.failed = [];
+            this.head = 0;
+            if (!this.warnedNoStream) {
+              this.o.log.warn('outbox: publish not acknowledged, will retry', { pending: this.pending, err: msg });
+              this.warnedNoStream = true;
+            }
+            await this.backoff.wait();
+            continue;
+          }
+          if (this.head >= this.unsent.length && this.lost.size === 0) {
+            for (const w of this.idleWaiters.splice(0)) w();
+            return;
+          }
+          continue;
+        }
+        const done = this.acked.splice(0);
+        const standIns = this.standIns.splice(0);
+        this.releasing += done.length;
+        try {
+          // on disk before the refused events leave the outbox: a crash between
+          // the two sends the event again, refused again, and stands in again
+          await Promise.all(standIns.map((p) => this.enqueue(p)));
+          await this.release(done);
+        } finally {
+          this.releasing -= done.length;
+        }
+        if (this.failure === undefined) {
+          this.backoff.reset();
+          this.warnedNoStream = false;
         }
       }
-      if (this.queue.length === 0) {
-        for (const w of this.idleWaiters.splice(0)) w();
-        return;
-      }
-      await this.saveUnsaved();
-      const batch = this.queue.slice(0, this.o.window ?? 64);
-      const results = await Promise.allSettled(
-        batch.map((p) =>
-          this.js.publish(p.subject, p.payload, {
-            msgID: p.event.id,
-            headers: makeHeaders(p.headers),
-            timeout: this.o.ackTimeoutMs ?? 3000,
-          }),
-        ),
-      );
-      const done = new Set<Pending>();
-      const standIns: Pending[] = [];
-      let failure: unknown;
-      results.forEach((r, i) => {
-        if (r.status === 'fulfilled') {
-          done.add(batch[i]);
-          if (r.value.duplicate) standIns.push(...this.standIn(batch[i]));
-        } else if (/Permissions Violation/i.test(String((r.reason as Error)?.message))) {
-          // retrying cannot help: this service may not publish there. Drop
-          // it, say so on audit.lost, and keep the queue moving.
-          this.o.log.error('bus refused an event subject for this service; dropped', { type: batch[i].subject });
-          this.countLost('permission-denied', batch[i].subject);
-          done.add(batch[i]);
-        } else failure ??= r.reason;
-      });
-      // on disk before the refused events leave the outbox: a crash between
-      // the two sends the event again, refused again, and stands in again
-      await Promise.all(standIns.map((p) => this.enqueue(p)));
-      if (done.size) {
-        await this.release([...done]);
-        for (let i = this.queue.length - 1; i >= 0; i--) if (done.has(this.queue[i])) this.queue.splice(i, 1);
-      }
-      if (failure === undefined) {
-        this.backoff.reset();
-        this.warnedNoStream = false;
-        continue;
-      }
-      const msg = failure instanceof Error ? failure.message : String(failure);
-      if (!this.warnedNoStream) {
-        this.o.log.warn('outbox: publish not acknowledged, will retry', { pending: this.queue.length, err: msg });
-        this.warnedNoStream = true;
-      }
-      await this.backoff.wait();
+    } catch (err) {
+      this.o.log.error('outbox: the publisher stopped on an error; the events wait for the next publish', { err: err as Error });
+    } finally {
+      this.pumping = false;
     }
   }
 }
