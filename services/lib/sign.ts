@@ -1,4 +1,4 @@
-import { createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { readFile } from 'node:fs/promises';
 import YAML from 'yaml';
@@ -105,8 +105,24 @@ export function framed(domain: Domain, message: Uint8Array): Uint8Array {
   return Buffer.concat([prefix, message]);
 }
 
+// Signed through OpenSSL (node:crypto) too: the same deterministic ed25519
+// signature tweetnacl makes from the same key file (a test holds them equal),
+// 0.2 ms against 7–28 ms here, and a policy push is signed on the operator's
+// round trip. The key object is kept with the key file it came from.
+const privateKeys = new WeakMap<SecretKeyFile, KeyObject>();
 export function signDetached(domain: Domain, message: Uint8Array, key: SecretKeyFile): string {
-  return b64(nacl.sign.detached(framed(domain, message), unb64(key.secret, 'secret key')));
+  let k = privateKeys.get(key);
+  if (!k) {
+    const secret = unb64(key.secret, 'secret key');
+    if (secret.length !== nacl.sign.secretKeyLength) throw new SealkitError('SEALKIT_KEY_INVALID', `secret key ${key.id} has ${secret.length} bytes, expected ${nacl.sign.secretKeyLength}`);
+    k = createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', d: b64url(secret.subarray(0, 32)), x: b64url(secret.subarray(32)) }, format: 'jwk' });
+    privateKeys.set(key, k);
+  }
+  return b64(sign(null, framed(domain, message), k));
+}
+
+function b64url(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('base64url');
 }
 
 // Verification through OpenSSL (node:crypto): the same ed25519 as

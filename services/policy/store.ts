@@ -1,6 +1,6 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../lib/atomic.ts';
+import { writeFilesAtomic } from '../lib/atomic.ts';
 import { SealkitError } from '../lib/errors.ts';
 import { verifySignedPolicy, type Policy, type SignedPolicy } from '../lib/policy.ts';
 import type { PublicKey } from '../lib/sign.ts';
@@ -21,6 +21,8 @@ export interface LoadReport {
 }
 
 export class PolicyStore {
+  private floor?: number; // the highwater, once read or written
+
   constructor(readonly dir: string) {}
 
   private get currentPath() {
@@ -33,20 +35,30 @@ export class PolicyStore {
     return join(this.dir, 'history', `${String(serial).padStart(12, '0')}.json`);
   }
 
+  // history first, highwater last: whatever prefix of the three a crash
+  // keeps, the floor is never above every record on disk, so a push that was
+  // never answered can be sent again. One batch of syncs (writeFilesAtomic):
+  // three synced writes one after another were most of a push's round trip.
   async save(rec: SignedPolicy): Promise<void> {
     const bytes = JSON.stringify(rec, null, 2) + '\n';
-    await writeFileAtomic(this.historyPath(rec.serial), bytes, 0o600);
-    await writeFileAtomic(this.currentPath, bytes, 0o600);
-    await writeFileAtomic(this.highwaterPath, `${rec.serial}\n`, 0o600);
+    await writeFilesAtomic([
+      { path: this.historyPath(rec.serial), data: bytes, mode: 0o600 },
+      { path: this.currentPath, data: bytes, mode: 0o600 },
+      { path: this.highwaterPath, data: `${rec.serial}\n`, mode: 0o600 },
+    ]);
+    this.floor = rec.serial;
   }
 
+  // Read once, then kept: this process is the file's only writer.
   async highwater(): Promise<number> {
+    if (this.floor !== undefined) return this.floor;
+    let n = 0;
     try {
-      const n = Number.parseInt(await readFile(this.highwaterPath, 'utf8'), 10);
-      return Number.isInteger(n) ? n : 0;
+      n = Number.parseInt(await readFile(this.highwaterPath, 'utf8'), 10);
     } catch {
-      return 0;
+      // none yet
     }
+    return (this.floor = Number.isInteger(n) ? n : 0);
   }
 
   // Re-verify what is on disk before using it. A bad current.json falls back
