@@ -9,7 +9,7 @@ import { subjects } from '../services/lib/subjects.ts';
 import { startNats } from '../test/helpers/nats.ts';
 import { makeAdmin, policyYaml, pushPolicy } from '../test/helpers/policy.ts';
 import { startService } from '../test/helpers/service.ts';
-import { fmt, interleave, median, percentile, row, type BenchContext, type Row } from './measure.ts';
+import { fmt, interleave, median, percentile, row, verdict, type BenchContext, type Row } from './measure.ts';
 
 // The bus paths an operator and every service lean on, on a real
 // nats-server: a signed policy push through the policy service (request →
@@ -67,8 +67,8 @@ export async function bus(ctx: BenchContext): Promise<Row[]> {
     sealkit: `${fmt.ms(median(t.push))} / ${fmt.ms(percentile(t.push, 99))}`,
     peer: `${fmt.ms(median(t.echo))} / ${fmt.ms(percentile(t.echo, 99))}`,
     ratio: fmt.x(median(t.push) / median(t.echo)),
-    target: '—',
-    status: 'info',
+    target: 'p99 ≤ 10 ms',
+    status: verdict(percentile(t.push, 99) <= 10),
     note: 'peer: bare NATS request/reply of the same YAML bytes on the same server',
   }));
 
@@ -110,8 +110,7 @@ export async function bus(ctx: BenchContext): Promise<Row[]> {
       sealkit: `${fmt.n(rate(median(xs)))} ev/s`,
       peer: `${fmt.n(bareRate)} ev/s`,
       ratio: fmt.x(rate(median(xs)) / bareRate),
-      target: '—',
-      status: 'info',
+      ...(what === 'disk outbox' ? { target: '≥ 0.5×', status: verdict(rate(median(xs)) / bareRate >= 0.5) } : { target: '—', status: 'info' as const }),
     }));
   }
   return rows;
