@@ -178,22 +178,16 @@ export class Importer {
       if (imported.status === 'rejected') throw imported.reason;
       if (read.status === 'rejected') throw read.reason;
       const { chosen, refs } = await this.check(ev, ns, staging, src.meta);
-      await ctr.label(ns, chosen.ref, {
+      const ref = containerdRef(ev.name, ev.tag);
+      // the final name appears with its target and labels in one record
+      const final = await ctr.put(ns, ref, chosen, {
         [LABELS.source]: ev.source,
         [LABELS.sha256]: ev.sha256,
         [LABELS.manifest]: ev.manifestDigest ?? 'none',
         [LABELS.serial]: String(ev.policySerial),
         [LABELS.image]: `${ev.name}:${ev.tag}`,
       });
-      const ref = containerdRef(ev.name, ev.tag);
-      await ctr.tag(ns, chosen.ref, ref);
-      const [final] = await Promise.all([
-        ctr.get(ns, ref),
-        ctr.remove(ns, [staging, ...refs]).catch((err) => log.warn('could not remove the staging image; it is removed on the next start', { ns, staging, err: err as Error })),
-      ]);
-      if (!final || final.digest !== chosen.digest) {
-        throw new SealkitError('SEALKIT_IMPORT_FAILED', `containerd shows ${ref} at ${final?.digest ?? 'nothing'} right after tagging it as ${chosen.digest}; is another client writing that name?`);
-      }
+      await ctr.remove(ns, [staging, ...refs]).catch((err) => log.warn('could not remove the staging image; it is removed on the next start', { ns, staging, err: err as Error }));
       log.info('imported into containerd', { ns, ref, digest: final.digest, ms: Date.now() - t0 });
       return { runtime: 'containerd', namespace: ns, ref, digest: final.digest };
     } catch (err) {
