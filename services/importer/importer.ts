@@ -1,4 +1,6 @@
 import { resolve, join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { SealkitError, asSealkitError, type ErrorCode } from '../lib/errors.ts';
 import { short } from '../lib/digest.ts';
 import type { Logger } from '../lib/log.ts';
@@ -81,7 +83,7 @@ export class Importer {
               targets.push(done);
               continue;
             }
-            targets.push(await this.intoContainerd(ev, await ensureRechecked(), ns, log));
+            targets.push(await this.intoContainerd(ev, ensureRechecked, ns, log));
           } else {
             if (!this.o.docker) throw new SealkitError('SEALKIT_CONFIG', `policy imports ${label} into Docker, but the importer has no Docker socket; set SEALKIT_DOCKER_SOCK`);
             const id = await this.o.docker.present(ev.name, ev.tag, ev.sha256);
@@ -164,14 +166,28 @@ export class Importer {
     return same ? { runtime: 'containerd', namespace: ns, ref, digest: cur.digest } : undefined;
   }
 
-  private async intoContainerd(ev: VerifiedImage, archive: CheckedArchive, ns: string, log: Logger): Promise<Target> {
+  private async intoContainerd(ev: VerifiedImage, rechecked: () => Promise<CheckedArchive>, ns: string, log: Logger): Promise<Target> {
     const ctr = this.o.containerd;
     // a staging name left by an interrupted attempt is simply overwritten
     const staging = `${STAGING}${ev.sha256}`;
     log.info('importing into containerd', { ns, staging, format: ev.format, compression: ev.compression });
     const t0 = Date.now();
+    // ctr starts and dials while the archive is re-hashed; it gets its
+    // first byte only once the digest matched (an empty input creates nothing)
+    const input = new PassThrough({ highWaterMark: 1 << 20 });
+    const importing = ctr.importTar(ns, staging, input);
+    importing.catch(() => {}).finally(() => input.destroy()); // a ctr that is gone reads nothing more
+    let archive: CheckedArchive;
+    try {
+      archive = await rechecked();
+    } catch (err) {
+      input.end();
+      await importing.catch(() => {});
+      throw err;
+    }
     const src = openArchive(archive);
-    const [imported, read] = await Promise.allSettled([ctr.importTar(ns, staging, src.stream), src.finished]);
+    pipeline(src.stream, input).catch(() => {}); // either side failing ends the other; the reasons come below
+    const [imported, read] = await Promise.allSettled([importing, src.finished]);
     try {
       // the reading side names the cause (changed file, bad archive) better than ctr does
       if (read.status === 'rejected' && read.reason instanceof SealkitError) throw read.reason;
