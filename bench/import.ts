@@ -25,13 +25,15 @@ export async function imports(ctx: BenchContext): Promise<Row[]> {
   const layerBytes = (ctx.quick ? 8 : 32) * MiB;
   const reps = ctx.quick ? 3 : 5;
   ctx.log(`import: ${layers} × ${fmt.mib(layerBytes)} docker-archive; containerd and dockerd on temp dirs`);
-  const built = await imageArchive(ctx, 'import.tar', { layers, layerBytes, name: 'bench/import' });
-  const img = built.img;
+  // only the path and the digests are kept: the archive's buffers would
+  // otherwise stay in this process, and every spawn (sealkit's and the
+  // peer's) would fork a process holding them
+  const { path: builtPath, img } = await imageArchive(ctx, 'import.tar', { layers, layerBytes, name: 'bench/import' });
   // the importer takes only files in the fetcher's cache, named by digest
   const cacheDir = join(ctx.tmp, 'cache');
   await mkdir(join(cacheDir, 'sha256'), { recursive: true });
   const archive = join(cacheDir, 'sha256', img.sha256);
-  await rename(built.path, archive);
+  await rename(builtPath, archive);
 
   const containerd = await startContainerd();
   ctx.defer(() => containerd.cleanup());
@@ -97,7 +99,7 @@ export async function imports(ctx: BenchContext): Promise<Row[]> {
   const what = `${layers}×${(layerBytes / MiB).toFixed(0)} MiB`;
   const rows: Row[] = [];
   const add = (name: string, a: number, b: number) =>
-    rows.push(row(G, { row: name, sealkit: fmt.ms(a), peer: fmt.ms(b), ratio: fmt.x(a / b), target: '≤ 1.15×', status: verdict(a / b <= 1.15) }));
+    rows.push(row(G, { row: name, sealkit: fmt.ms(a), peer: fmt.ms(b), ratio: fmt.x(a / b), target: '≤ 1.0×', status: verdict(a / b <= 1.0) }));
   add(`import ${what} docker-archive into containerd (re-hash, staging, checks) vs ctr images import --no-unpack`, median(c.sealkit), median(c.ctr));
   add(`import ${what} docker-archive into Docker vs docker load -i`, median(d.sealkit), median(d.docker));
   return rows;

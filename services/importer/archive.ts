@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -6,6 +5,7 @@ import { SealkitError } from '../lib/errors.ts';
 import { short } from '../lib/digest.ts';
 import { decompress, type ArchiveFormat, type Compression } from '../lib/archive/index.ts';
 import { StripNames, type ArchiveMeta } from './names.ts';
+import { sha256OfFile } from './sha256.ts';
 
 export type { ArchiveFormat, Compression };
 
@@ -43,14 +43,10 @@ export async function recheck(a: CachedArchive, image: string): Promise<CheckedA
     throw new SealkitError('SEALKIT_CACHE_CORRUPT', `cached archive ${a.path} for ${image} cannot be read (${(err as Error).message}); fetch the image again`, { path: a.path });
   }
   try {
-    const before = stampOf(await fh.stat({ bigint: true }));
-    const hash = createHash('sha256');
-    let size = 0;
-    for await (const chunk of fh.createReadStream({ start: 0, autoClose: false, highWaterMark: 1 << 20 })) {
-      hash.update(chunk as Buffer);
-      size += (chunk as Buffer).length;
-    }
-    const got = { sha256: hash.digest('hex'), size };
+    const st = await fh.stat({ bigint: true });
+    const before = stampOf(st);
+    // the size as fstat saw it: a file growing or shrinking meanwhile changes the stamp
+    const got = { sha256: await sha256OfFile(fh), size: Number(st.size) };
     if (got.sha256 !== a.sha256 || got.size !== a.size) throw corrupt(a, image, got);
     if (stampOf(await fh.stat({ bigint: true })) !== before) throw changed(a, image);
     return { archive: a, image, fh, stamp: before, close: () => fh.close() };

@@ -1,4 +1,6 @@
 import { resolve, join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { SealkitError, asSealkitError, type ErrorCode } from '../lib/errors.ts';
 import { short } from '../lib/digest.ts';
 import type { Logger } from '../lib/log.ts';
@@ -81,7 +83,7 @@ export class Importer {
               targets.push(done);
               continue;
             }
-            targets.push(await this.intoContainerd(ev, await ensureRechecked(), ns, log));
+            targets.push(await this.intoContainerd(ev, ensureRechecked, ns, log));
           } else {
             if (!this.o.docker) throw new SealkitError('SEALKIT_CONFIG', `policy imports ${label} into Docker, but the importer has no Docker socket; set SEALKIT_DOCKER_SOCK`);
             const id = await this.o.docker.present(ev.name, ev.tag, ev.sha256);
@@ -164,36 +166,44 @@ export class Importer {
     return same ? { runtime: 'containerd', namespace: ns, ref, digest: cur.digest } : undefined;
   }
 
-  private async intoContainerd(ev: VerifiedImage, archive: CheckedArchive, ns: string, log: Logger): Promise<Target> {
+  private async intoContainerd(ev: VerifiedImage, rechecked: () => Promise<CheckedArchive>, ns: string, log: Logger): Promise<Target> {
     const ctr = this.o.containerd;
     // a staging name left by an interrupted attempt is simply overwritten
     const staging = `${STAGING}${ev.sha256}`;
     log.info('importing into containerd', { ns, staging, format: ev.format, compression: ev.compression });
     const t0 = Date.now();
+    // ctr starts and dials while the archive is re-hashed; it gets its
+    // first byte only once the digest matched (an empty input creates nothing)
+    const input = new PassThrough({ highWaterMark: 1 << 20 });
+    const importing = ctr.importTar(ns, staging, input);
+    importing.catch(() => {}).finally(() => input.destroy()); // a ctr that is gone reads nothing more
+    let archive: CheckedArchive;
+    try {
+      archive = await rechecked();
+    } catch (err) {
+      input.end();
+      await importing.catch(() => {});
+      throw err;
+    }
     const src = openArchive(archive);
-    const [imported, read] = await Promise.allSettled([ctr.importTar(ns, staging, src.stream), src.finished]);
+    pipeline(src.stream, input).catch(() => {}); // either side failing ends the other; the reasons come below
+    const [imported, read] = await Promise.allSettled([importing, src.finished]);
     try {
       // the reading side names the cause (changed file, bad archive) better than ctr does
       if (read.status === 'rejected' && read.reason instanceof SealkitError) throw read.reason;
       if (imported.status === 'rejected') throw imported.reason;
       if (read.status === 'rejected') throw read.reason;
       const { chosen, refs } = await this.check(ev, ns, staging, src.meta);
-      await ctr.label(ns, chosen.ref, {
+      const ref = containerdRef(ev.name, ev.tag);
+      // the final name appears with its target and labels in one record
+      const final = await ctr.put(ns, ref, chosen, {
         [LABELS.source]: ev.source,
         [LABELS.sha256]: ev.sha256,
         [LABELS.manifest]: ev.manifestDigest ?? 'none',
         [LABELS.serial]: String(ev.policySerial),
         [LABELS.image]: `${ev.name}:${ev.tag}`,
       });
-      const ref = containerdRef(ev.name, ev.tag);
-      await ctr.tag(ns, chosen.ref, ref);
-      const [final] = await Promise.all([
-        ctr.get(ns, ref),
-        ctr.remove(ns, [staging, ...refs]).catch((err) => log.warn('could not remove the staging image; it is removed on the next start', { ns, staging, err: err as Error })),
-      ]);
-      if (!final || final.digest !== chosen.digest) {
-        throw new SealkitError('SEALKIT_IMPORT_FAILED', `containerd shows ${ref} at ${final?.digest ?? 'nothing'} right after tagging it as ${chosen.digest}; is another client writing that name?`);
-      }
+      await ctr.remove(ns, [staging, ...refs]).catch((err) => log.warn('could not remove the staging image; it is removed on the next start', { ns, staging, err: err as Error }));
       log.info('imported into containerd', { ns, ref, digest: final.digest, ms: Date.now() - t0 });
       return { runtime: 'containerd', namespace: ns, ref, digest: final.digest };
     } catch (err) {
