@@ -61,3 +61,16 @@ test('a snapshot carries held counts into a new instance', (t) => {
   out.push(...b.drain(T0 + 2000));
   t.is(tally(out).total, 50);
 });
+
+test('a snapshot keeps only the windows holding counts, however many distinct denials are open', (t) => {
+  const a = new Storm<D>({ windowMs: 1000, maxPerSec: 1_000_000 }, 'p');
+  for (let i = 0; i < 5000; i++) a.offer({ key: `k${i}`, seq: i, data: { file: `k${i}` } }, T0);
+  for (let i = 0; i < 3; i++) a.offer({ key: 'k7', seq: 5000 + i, data: { file: 'k7' } }, T0 + 1);
+  const snap = a.snapshot();
+  t.deepEqual(snap.entries.map(([key, e]) => [key, e.repeats, e.last]), [['k7', 3, { file: 'k7' }]]);
+  const b = new Storm<D>({ windowMs: 1000, maxPerSec: 1_000_000 }, 'p');
+  b.restore(JSON.parse(JSON.stringify(snap)), T0 + 2);
+  t.is(b.held, 3);
+  const follow = b.drain(T0 + 2000);
+  t.like(follow, [{ kind: 'event', id: 'p-7-repeats', repeats: 3, data: { file: 'k7' } }]);
+});

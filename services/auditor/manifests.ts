@@ -1,5 +1,5 @@
-import { watch, type FSWatcher } from 'node:fs';
-import { lstat, readdir, stat } from 'node:fs/promises';
+import { statSync, watch, type FSWatcher } from 'node:fs';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sha256Of, type LabelManifest } from '../lib/manifest.ts';
 import type { PublicKey } from '../lib/sign.ts';
@@ -146,9 +146,12 @@ export class ManifestIndex {
     return found;
   }
 
+  // Synchronous: a stat of a local directory takes microseconds, where a trip
+  // through the libuv pool put a thread hand-off (and, on a busy machine, a
+  // wait for the CPU) on the way out of every denial no manifest holds.
   private async dirMtime(): Promise<number | null> {
     try {
-      return (await stat(this.dir)).mtimeMs;
+      return statSync(this.dir).mtimeMs;
     } catch {
       return null;
     }

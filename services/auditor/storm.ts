@@ -29,7 +29,8 @@ interface Entry<T> {
 }
 
 export interface StormSnapshot<T> {
-  // `last` only where there are repeats: it is read for nothing else
+  // windows with repeats only; `last` may be missing in a cursor an earlier
+  // version wrote (it kept every window, `last` only where there were repeats)
   entries: Array<[string, Omit<Entry<T>, 'last'> & { last?: T }]>;
   tokens: number;
   refilledAt: number;
@@ -101,11 +102,16 @@ export class Storm<T> {
   }
 
   snapshot(): StormSnapshot<T> {
+    // Only the windows holding counts: one without repeats has reported all
+    // it saw, and a restart that forgets it costs at most one more event for
+    // that key, never a count. A storm of distinct denials holds one entry
+    // each, and a cursor written after every batch carried all of them (2.8 MB
+    // and 65-130 ms of CPU at 20,000).
+    const entries: StormSnapshot<T>['entries'] = [];
+    // copies: the live entries go on counting while a cursor is written
+    for (const [key, e] of this.entries) if (e.repeats > 0) entries.push([key, { ...e }]);
     return {
-      // a storm of distinct denials holds one entry each; their data would
-      // make every cursor write as large as the storm
-      // (copies: the live entries go on counting while a cursor is written)
-      entries: [...this.entries].map(([key, e]) => [key, e.repeats > 0 ? { ...e } : { ...e, last: undefined }]),
+      entries,
       tokens: this.tokens,
       refilledAt: this.refilledAt,
       dropped: this.dropped,
