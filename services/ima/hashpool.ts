@@ -41,6 +41,9 @@ parentPort.on('message', async ({ id, paths, label }) => {
 
 export const BATCH = 32;
 const IN_FLIGHT = 2; // batches queued per worker, so none waits for the main thread
+// An idle worker is a whole V8 isolate (several MB resident): the workers
+// start with the first job and stop once the pool has had nothing to do for this long.
+const IDLE_MS = 10_000;
 
 interface Job {
   id: number;
@@ -50,36 +53,38 @@ interface Job {
   fail: (e: Error) => void;
 }
 
+interface Slot {
+  w: Worker;
+  busy: number;
+}
+
 export class HashPool {
-  private readonly workers: Array<{ w: Worker; busy: number }> = [];
+  private workers: Slot[] = [];
   private readonly jobs = new Map<number, Job>();
   private readonly queue: Job[] = [];
   private nextId = 0;
   private closed = false;
+  private idle?: NodeJS.Timeout;
+  private readonly xattr = import.meta.resolve('fs-xattr');
 
-  constructor(size = availableParallelism()) {
-    const xattr = import.meta.resolve('fs-xattr');
-    for (let i = 0; i < Math.max(1, size); i++) {
-      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { xattr } });
-      w.unref(); // held only while it has work, so an idle pool never keeps a process alive
-      const slot = { w, busy: 0 };
-      w.on('message', ({ id, results }: { id: number; results: HashResult[] }) => {
-        if (--slot.busy === 0) w.unref();
-        const job = this.jobs.get(id);
-        this.jobs.delete(id);
-        job?.done(results);
-        this.pump();
-      });
-      w.on('error', (err) => {
-        for (const job of this.jobs.values()) job.fail(err);
-        this.jobs.clear();
-      });
-      this.workers.push(slot);
-    }
-  }
+  constructor(readonly size = Math.max(1, availableParallelism())) {}
 
-  get size(): number {
-    return this.workers.length;
+  private spawn(): Slot {
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { xattr: this.xattr } });
+    w.unref(); // held only while it has work, so an idle pool never keeps a process alive
+    const slot = { w, busy: 0 };
+    w.on('message', ({ id, results }: { id: number; results: HashResult[] }) => {
+      if (--slot.busy === 0) w.unref();
+      const job = this.jobs.get(id);
+      this.jobs.delete(id);
+      job?.done(results);
+      this.pump();
+    });
+    w.on('error', (err) => {
+      for (const job of this.jobs.values()) job.fail(err);
+      this.jobs.clear();
+    });
+    return slot;
   }
 
   // Hash files; with label, also write security.ima = 0x04 0x04 + digest.
@@ -96,10 +101,19 @@ export class HashPool {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.workers.map((s) => s.w.terminate()));
+    clearTimeout(this.idle);
+    await this.stopWorkers();
+  }
+
+  private async stopWorkers(): Promise<void> {
+    const workers = this.workers;
+    this.workers = [];
+    await Promise.all(workers.map((s) => s.w.terminate()));
   }
 
   private pump(): void {
+    clearTimeout(this.idle);
+    if (this.queue.length && !this.workers.length) for (let i = 0; i < this.size; i++) this.workers.push(this.spawn());
     while (this.queue.length) {
       const slot = this.workers.reduce((a, b) => (b.busy < a.busy ? b : a));
       if (slot.busy >= IN_FLIGHT) return;
@@ -107,6 +121,10 @@ export class HashPool {
       this.jobs.set(job.id, job);
       if (slot.busy++ === 0) slot.w.ref();
       slot.w.postMessage({ id: job.id, paths: job.paths, label: job.label });
+    }
+    if (!this.jobs.size && this.workers.length) {
+      this.idle = setTimeout(() => void this.stopWorkers(), IDLE_MS);
+      this.idle.unref();
     }
   }
 }

@@ -1,4 +1,4 @@
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import type { Readable } from 'node:stream';
 import { SealkitError } from '../lib/errors.ts';
 
@@ -9,10 +9,14 @@ import { SealkitError } from '../lib/errors.ts';
 // means both tags name the same image ID.
 
 export class DockerTarget {
-  private readonly docker: Docker;
+  private client?: Promise<Docker>;
 
-  constructor(readonly sock: string) {
-    this.docker = new Docker({ socketPath: sock });
+  constructor(readonly sock: string) {}
+
+  // dockerode brings ssh2, gRPC and protobufjs (about 15 MB resident): loaded
+  // on the first Docker call, not by an importer that never makes one.
+  private get docker(): Promise<Docker> {
+    return (this.client ??= import('dockerode').then((m) => new m.default({ socketPath: this.sock })));
   }
 
   static digestTag(sha256: string): string {
@@ -29,7 +33,7 @@ export class DockerTarget {
   async sealkitImages(): Promise<Array<{ id: string; digestTag: string; name: string; sha256: string }>> {
     let images: Docker.ImageInfo[];
     try {
-      images = await this.docker.listImages();
+      images = await (await this.docker).listImages();
     } catch (err) {
       throw this.wrap(err, 'list images');
     }
@@ -49,7 +53,7 @@ export class DockerTarget {
   async untag(refs: string[]): Promise<void> {
     for (const ref of refs) {
       try {
-        await this.docker.getImage(ref).remove();
+        await (await this.docker).getImage(ref).remove();
       } catch (err) {
         if ((err as { statusCode?: number }).statusCode !== 404) throw this.wrap(err, `remove ${ref}`);
       }
@@ -58,7 +62,7 @@ export class DockerTarget {
 
   private async inspect(ref: string): Promise<string | undefined> {
     try {
-      return (await this.docker.getImage(ref).inspect()).Id;
+      return (await (await this.docker).getImage(ref).inspect()).Id;
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return undefined;
       throw this.wrap(err, `inspect ${ref}`);
@@ -69,7 +73,7 @@ export class DockerTarget {
   async load(tar: Readable, what: string, signal?: AbortSignal): Promise<string> {
     let res: NodeJS.ReadableStream;
     try {
-      res = await this.docker.loadImage(tar, { quiet: true, abortSignal: signal });
+      res = await (await this.docker).loadImage(tar, { quiet: true, abortSignal: signal });
     } catch (err) {
       throw this.wrap(err, `load ${what}`);
     }
@@ -94,7 +98,7 @@ export class DockerTarget {
 
   async tag(id: string, repo: string, tag: string): Promise<void> {
     try {
-      await this.docker.getImage(id).tag({ repo, tag });
+      await (await this.docker).getImage(id).tag({ repo, tag });
     } catch (err) {
       throw this.wrap(err, `tag ${id} as ${repo}:${tag}`);
     }

@@ -1,5 +1,7 @@
-import si from 'systeminformation';
+import type si from 'systeminformation';
 import { readFile, access } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 
 // What a node is: OS, kernel, CPU, memory, disks, network, what the kernel
 // offers for IMA, and the build manifest the ISO was assembled from.
@@ -20,15 +22,37 @@ export async function kernelIma(securityfs = '/sys/kernel/security', cmdline = '
   };
 }
 
+const run = promisify(execFile);
+
+type Probed = [si.Systeminformation.OsData, si.Systeminformation.CpuData, si.Systeminformation.MemData, si.Systeminformation.FsSizeData[], si.Systeminformation.NetworkInterfacesData[] | si.Systeminformation.NetworkInterfacesData];
+
+// systeminformation is large (about 5 MB resident once loaded) and needed for
+// a moment every 30 s at most: it runs in a child node that exits after each
+// snapshot, so an idle nodeinfo holds none of it (a worker thread would leave
+// its malloc arena behind, as large again). Plain JS, so no loader is needed,
+// from source and compiled alike.
+const PROBE_SOURCE = `
+import(process.argv[1]).then(({ default: si }) => Promise.all([
+  si.osInfo(),
+  si.cpu(),
+  si.mem(),
+  si.fsSize().catch(() => []),
+  si.networkInterfaces().catch(() => []),
+])).then((probed) => process.stdout.write(JSON.stringify(probed)), (err) => { process.stderr.write(String((err && err.stack) || err)); process.exitCode = 1; });
+`;
+
+async function probe(): Promise<Probed> {
+  try {
+    const { stdout } = await run(process.execPath, ['-e', PROBE_SOURCE, import.meta.resolve('systeminformation')], { maxBuffer: 16 * 1024 * 1024 });
+    return JSON.parse(stdout) as Probed;
+  } catch (err) {
+    const e = err as Error & { stderr?: string };
+    throw new Error(`systeminformation failed: ${(e.stderr || e.message).trim().slice(0, 2000)}`);
+  }
+}
+
 export async function snapshot(opts: { buildManifest?: string } = {}) {
-  const [os, cpu, mem, disks, nets, ima] = await Promise.all([
-    si.osInfo(),
-    si.cpu(),
-    si.mem(),
-    si.fsSize().catch(() => []),
-    si.networkInterfaces().catch(() => []),
-    kernelIma(),
-  ]);
+  const [[os, cpu, mem, disks, nets], ima] = await Promise.all([probe(), kernelIma()]);
   let build: unknown = null;
   if (opts.buildManifest) {
     try {
