@@ -166,8 +166,8 @@ export class QuarantineFile implements Sink {
     await this.fh.truncate(size);
   }
 
-  async put(data: Buffer, at: number): Promise<void> {
-    const w: Promise<unknown> = this.fh.write(data, 0, data.length, at).then(
+  async put(data: Buffer[], at: number): Promise<void> {
+    const w: Promise<unknown> = this.fh.writev(data, at).then(
       () => this.inFlight.delete(w),
       (err) => {
         this.inFlight.delete(w);
@@ -230,11 +230,11 @@ class Region implements Sink {
 
   async flush(): Promise<void> {
     if (this.buffered === 0) return;
-    const data = this.buf.length === 1 ? this.buf[0] : Buffer.concat(this.buf);
+    const data = this.buf; // one writev, no copy into a block
+    const at = this.start + this.offset;
+    this.offset += this.buffered;
     this.buf = [];
     this.buffered = 0;
-    const at = this.start + this.offset;
-    this.offset += data.length;
     await this.file.put(data, at);
   }
 }

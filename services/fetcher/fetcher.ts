@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import type { NatsConnection } from 'nats';
 import { archiveMediaType, detectCompression, openImage, type Compression, type OpenedImage } from '../lib/archive/index.ts';
-import { sha256File, sha256Hex } from '../lib/digest.ts';
+import { sha256Hex } from '../lib/digest.ts';
 import { asSealkitError, diskFull, isDiskFull, isSealkitError, SealkitError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { EventPublisher } from '../lib/outbox.ts';
@@ -14,6 +14,7 @@ import type { Collected, RejectedImage, VerifiedImage } from '../lib/contract.ts
 import type { CollectRun } from '../lib/collect.ts';
 import { Cache, type HeldImage } from './cache.ts';
 import { collectCache } from './collect.ts';
+import { sha256FileThread } from './hash-thread.ts';
 import { download, memorySink, type Rules } from './download.ts';
 import { checkDescriptor, fetchManifest, parseOciSource, pickPlatform, pullLayout, type Descriptor, type OciRef, type VerifiedManifest } from './registry.ts';
 import { checkImageSignatures, MAX_SIGNATURE_FILE, parseSignatureFile, signatureUrl, type Statement } from './signatures.ts';
@@ -391,7 +392,7 @@ export class Fetcher {
       progress.done(total);
       try {
         // every blob in it is verified: sync, name and open it in one go
-        const [, built, open] = await settled([q.close(), sha256File(q.path), this.archiveCheck(img, policy, q.path, manifest.digest)]);
+        const [, built, open] = await settled([q.close(), sha256FileThread(q.path), this.archiveCheck(img, policy, q.path, manifest.digest)]);
         path = await this.cache.admit(q, built.sha256);
         archive = { hex: built.sha256, size: built.size };
         opened = open;
