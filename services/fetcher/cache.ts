@@ -136,10 +136,9 @@ const BLOCK = 1 << 20;
 const WRITES_IN_FLIGHT = 8;
 
 export class QuarantineFile implements Sink {
-  private buf: Buffer[] = [];
-  private buffered = 0;
+  private readonly main: Region;
+  private readonly regions: Region[] = [];
   private closed = false;
-  private offset = 0;
   private readonly inFlight = new Set<Promise<unknown>>();
   private failure: unknown;
 
@@ -147,22 +146,28 @@ export class QuarantineFile implements Sink {
     readonly path: string,
     private readonly fh: FileHandle,
     private readonly cache: Cache,
-  ) {}
-
-  async write(chunk: Buffer): Promise<void> {
-    this.buf.push(chunk);
-    this.buffered += chunk.length;
-    if (this.buffered >= BLOCK) await this.flush();
+  ) {
+    this.main = this.region(0);
   }
 
-  private async flush(): Promise<void> {
-    if (this.buffered === 0) return;
-    const data = this.buf.length === 1 ? this.buf[0] : Buffer.concat(this.buf);
-    this.buf = [];
-    this.buffered = 0;
-    const at = this.offset;
-    this.offset += data.length;
-    const w: Promise<unknown> = this.fh.write(data, 0, data.length, at).then(
+  write(chunk: Buffer): Promise<void> {
+    return this.main.write(chunk);
+  }
+
+  /** A sink writing from `start` on, beside others: for a file whose layout is planned in advance. */
+  region(start: number): Region {
+    const r = new Region(this, start);
+    this.regions.push(r);
+    return r;
+  }
+
+  /** Set the length; what no region writes reads as zeros. */
+  async truncate(size: number): Promise<void> {
+    await this.fh.truncate(size);
+  }
+
+  async put(data: Buffer[], at: number): Promise<void> {
+    const w: Promise<unknown> = this.fh.writev(data, at).then(
       () => this.inFlight.delete(w),
       (err) => {
         this.inFlight.delete(w);
@@ -175,7 +180,9 @@ export class QuarantineFile implements Sink {
     if (this.failure) throw this.failure;
   }
 
-  private async drain(): Promise<void> {
+  /** Every byte handed to a region is in the file (not yet synced). */
+  async written(): Promise<void> {
+    for (const r of this.regions) await r.flush();
     await Promise.all(this.inFlight);
     if (this.failure) throw this.failure;
   }
@@ -184,8 +191,7 @@ export class QuarantineFile implements Sink {
     if (this.closed) return;
     this.closed = true;
     try {
-      await this.flush();
-      await this.drain();
+      await this.written();
       await this.fh.sync();
     } catch (err) {
       throw isDiskFull(err) ? diskFull(this.path, 'writing a download into quarantine (the part written is discarded)', err) : err;
@@ -202,5 +208,33 @@ export class QuarantineFile implements Sink {
     }
     await rm(this.path, { force: true });
     void this.cache;
+  }
+}
+
+// Bytes gathered into 1 MiB blocks, each written at its place in the file.
+class Region implements Sink {
+  private buf: Buffer[] = [];
+  private buffered = 0;
+  private offset = 0;
+
+  constructor(
+    private readonly file: QuarantineFile,
+    private readonly start: number,
+  ) {}
+
+  async write(chunk: Buffer): Promise<void> {
+    this.buf.push(chunk);
+    this.buffered += chunk.length;
+    if (this.buffered >= BLOCK) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.buffered === 0) return;
+    const data = this.buf; // one writev, no copy into a block
+    const at = this.start + this.offset;
+    this.offset += this.buffered;
+    this.buf = [];
+    this.buffered = 0;
+    await this.file.put(data, at);
   }
 }

@@ -4,8 +4,8 @@ import type { Policy } from '../lib/policy.ts';
 import type { Cache, HeldImage } from './cache.ts';
 
 // Cache entries no image of the policy in force reaches: mark what each
-// named image reaches (its archive; for a registry image its manifests,
-// config, layers and the archive assembled from them), then sweep the rest.
+// named image reaches (its archive; for a registry image its manifests and
+// the archive assembled from its blobs), then sweep the rest.
 // An image's record is released last, after its files: a run cut short
 // leaves the record, so the next run finds the image again, removes what is
 // left and reports it. What its record no longer covers (a record lost, a
@@ -66,31 +66,21 @@ function key(i: { name: string; tag: string; sha256: string }): string {
 
 // The cache files an image needs. URL sources: the archive, named by the pin.
 // oci://: the pinned manifest (an index names one manifest per platform, the
-// one picked is cached), what each manifest names, and the assembled archive.
+// one picked is cached) and the archive assembled from the blobs; the blobs
+// themselves are only inside the archive.
 async function reaches(cache: Cache, img: { sha256: string; source: string }): Promise<Set<string>> {
   const out = new Set<string>([img.sha256]);
   if (!img.source.startsWith('oci://')) return out;
   const archive = await cache.getRef(img.sha256);
   if (archive) out.add(archive);
-  const manifests = [img.sha256];
-  while (manifests.length) {
-    const doc = await readManifest(cache, manifests.pop()!);
-    for (const d of doc?.manifests ?? []) {
-      const hex = hexOf(d?.digest);
-      if (hex && !out.has(hex)) {
-        out.add(hex);
-        manifests.push(hex);
-      }
-    }
-    for (const d of [doc?.config, ...(doc?.layers ?? [])]) {
-      const hex = hexOf(d?.digest);
-      if (hex) out.add(hex);
-    }
+  for (const d of (await readManifest(cache, img.sha256))?.manifests ?? []) {
+    const hex = hexOf(d?.digest);
+    if (hex) out.add(hex);
   }
   return out;
 }
 
-type Descriptors = { manifests?: Array<{ digest?: unknown }>; config?: { digest?: unknown }; layers?: Array<{ digest?: unknown }> };
+type Descriptors = { manifests?: Array<{ digest?: unknown }> };
 
 async function readManifest(cache: Cache, hex: string): Promise<Descriptors | undefined> {
   if ((await cache.size(hex)) > MAX_MANIFEST) return undefined;

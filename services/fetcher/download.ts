@@ -19,6 +19,7 @@ export interface Rules {
   deadline: number; // Date.now() value by which the download must be done
   stallMs: number; // no bytes for this long: give up
   accept?: string;
+  signal?: AbortSignal; // aborts the request (another download of the same image failed)
   onBytes?: (bytes: number, total: number | undefined) => void;
 }
 
@@ -115,7 +116,7 @@ function timers(r: Rules, url: URL, destroy: (err: SealkitError) => void) {
 function get(url: URL, r: Rules): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const mod = url.protocol === 'https:' ? https : http;
-    const req = mod.get(url, { headers: { 'user-agent': 'sealkit-fetcher', ...(r.accept ? { accept: r.accept } : {}) } });
+    const req = mod.get(url, { headers: { 'user-agent': 'sealkit-fetcher', ...(r.accept ? { accept: r.accept } : {}) }, signal: r.signal });
     const t = timers(r, url, (err) => req.destroy(err));
     req.on('response', (res) => {
       t.clear();

@@ -14,8 +14,9 @@ import type { Collected, RejectedImage, VerifiedImage } from '../lib/contract.ts
 import type { CollectRun } from '../lib/collect.ts';
 import { Cache, type HeldImage } from './cache.ts';
 import { collectCache } from './collect.ts';
+import { sha256FileThread } from './hash-thread.ts';
 import { download, memorySink, type Rules } from './download.ts';
-import { assembleOci, checkDescriptor, fetchBlob, fetchManifest, parseOciSource, pickPlatform, type Descriptor, type OciRef, type VerifiedManifest } from './registry.ts';
+import { checkDescriptor, fetchManifest, parseOciSource, pickPlatform, pullLayout, type Descriptor, type OciRef, type VerifiedManifest } from './registry.ts';
 import { checkImageSignatures, MAX_SIGNATURE_FILE, parseSignatureFile, signatureUrl, type Statement } from './signatures.ts';
 import { askVerifiers } from './verifiers.ts';
 
@@ -387,22 +388,19 @@ export class Fetcher {
       }
     }
     if (!opened) {
-      let base = 0;
-      for (const d of blobs) {
-        await fetchBlob(this.cache, ref, d, { ...rules, onBytes: (n) => progress.update(base + n, total) }, (actual) => this.cacheCorrupt(img, policy, d.digest.slice(7), actual));
-        base += d.size;
-      }
+      const q = await pullLayout(this.cache, ref, { manifest, index: top === manifest ? undefined : top, blobs, refName: img.name, tag: img.tag }, { ...rules, onBytes: (n) => progress.update(n, total) });
       progress.done(total);
-      const built = await assembleOci(this.cache, { manifest, index: top === manifest ? undefined : top, blobs, refName: img.name, tag: img.tag }, what);
-      await this.cache.setRef(img.sha256, built.hex);
-      path = built.path;
-      archive = built;
       try {
-        opened = await this.archiveCheck(img, policy, path, manifest.digest);
+        // every blob in it is verified: sync, name and open it in one go
+        const [, built, open] = await settled([q.close(), sha256FileThread(q.path), this.archiveCheck(img, policy, q.path, manifest.digest)]);
+        path = await this.cache.admit(q, built.sha256);
+        archive = { hex: built.sha256, size: built.size };
+        opened = open;
       } catch (err) {
-        await this.cache.remove(built.hex);
+        await q.discard();
         throw err;
       }
+      await this.cache.setRef(img.sha256, archive.hex);
     }
     return {
       name: img.name,
@@ -419,6 +417,15 @@ export class Fetcher {
       verifiers,
     };
   }
+}
+
+// Like Promise.all, but every promise has finished when it returns or throws
+// (the first rejection): nothing still reads a file the caller then removes.
+async function settled<T extends readonly unknown[]>(ps: [...{ [K in keyof T]: Promise<T[K]> }]): Promise<T> {
+  const out = await Promise.allSettled(ps);
+  const failed = out.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return out.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
 // What a verification depends on: the image's pin and rules, the keys it

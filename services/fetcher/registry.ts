@@ -1,16 +1,13 @@
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import tar from 'tar-stream';
 import { SealkitError } from '../lib/errors.ts';
-import { sha256Hex } from '../lib/digest.ts';
-import { download, memorySink, type Rules } from './download.ts';
-import type { Cache } from './cache.ts';
+import { download, memorySink, type Rules, type Sink } from './download.ts';
+import type { Cache, QuarantineFile } from './cache.ts';
+import { planLayout, type LayoutParts } from './layout.ts';
 
 // oci://host[:port]/repo@sha256:… through the distribution API, anonymous.
 // Order matters: the manifest bytes are verified against the pinned digest
-// before they are parsed; each blob is fetched into quarantine with its
-// descriptor size as a hard cap and verified before anything reads it; the
-// verified blobs are then assembled into an OCI layout tar for the importer.
+// before they are parsed; the blobs are fetched at once, each straight into
+// its place in an OCI layout tar in quarantine (layout.ts), with its
+// descriptor size as a hard cap, and verified before anything reads the tar.
 
 export const MANIFEST_ACCEPT = [
   'application/vnd.oci.image.manifest.v1+json',
@@ -95,117 +92,58 @@ export function checkDescriptor(d: Descriptor | undefined, what: string): Descri
   return d;
 }
 
-/**
- * Make sure the cache holds a verified copy of a blob: a cached copy is
- * re-hashed; otherwise it is downloaded into quarantine, never past the
- * descriptor size, and admitted only when digest and size match.
- */
-export async function fetchBlob(
-  cache: Cache,
-  ref: OciRef,
-  d: Descriptor,
-  rules: Rules,
-  onCorrupt: (actual: string) => Promise<void>,
-): Promise<string> {
-  const hex = d.digest.slice(7);
-  const cached = await cache.check(hex);
-  if (cached.state === 'hit' && cached.size === d.size) return cache.path(hex);
-  if (cached.state === 'corrupt') await onCorrupt(cached.actual);
-  await cache.remove(hex);
-  const url = `${ref.base}/v2/${ref.repo}/blobs/${d.digest}`;
-  const q = await cache.quarantine(hex);
-  try {
-    const got = await download(url, q, { ...rules, maxBytes: d.size, expectedSize: d.size });
-    if (got.sha256 !== hex || got.size !== d.size) {
-      throw new SealkitError('SEALKIT_DIGEST_MISMATCH', `${rules.what}: blob from ${url}: expected ${d.digest} (${d.size} bytes), got sha256:${got.sha256} (${got.size} bytes); it was discarded unread`, { expected: d.digest, actual: `sha256:${got.sha256}`, url });
-    }
-    return await cache.admit(q, hex);
-  } catch (err) {
-    await q.discard();
-    throw err;
-  }
-}
+// Blobs fetched at once, each on its own connection (skopeo uses 6 too);
+// more only adds seeks to a disk that is already busy.
+export const BLOBS_AT_ONCE = 6;
 
 /**
- * Write an OCI image layout tar (deterministic: fixed order, mtime 0, root
- * owner) from verified cached blobs into quarantine; each blob is re-hashed
- * as it is copied. Returns the quarantine file and the tar's digest.
+ * Fetch every blob straight into its place in a planned OCI layout tar in
+ * quarantine, up to BLOBS_AT_ONCE at a time, each never past its descriptor
+ * size and checked against its digest as it arrives. The first failure
+ * cancels the rest and discards the file. Returns the file with every byte
+ * written (not yet synced); the caller hashes, opens and admits or discards it.
  */
-export async function assembleOci(
-  cache: Cache,
-  parts: { manifest: VerifiedManifest; index?: VerifiedManifest; blobs: Descriptor[]; refName: string; tag: string },
-  what: string,
-): Promise<{ hex: string; size: number; path: string }> {
+export async function pullLayout(cache: Cache, ref: OciRef, parts: LayoutParts, rules: Rules): Promise<QuarantineFile> {
+  const plan = planLayout(parts);
   const q = await cache.quarantine(`oci-${parts.manifest.digest.slice(7, 19)}`);
-  const pack = tar.pack();
-  const hash = createHash('sha256');
-  let size = 0;
-  const written = (async () => {
-    for await (const chunk of pack as AsyncIterable<Buffer>) {
-      hash.update(chunk);
-      size += chunk.length;
-      await q.write(chunk);
-    }
-  })();
-  const header = (name: string, n: number, type: 'file' | 'directory' = 'file') => ({ name, size: n, type, mode: type === 'file' ? 0o644 : 0o755, mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '' });
-  const small = (name: string, body: Buffer) => new Promise<void>((res, rej) => pack.entry(header(name, body.length), body, (e) => (e ? rej(e) : res())));
+  const abort = new AbortController();
+  const got = new Map<string, number>();
+  const total = plan.blobs.reduce((n, b) => n + b.d.size, 0);
+  let sum = 0;
+  const onBytes = (digest: string, n: number) => {
+    sum += n - (got.get(digest) ?? 0);
+    got.set(digest, n);
+    rules.onBytes?.(sum, total);
+  };
+  let failure: unknown;
+  const fail = (err: unknown) => {
+    failure ??= err;
+    abort.abort();
+  };
   try {
-    const index = {
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.index.v1+json',
-      manifests: [
-        {
-          mediaType: parts.manifest.mediaType || 'application/vnd.oci.image.manifest.v1+json',
-          digest: parts.manifest.digest,
-          size: parts.manifest.bytes.length,
-          annotations: { 'org.opencontainers.image.ref.name': parts.tag, 'io.containerd.image.name': `${parts.refName}:${parts.tag}` },
-        },
-      ],
+    await q.truncate(plan.size);
+    for (const f of plan.fixed) await q.region(f.at).write(f.bytes);
+    const queue = [...plan.blobs];
+    const worker = async () => {
+      for (let b = queue.shift(); b && !failure; b = queue.shift()) {
+        const { d, at } = b;
+        await fetchBlob(q.region(at), ref, d, { ...rules, signal: abort.signal, onBytes: (n) => onBytes(d.digest, n) }).catch(fail);
+      }
     };
-    await small('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
-    await small('index.json', Buffer.from(JSON.stringify(index)));
-    await new Promise<void>((res, rej) => pack.entry(header('blobs/', 0, 'directory'), (e) => (e ? rej(e) : res())));
-    await new Promise<void>((res, rej) => pack.entry(header('blobs/sha256/', 0, 'directory'), (e) => (e ? rej(e) : res())));
-    const seen = new Set<string>();
-    for (const m of [parts.index, parts.manifest]) {
-      if (!m || seen.has(m.digest)) continue;
-      seen.add(m.digest);
-      if (sha256Hex(m.bytes) !== m.digest.slice(7)) throw new Error(`manifest ${m.digest} changed in memory`);
-      await small(`blobs/sha256/${m.digest.slice(7)}`, m.bytes);
-    }
-    for (const d of parts.blobs) {
-      if (seen.has(d.digest)) continue;
-      seen.add(d.digest);
-      await copyBlob(pack, cache, d, header(`blobs/sha256/${d.digest.slice(7)}`, d.size), what);
-    }
-    pack.finalize();
-    await written;
-    const hex = hash.digest('hex');
-    return { hex, size, path: await cache.admit(q, hex) };
+    await Promise.all(Array.from({ length: Math.min(BLOBS_AT_ONCE, queue.length) }, worker));
+    if (failure) throw failure;
+    await q.written();
+    return q;
   } catch (err) {
-    pack.destroy();
-    await written.catch(() => {});
     await q.discard();
     throw err;
   }
 }
 
-async function copyBlob(pack: tar.Pack, cache: Cache, d: Descriptor, h: { name: string }, what: string): Promise<void> {
-  const hash = createHash('sha256');
-  let n = 0;
-  let finished!: (err?: Error | null) => void;
-  const done = new Promise<void>((res, rej) => (finished = (e) => (e ? rej(e) : res())));
-  const sink = pack.entry(h, (e) => finished(e));
-  for await (const chunk of createReadStream(cache.path(d.digest.slice(7)), { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-    n += chunk.length;
-    if (n > d.size) break;
-    hash.update(chunk);
-    if (!sink.write(chunk)) await new Promise<void>((r) => sink.once('drain', () => r()));
+async function fetchBlob(sink: Sink, ref: OciRef, d: Descriptor, rules: Rules): Promise<void> {
+  const url = `${ref.base}/v2/${ref.repo}/blobs/${d.digest}`;
+  const got = await download(url, sink, { ...rules, maxBytes: d.size, expectedSize: d.size });
+  if (`sha256:${got.sha256}` !== d.digest || got.size !== d.size) {
+    throw new SealkitError('SEALKIT_DIGEST_MISMATCH', `${rules.what}: blob from ${url}: expected ${d.digest} (${d.size} bytes), got sha256:${got.sha256} (${got.size} bytes); the image was discarded unread`, { expected: d.digest, actual: `sha256:${got.sha256}`, url });
   }
-  if (n !== d.size || hash.digest('hex') !== d.digest.slice(7)) {
-    sink.destroy();
-    throw new SealkitError('SEALKIT_CACHE_CORRUPT', `${what}: cached blob ${d.digest} changed on disk while the archive was assembled; fetch again`, { expected: d.digest });
-  }
-  sink.end(null as never);
-  await done;
 }
