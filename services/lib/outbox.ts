@@ -15,7 +15,8 @@ import { checkChainState, EventSealer, linkOf, newChainState, standInSubject, ty
 // or a restarted service loses nothing, and a retry after an unacknowledged
 // publish is dropped by the stream's duplicate window instead of stored twice.
 // The disk side is an append-only log in segments (<seq>.json, one event a
-// line), and a publish returns once its line is written. A segment goes once
+// line), and a publish returns once its line is written; the events published
+// in one turn of the event loop are written together. A segment goes once
 // every event in it is acknowledged and no more are written to it; it stops
 // taking events at SEGMENT_BYTES, so a steady stream never keeps one growing.
 // A crash mid write can only tear the last line of the newest segment, which
@@ -106,6 +107,8 @@ export class EventPublisher {
   private warnedNoStream = false;
   private lastSaveTry = 0;
   private segment?: { name: string; fd: number; bytes: number }; // the one being appended to
+  private batch: Pending[] = []; // published this turn, written when it ends
+  private batchWritten?: Promise<void>;
   private readonly unacked = new Map<string, number>(); // segment or file → its events not yet acknowledged
   private readonly ackFds = new Map<string, number>(); // segment → its open <segment>.acked
   private sealer?: EventSealer;
@@ -139,7 +142,7 @@ export class EventPublisher {
 
   // events not yet acknowledged (or acknowledged, and their files not yet updated)
   get pending(): number {
-    return this.unsent.length - this.head + this.inflight.size + this.failed.length + this.acked.length + this.releasing;
+    return this.batch.length + this.unsent.length - this.head + this.inflight.size + this.failed.length + this.acked.length + this.releasing;
   }
 
   // Reload what a previous run left unpublished, oldest first.
@@ -223,21 +226,33 @@ export class EventPublisher {
   }
 
   private async enqueue(p: Pending): Promise<void> {
-    if (this.o.dir) this.persist(p);
+    if (this.o.dir) return this.persist(p);
     this.unsent.push(p);
     this.kick();
   }
 
-  // p is on disk, or held in memory because the disk refused it.
-  private persist(p: Pending): void {
-    if (this.append(p)) {
-      this.advanceSafe([p]);
-      return;
-    }
-    // a full disk must not stop the service or drop the event: it goes out
-    // from memory, and the write is retried while it is not acked
-    p.unsaved = true;
-    this.lastSaveTry = Date.now();
+  // Resolves once p is on disk, or held in memory because the disk refused
+  // it. The events published in one turn of the event loop (a storm's batch)
+  // are written together, in one write, when the turn's code is done.
+  private persist(p: Pending): Promise<void> {
+    this.batch.push(p);
+    return (this.batchWritten ??= new Promise((written) =>
+      queueMicrotask(() => {
+        const members = this.batch;
+        this.batch = [];
+        this.batchWritten = undefined;
+        if (this.append(members)) this.advanceSafe(members);
+        else {
+          // a full disk must not stop the service or drop the events: they go
+          // out from memory, and the write is retried while they are not acked
+          for (const m of members) m.unsaved = true;
+          this.lastSaveTry = Date.now();
+        }
+        for (const m of members) this.unsent.push(m);
+        this.kick();
+        written();
+      }),
+    ));
   }
 
   private nextName(): string {
@@ -253,18 +268,18 @@ export class EventPublisher {
     return Buffer.concat(parts);
   }
 
-  // One line at the end of the current segment. False, logged, when the
-  // disk refuses it; p then has a file name of its own, after every segment
-  // so far, for saveUnsaved to write it under.
-  private append(p: Pending): boolean {
+  // Their lines at the end of the current segment, in one write. False,
+  // logged, when the disk refuses it; the members then have a file name of
+  // their own, after every segment so far, for saveUnsaved to write them under.
+  private append(members: Pending[]): boolean {
     const dir = this.o.dir!;
     let seg = this.segment;
     try {
       seg ??= this.segment = { name: this.nextName(), fd: -1, bytes: 0 };
       if (seg.fd < 0) seg.fd = openSync(join(dir, seg.name), 'a');
-      p.file = seg.name;
-      this.unacked.set(seg.name, (this.unacked.get(seg.name) ?? 0) + 1);
-      const line = this.lines([p]);
+      for (const p of members) p.file = seg.name;
+      this.unacked.set(seg.name, (this.unacked.get(seg.name) ?? 0) + members.length);
+      const line = this.lines(members);
       const written = writeSync(seg.fd, line);
       if (written !== line.length) throw Object.assign(new Error(`short write to ${join(dir, seg.name)}: ${written} of ${line.length} bytes`), { code: 'ENOSPC' });
       seg.bytes += written;
@@ -282,16 +297,17 @@ export class EventPublisher {
           }
         }
         this.seal(seg);
-        const left = (this.unacked.get(seg.name) ?? 0) - (p.file === seg.name ? 1 : 0);
+        const left = (this.unacked.get(seg.name) ?? 0) - (members[0].file === seg.name ? members.length : 0);
         if (left > 0) this.unacked.set(seg.name, left);
         else {
           this.unacked.delete(seg.name);
           void this.removeGroup(seg.name);
         }
       }
-      p.file = this.nextName();
-      this.unacked.set(p.file, 1);
-      this.logRefused([p], err);
+      const own = this.nextName();
+      for (const p of members) p.file = own;
+      this.unacked.set(own, members.length);
+      this.logRefused(members, err);
       return false;
     }
   }
