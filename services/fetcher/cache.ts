@@ -63,7 +63,7 @@ export class Cache {
     await rm(this.path(hex), { force: true });
   }
 
-  /** A new quarantine file: bytes are written in 1 MiB blocks. */
+  /** A new quarantine file: bytes are written in blocks of 1 MiB or more. */
   async quarantine(label: string): Promise<QuarantineFile> {
     const path = join(this.quarantineDir, `${label.replace(/[^A-Za-z0-9._-]/g, '_')}.${randomBytes(6).toString('hex')}.part`);
     try {
@@ -135,11 +135,18 @@ const BLOCK = 1 << 20;
 // receiving thread does not wait on the disk; memory stays bounded.
 const WRITES_IN_FLIGHT = 8;
 
+// Every WRITEBACK_EVERY bytes an fdatasync runs in the background (one at a
+// time): the disk writes while the download goes on, instead of the whole
+// file waiting in the page cache for the fsync at the end.
+const WRITEBACK_EVERY = 32 << 20;
+
 export class QuarantineFile implements Sink {
   private buf: Buffer[] = [];
   private buffered = 0;
-  private closed = false;
+  private closing?: Promise<void>;
   private offset = 0;
+  private syncedTo = 0;
+  private writeback?: Promise<void>;
   private readonly inFlight = new Set<Promise<unknown>>();
   private failure: unknown;
 
@@ -149,21 +156,33 @@ export class QuarantineFile implements Sink {
     private readonly cache: Cache,
   ) {}
 
-  async write(chunk: Buffer): Promise<void> {
+  write(chunk: Buffer): Promise<void> | void {
+    if (this.failure) return Promise.reject(this.failure);
     this.buf.push(chunk);
     this.buffered += chunk.length;
-    if (this.buffered >= BLOCK) await this.flush();
+    if (this.buffered < BLOCK) return;
+    this.flush();
+    if (this.inFlight.size >= WRITES_IN_FLIGHT) return this.room();
   }
 
-  private async flush(): Promise<void> {
+  private async room(): Promise<void> {
+    await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
+  }
+
+  private flush(): void {
     if (this.buffered === 0) return;
-    const data = this.buf.length === 1 ? this.buf[0] : Buffer.concat(this.buf);
+    const bufs = this.buf;
     this.buf = [];
     this.buffered = 0;
     const at = this.offset;
-    this.offset += data.length;
-    const w: Promise<unknown> = this.fh.write(data, 0, data.length, at).then(
-      () => this.inFlight.delete(w),
+    this.offset += bufs.reduce((n, b) => n + b.length, 0);
+    const end = this.offset;
+    const w: Promise<unknown> = this.fh.writev(bufs, at).then(
+      () => {
+        this.inFlight.delete(w);
+        this.startWriteback(end);
+      },
       (err) => {
         this.inFlight.delete(w);
         // the download loop passes SealkitErrors on as they are: name the disk, not the connection
@@ -171,21 +190,34 @@ export class QuarantineFile implements Sink {
       },
     );
     this.inFlight.add(w);
-    if (this.inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inFlight);
-    if (this.failure) throw this.failure;
   }
 
-  private async drain(): Promise<void> {
+  private startWriteback(upTo: number): void {
+    if (this.writeback || this.closing || upTo - this.syncedTo < WRITEBACK_EVERY) return;
+    this.syncedTo = upTo;
+    this.writeback = this.fh.datasync().then(
+      () => (this.writeback = undefined),
+      () => (this.writeback = undefined), // the fsync in close() reports it
+    );
+  }
+
+  /** Every byte given to write() is in the file (not yet durable): it may be read now. */
+  async written(): Promise<void> {
+    this.flush();
     await Promise.all(this.inFlight);
     if (this.failure) throw this.failure;
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  /** written(), then fsync and close: the file is durable. */
+  close(): Promise<void> {
+    this.closing ??= this.finish();
+    return this.closing;
+  }
+
+  private async finish(): Promise<void> {
     try {
-      await this.flush();
-      await this.drain();
+      await this.written();
+      await this.writeback;
       await this.fh.sync();
     } catch (err) {
       throw isDiskFull(err) ? diskFull(this.path, 'writing a download into quarantine (the part written is discarded)', err) : err;
@@ -195,9 +227,10 @@ export class QuarantineFile implements Sink {
   }
 
   async discard(): Promise<void> {
-    if (!this.closed) {
-      this.closed = true;
-      await Promise.allSettled(this.inFlight);
+    if (this.closing) await this.closing.catch(() => {});
+    else {
+      this.closing = Promise.resolve();
+      await Promise.allSettled([...this.inFlight, this.writeback]);
       await this.fh.close().catch(() => {});
     }
     await rm(this.path, { force: true });

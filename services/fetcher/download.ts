@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { SealkitError } from '../lib/errors.ts';
 
@@ -23,7 +25,8 @@ export interface Rules {
 }
 
 export interface Sink {
-  write(chunk: Buffer): Promise<void>;
+  /** A promise only when the caller must wait before the next chunk (backpressure). */
+  write(chunk: Buffer): Promise<void> | void;
 }
 
 export interface Downloaded {
@@ -91,17 +94,12 @@ function timers(r: Rules, url: URL, destroy: (err: SealkitError) => void) {
     () => fail(new SealkitError('SEALKIT_FETCH_TIMEOUT', `${r.what}: ${url.href} did not finish in time (limits.fetchTimeout); the download was discarded`, { url: url.href })),
     Math.max(0, r.deadline - Date.now()),
   );
-  let stall: NodeJS.Timeout | undefined;
-  const touch = () => {
-    clearTimeout(stall);
-    stall = setTimeout(
-      () => fail(new SealkitError('SEALKIT_FETCH_TIMEOUT', `${r.what}: ${url.href} sent nothing for ${r.stallMs} ms (limits.stallTimeout); the download was discarded`, { url: url.href })),
-      r.stallMs,
-    );
-  };
-  touch();
+  const stall = setTimeout(
+    () => fail(new SealkitError('SEALKIT_FETCH_TIMEOUT', `${r.what}: ${url.href} sent nothing for ${r.stallMs} ms (limits.stallTimeout); the download was discarded`, { url: url.href })),
+    r.stallMs,
+  );
   return {
-    touch,
+    touch: () => void stall.refresh(),
     get failure() {
       return failure;
     },
@@ -147,15 +145,24 @@ async function readBody(res: http.IncomingMessage, url: URL, sink: Sink, r: Rule
   const t = timers(r, url, (err) => res.destroy(err));
   const hash = createHash('sha256');
   let size = 0;
-  try {
-    for await (const chunk of res as AsyncIterable<Buffer>) {
+  // The body flows into a writable with room for a few MiB: consuming it
+  // chunk by chunk (for await) pauses and resumes the socket every 16 KiB,
+  // which made the download a third as fast as curl.
+  const into = new Writable({
+    highWaterMark: 4 << 20,
+    write(chunk: Buffer, _enc, done) {
       t.touch();
-      if (size + chunk.length > cap(r)) throw tooLarge(r, url, 'sent');
+      if (size + chunk.length > cap(r)) return done(tooLarge(r, url, 'sent'));
       hash.update(chunk);
       size += chunk.length;
-      await sink.write(chunk);
       r.onBytes?.(size, declared ?? r.expectedSize);
-    }
+      const wait = sink.write(chunk);
+      if (wait) wait.then(() => done(), done);
+      else done();
+    },
+  });
+  try {
+    await pipeline(res, into);
   } catch (err) {
     res.destroy();
     if (t.failure) throw t.failure;
@@ -194,7 +201,7 @@ async function readFile(url: URL, sink: Sink, r: Rules): Promise<Downloaded> {
 export function memorySink(): Sink & { bytes(): Buffer } {
   const chunks: Buffer[] = [];
   return {
-    async write(c) {
+    write(c) {
       chunks.push(c);
     },
     bytes: () => Buffer.concat(chunks),
