@@ -96,7 +96,12 @@ export async function verify(ctx: BenchContext): Promise<Row[]> {
       ratio: fmt.x(vsCurl),
       target: '≥ 2× curl|sha256sum',
       status: verdict(vsCurl >= 2),
-      note: vsCurl >= 2 ? undefined : `limited by the disk: it takes ${r(disk)} durably (dd conv=fsync, same run), ${fmt.x(disk / cu)} curl|sha256sum; every verified byte is written and fsync'd before image.verified`,
+      note:
+        vsCurl >= 2
+          ? undefined
+          : disk < 2 * cu
+            ? `out of reach on this disk: it takes ${r(disk)} durably (dd conv=fsync, same run), ${fmt.x(disk / cu)} curl|sha256sum, and every verified byte is written and fsync'd before image.verified`
+            : `the disk would allow ${fmt.x(disk / cu)} curl|sha256sum (dd conv=fsync ${r(disk)}, same run)`,
     }),
     row(G, { row: `same, vs dd if=/dev/zero bs=1M count=${Math.round(size / MiB)} conv=fsync (this disk's durable write rate, the limit)`, sealkit: r(full), peer: r(disk), ratio: fmt.pct(vsDisk), target: '≥ 80 %', status: verdict(vsDisk >= 0.8) }),
     row(G, { row: `  fetcher core ${what} (quarantine, SHA-256, digest, fsync+admit; no parse) vs openssl 1-core SHA-256`, sealkit: r(sk), peer: r(ossl), ratio: fmt.pct(sk / ossl), target: '—', status: 'info' }),
