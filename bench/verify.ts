@@ -42,7 +42,7 @@ export async function verify(ctx: BenchContext): Promise<Row[]> {
     }
   };
   const hashOnly = async () => {
-    const got = await download(url, { write: async () => {} }, rules());
+    const got = await download(url, { copies: true, write: () => {} }, rules()); // keeps nothing: no copy, never waits
     if (got.sha256 !== hex) throw new Error(`digest mismatch: ${got.sha256}`);
   };
 
