@@ -1,4 +1,4 @@
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Cache } from '../services/fetcher/cache.ts';
 import { download, type Rules } from '../services/fetcher/download.ts';
@@ -6,12 +6,14 @@ import { startFetcherRig } from '../test/helpers/fetcher.ts';
 import { imageArchive, serveFiles } from './fixtures.ts';
 import { fmt, GiB, interleave, median, MiB, row, sh, verdict, type BenchContext, type Row } from './measure.ts';
 
-// Fetch + verify of one large image archive from a loopback HTTP server:
-// sealkit's fetcher core (quarantine file written while hashing, digest
-// check, fsync + atomic admit into the cache; no archive parse) against
-// `curl | sha256sum` and against openssl's single-core SHA-256 speed. The
-// whole Fetcher.fetch (plus archive parse and image.verified on JetStream)
-// and a download that only hashes (no disk) are shown for reference.
+// Fetch + verify of one large image archive from a loopback HTTP server.
+// The target rows time the whole Fetcher.fetch (quarantine file written while
+// hashing, digest check, archive parse, fsync + atomic admit into the cache,
+// image.verified on JetStream) against `curl | sha256sum` and against the
+// rate at which this disk takes the same number of bytes durably (`dd …
+// conv=fsync`), its limit: a verified download must be on disk before it is
+// announced. The fetcher core without the parse, a download that only hashes
+// (no disk) and openssl's single-core SHA-256 are shown for reference.
 
 const G = 'verify';
 
@@ -40,7 +42,7 @@ export async function verify(ctx: BenchContext): Promise<Row[]> {
     }
   };
   const hashOnly = async () => {
-    const got = await download(url, { write: async () => {} }, rules());
+    const got = await download(url, { copies: true, write: () => {} }, rules()); // keeps nothing: no copy, never waits
     if (got.sha256 !== hex) throw new Error(`digest mismatch: ${got.sha256}`);
   };
 
@@ -64,10 +66,15 @@ export async function verify(ctx: BenchContext): Promise<Row[]> {
     opensslRates.push(Number(m[1]) * 1000); // bytes/s
   };
 
-  ctx.log(`verify: ${reps} interleaved rounds of core, Fetcher.fetch, download-only, curl|sha256sum, openssl speed`);
-  const t = await interleave(reps, { core, fetcher, hashOnly, curl, openssl }, async (k) => {
+  const dd = async () => {
+    await sh('dd', ['if=/dev/zero', `of=${join(ctx.tmp, 'dd.bin')}`, 'bs=1M', `count=${Math.round(size / MiB)}`, 'conv=fsync']);
+  };
+
+  ctx.log(`verify: ${reps} interleaved rounds of core, Fetcher.fetch, download-only, curl|sha256sum, openssl speed, dd conv=fsync`);
+  const t = await interleave(reps, { core, fetcher, hashOnly, curl, openssl, dd }, async (k) => {
     if (k === 'core') await cache.remove(hex);
     if (k === 'fetcher') await rig.fetcher.cache.remove(hex);
+    if (k === 'dd') await rm(join(ctx.tmp, 'dd.bin'), { force: true });
   });
 
   const bps = (ms: number) => size / (ms / 1000);
@@ -76,12 +83,28 @@ export async function verify(ctx: BenchContext): Promise<Row[]> {
   const cu = bps(median(t.curl));
   const full = bps(median(t.fetcher));
   const nodisk = bps(median(t.hashOnly));
+  const disk = (Math.round(size / MiB) * MiB) / (median(t.dd) / 1000);
   const r = (b: number) => `${(b / MiB).toFixed(0)} MiB/s`;
   const what = ctx.quick ? '256 MiB' : '1 GiB';
+  const vsCurl = full / cu;
+  const vsDisk = full / disk;
   return [
-    row(G, { row: `fetch+verify ${what} (quarantine, SHA-256, digest, fsync+admit; no parse) vs openssl 1-core SHA-256`, sealkit: r(sk), peer: r(ossl), ratio: fmt.pct(sk / ossl), target: '≥ 80 %', status: verdict(sk / ossl >= 0.8) }),
-    row(G, { row: `fetch+verify ${what} vs curl -s URL | sha256sum`, sealkit: r(sk), peer: r(cu), ratio: fmt.x(sk / cu), target: '—', status: 'info' }),
-    row(G, { row: `  same, whole Fetcher.fetch (+ archive parse, image.verified on JetStream)`, sealkit: r(full), peer: r(ossl), ratio: fmt.pct(full / ossl), target: '—', status: 'info' }),
-    row(G, { row: `  same, download+SHA-256 only (no quarantine file)`, sealkit: r(nodisk), peer: r(ossl), ratio: fmt.pct(nodisk / ossl), target: '—', status: 'info' }),
+    row(G, {
+      row: `Fetcher.fetch ${what} (verified, parsed, fsync+admit, image.verified) vs curl -s URL | sha256sum`,
+      sealkit: r(full),
+      peer: r(cu),
+      ratio: fmt.x(vsCurl),
+      target: '≥ 2× curl|sha256sum',
+      status: verdict(vsCurl >= 2),
+      note:
+        vsCurl >= 2
+          ? undefined
+          : disk < 2 * cu
+            ? `out of reach on this disk: it takes ${r(disk)} durably (dd conv=fsync, same run), ${fmt.x(disk / cu)} curl|sha256sum, and every verified byte is written and fsync'd before image.verified`
+            : `the disk would allow ${fmt.x(disk / cu)} curl|sha256sum (dd conv=fsync ${r(disk)}, same run)`,
+    }),
+    row(G, { row: `same, vs dd if=/dev/zero bs=1M count=${Math.round(size / MiB)} conv=fsync (this disk's durable write rate, the limit)`, sealkit: r(full), peer: r(disk), ratio: fmt.pct(vsDisk), target: '≥ 80 %', status: verdict(vsDisk >= 0.8) }),
+    row(G, { row: `  fetcher core ${what} (quarantine, SHA-256, digest, fsync+admit; no parse) vs openssl 1-core SHA-256`, sealkit: r(sk), peer: r(ossl), ratio: fmt.pct(sk / ossl), target: '—', status: 'info' }),
+    row(G, { row: `  download+SHA-256 only (no quarantine file) vs curl -s URL | sha256sum`, sealkit: r(nodisk), peer: r(cu), ratio: fmt.x(nodisk / cu), target: '—', status: 'info' }),
   ];
 }

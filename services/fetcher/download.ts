@@ -2,8 +2,11 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { SealkitError } from '../lib/errors.ts';
+import { PlainGet, type BodyFn } from './plain-http.ts';
 
 // One download under the image's rules: scheme, redirects (count, no
 // https→http, only allowed hosts), size cap (stop reading past it), a total
@@ -24,7 +27,19 @@ export interface Rules {
 }
 
 export interface Sink {
-  write(chunk: Buffer): Promise<void>;
+  /** A promise only when the caller must wait before the next chunk (backpressure). */
+  write(chunk: Buffer): Promise<void> | void;
+  /** write() copies the chunk: the caller may reuse its memory afterwards */
+  readonly copies?: boolean;
+}
+
+// One response, from Node's http(s) client or, for plain http, PlainGet.
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  discard(): void;
+  destroy(err: Error): void;
+  body(each: BodyFn): Promise<void>;
 }
 
 export interface Downloaded {
@@ -42,11 +57,11 @@ export async function download(source: string, sink: Sink, r: Rules): Promise<Do
   for (let hop = 0; ; hop++) {
     checkScheme(url, r, source);
     if (url.protocol === 'file:') return readFile(url, sink, r);
-    const res = await get(url, r);
-    const status = res.statusCode ?? 0;
+    const res = url.protocol === 'http:' ? await plainGet(url, r) : await get(url, r);
+    const status = res.status;
     if (REDIRECTS.has(status)) {
-      res.resume();
-      const location = res.headers.location;
+      res.discard();
+      const location = typeof res.headers.location === 'string' ? res.headers.location : undefined;
       if (!location) throw new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: ${url.href} answered ${status} without a Location header`);
       const next = new URL(location, url);
       checkRedirect(url, next, origin, hop, r);
@@ -54,7 +69,7 @@ export async function download(source: string, sink: Sink, r: Rules): Promise<Do
       continue;
     }
     if (status !== 200) {
-      res.resume();
+      res.discard();
       throw new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: HTTP ${status} from ${url.href}; check the source URL`, { url: url.href, status });
     }
     return readBody(res, url, sink, r);
@@ -92,17 +107,12 @@ function timers(r: Rules, url: URL, destroy: (err: SealkitError) => void) {
     () => fail(new SealkitError('SEALKIT_FETCH_TIMEOUT', `${r.what}: ${url.href} did not finish in time (limits.fetchTimeout); the download was discarded`, { url: url.href })),
     Math.max(0, r.deadline - Date.now()),
   );
-  let stall: NodeJS.Timeout | undefined;
-  const touch = () => {
-    clearTimeout(stall);
-    stall = setTimeout(
-      () => fail(new SealkitError('SEALKIT_FETCH_TIMEOUT', `${r.what}: ${url.href} sent nothing for ${r.stallMs} ms (limits.stallTimeout); the download was discarded`, { url: url.href })),
-      r.stallMs,
-    );
-  };
-  touch();
+  const stall = setTimeout(
+    () => fail(new SealkitError('SEALKIT_FETCH_TIMEOUT', `${r.what}: ${url.href} sent nothing for ${r.stallMs} ms (limits.stallTimeout); the download was discarded`, { url: url.href })),
+    r.stallMs,
+  );
   return {
-    touch,
+    touch: () => void stall.refresh(),
     get failure() {
       return failure;
     },
@@ -113,20 +123,80 @@ function timers(r: Rules, url: URL, destroy: (err: SealkitError) => void) {
   };
 }
 
-function get(url: URL, r: Rules): Promise<http.IncomingMessage> {
+function requestHeaders(r: Rules): Record<string, string> {
+  return { 'user-agent': 'sealkit-fetcher', ...(r.accept ? { accept: r.accept } : {}) };
+}
+
+function fetchFailed(r: Rules, url: URL, err: Error): SealkitError {
+  return new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: cannot fetch ${url.href}: ${err.message}`, { url: url.href }, { cause: err });
+}
+
+function get(url: URL, r: Rules): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const mod = url.protocol === 'https:' ? https : http;
-    const req = mod.get(url, { headers: { 'user-agent': 'sealkit-fetcher', ...(r.accept ? { accept: r.accept } : {}) }, signal: r.signal });
+    const req = mod.get(url, { headers: requestHeaders(r), signal: r.signal });
     const t = timers(r, url, (err) => req.destroy(err));
     req.on('response', (res) => {
       t.clear();
-      resolve(res);
+      resolve(nodeReply(res));
     });
     req.on('error', (err) => {
       t.clear();
-      reject(t.failure ?? new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: cannot fetch ${url.href}: ${err.message}`, { url: url.href }, { cause: err }));
+      reject(t.failure ?? fetchFailed(r, url, err));
     });
   });
+}
+
+function nodeReply(res: http.IncomingMessage): Reply {
+  return {
+    status: res.statusCode ?? 0,
+    headers: res.headers,
+    discard: () => res.destroy(),
+    destroy: (err) => res.destroy(err),
+    // the body flows into a writable with room for a few MiB: consuming it
+    // chunk by chunk (for await) pauses and resumes the socket every 16 KiB
+    body: (each) =>
+      pipeline(
+        res,
+        new Writable({
+          highWaterMark: 4 << 20,
+          write(chunk: Buffer, _enc, done) {
+            try {
+              const wait = each(chunk);
+              if (wait) wait.then(() => done(), done);
+              else done();
+            } catch (err) {
+              done(err as Error);
+            }
+          },
+        }),
+      ),
+  };
+}
+
+async function plainGet(url: URL, r: Rules): Promise<Reply> {
+  const p = new PlainGet(url, requestHeaders(r));
+  // cancelled with the other downloads of an image when one of them fails
+  const abort = () => p.destroy(new Error('cancelled: another download of this image failed'));
+  if (r.signal?.aborted) abort();
+  r.signal?.addEventListener('abort', abort, { once: true });
+  const off = () => r.signal?.removeEventListener('abort', abort);
+  const t = timers(r, url, (err) => p.destroy(err));
+  try {
+    const head = await p.head;
+    return {
+      status: head.status,
+      headers: head.headers,
+      discard: () => (off(), p.destroy(new Error('discarded'))),
+      destroy: (err) => (off(), p.destroy(err)),
+      body: (each) => p.body(each).finally(off),
+    };
+  } catch (err) {
+    off();
+    throw t.failure ?? fetchFailed(r, url, err as Error);
+  } finally {
+    t.clear();
+  }
 }
 
 function cap(r: Rules): number {
@@ -139,26 +209,30 @@ function tooLarge(r: Rules, url: URL, detail: string): SealkitError {
   return new SealkitError('SEALKIT_SIZE_LIMIT', `${r.what}: ${url.href} ${detail}, more than ${which} of ${limit} bytes; the download was discarded`, { url: url.href, limit });
 }
 
-async function readBody(res: http.IncomingMessage, url: URL, sink: Sink, r: Rules): Promise<Downloaded> {
-  const declared = res.headers['content-length'] !== undefined ? Number(res.headers['content-length']) : undefined;
+async function readBody(res: Reply, url: URL, sink: Sink, r: Rules): Promise<Downloaded> {
+  const header = (name: string) => {
+    const v = res.headers[name];
+    return Array.isArray(v) ? v.join(', ') : v;
+  };
+  const declared = header('content-length') !== undefined ? Number(header('content-length')) : undefined;
   if (declared !== undefined && declared > cap(r)) {
-    res.destroy();
+    res.discard();
     throw tooLarge(r, url, `announces ${declared} bytes`);
   }
   const t = timers(r, url, (err) => res.destroy(err));
   const hash = createHash('sha256');
   let size = 0;
   try {
-    for await (const chunk of res as AsyncIterable<Buffer>) {
+    await res.body((chunk) => {
       t.touch();
       if (size + chunk.length > cap(r)) throw tooLarge(r, url, 'sent');
       hash.update(chunk);
       size += chunk.length;
-      await sink.write(chunk);
       r.onBytes?.(size, declared ?? r.expectedSize);
-    }
+      return sink.write(sink.copies ? chunk : Buffer.from(chunk));
+    });
   } catch (err) {
-    res.destroy();
+    res.discard();
     if (t.failure) throw t.failure;
     if (err instanceof SealkitError) throw err;
     throw new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: the connection to ${url.href} broke after ${size}${declared !== undefined ? ` of ${declared}` : ''} bytes (${(err as Error).message}); the download was discarded`, { url: url.href, bytes: size }, { cause: err });
@@ -169,7 +243,7 @@ async function readBody(res: http.IncomingMessage, url: URL, sink: Sink, r: Rule
   if (declared !== undefined && size !== declared) {
     throw new SealkitError('SEALKIT_FETCH_FAILED', `${r.what}: ${url.href} ended after ${size} of ${declared} bytes; the download was discarded`, { url: url.href, bytes: size });
   }
-  return { sha256: hash.digest('hex'), size, url: url.href, contentType: res.headers['content-type'] };
+  return { sha256: hash.digest('hex'), size, url: url.href, contentType: header('content-type') };
 }
 
 async function readFile(url: URL, sink: Sink, r: Rules): Promise<Downloaded> {
@@ -195,7 +269,7 @@ async function readFile(url: URL, sink: Sink, r: Rules): Promise<Downloaded> {
 export function memorySink(): Sink & { bytes(): Buffer } {
   const chunks: Buffer[] = [];
   return {
-    async write(c) {
+    write(c) {
       chunks.push(c);
     },
     bytes: () => Buffer.concat(chunks),

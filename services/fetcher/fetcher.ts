@@ -21,9 +21,10 @@ import { checkImageSignatures, MAX_SIGNATURE_FILE, parseSignatureFile, signature
 import { askVerifiers } from './verifiers.ts';
 
 // The fetcher's core: for one image of the policy, get the bytes into
-// quarantine while hashing, verify digest, signatures and plugins, admit them
-// to the cache, and only then let the archive parser near them. Every refusal
-// becomes image.rejected + audit.rejected; success is image.verified.
+// quarantine while hashing, verify digest, signatures and plugins, and only
+// then let the archive parser near them (while the file is made durable);
+// admit them to the cache once both are done. Every refusal becomes
+// image.rejected + audit.rejected; success is image.verified.
 
 export interface FetcherOptions {
   dir: string; // <state>/fetcher
@@ -259,6 +260,7 @@ export class Fetcher {
     let signedBy: string[];
     let verifiers: VerifiedImage['verifiers'];
     let compression: Compression;
+    let opened: OpenedImage;
     const cached = await this.cache.check(hex);
     if (cached.state === 'corrupt') {
       await this.cacheCorrupt(img, policy, hex, cached.actual);
@@ -271,6 +273,12 @@ export class Fetcher {
       signedBy = await this.signatures(img, policy, { name: img.name, tag: img.tag, sha256: hex, size }, rules);
       compression = await detectCompression(path);
       verifiers = await this.verifiers(img, policy, { mediaType: archiveMediaType(compression), digest: `sha256:${hex}`, size });
+      try {
+        opened = await this.archiveCheck(img, policy, path);
+      } catch (err) {
+        await this.cache.remove(hex); // verified bytes, but not an image we will hand on
+        throw err;
+      }
     } else {
       const q = await this.cache.quarantine(img.name);
       try {
@@ -282,21 +290,20 @@ export class Fetcher {
         progress.done(size);
         this.checkSize(img, size);
         signedBy = await this.signatures(img, policy, { name: img.name, tag: img.tag, sha256: hex, size }, rules);
-        await q.close();
+        await q.written();
+        // verified bytes, all in the file: they are checked while the disk
+        // makes them durable, and admitted once both are done
+        const durable = q.close();
+        durable.catch(() => {}); // awaited below; discard() waits for it on failure
         compression = await detectCompression(q.path); // magic bytes of verified content only
         verifiers = await this.verifiers(img, policy, { mediaType: archiveMediaType(compression), digest: `sha256:${hex}`, size });
+        opened = await this.archiveCheck(img, policy, q.path); // not an image we will hand on: discarded below
+        await durable;
         path = await this.cache.admit(q, hex);
       } catch (err) {
         await q.discard();
         throw err;
       }
-    }
-    let opened: OpenedImage;
-    try {
-      opened = await this.archiveCheck(img, policy, path);
-    } catch (err) {
-      await this.cache.remove(hex); // verified bytes, but not an image we will hand on
-      throw err;
     }
     return {
       name: img.name,

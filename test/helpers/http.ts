@@ -61,7 +61,9 @@ export async function startHttp(opts: { tls?: { key: string; cert: string }; hea
       res.write(body.subarray(0, b.stallAt)); // and never more
     } else if ('chunked' in b) {
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
-      res.end(body);
+      // chunks of 1 MiB: their boundaries fall anywhere in the client's reads
+      for (let at = 0; at < body.length; at += 1 << 20) res.write(body.subarray(at, at + (1 << 20)));
+      res.end();
     } else {
       res.writeHead(200, { 'content-length': body.length, 'content-type': ('contentType' in b && b.contentType) || 'application/octet-stream' });
       res.end(body);

@@ -140,7 +140,10 @@ async function recordEntry(h: SafeHeader, body: Readable, opts: ArchiveOptions, 
   }
   inner?.end();
   const layer = innerDone ? await innerDone : undefined;
-  return { sha256: hash.digest('hex'), size, body: keep ? Buffer.concat(chunks) : undefined, layer };
+  const sha256 = hash.digest('hex');
+  // an uncompressed layer unpacks to exactly the bytes just hashed
+  if (layer && layer.compression === 'none' && !layer.error) layer.diffId = `sha256:${sha256}`;
+  return { sha256, size, body: keep ? Buffer.concat(chunks) : undefined, layer };
 }
 
 function waitDrain(s: PassThrough): Promise<void> {

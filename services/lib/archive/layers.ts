@@ -13,27 +13,33 @@ import { drain, EntryGuard, unpackedTar, walkTar, type Budget, type SafeHeader }
 
 type EntryFn = (header: SafeHeader, body: Readable) => Promise<void> | void;
 
-async function walkLayer(src: Readable, compression: Compression, opts: ArchiveOptions, what: string, budget: Budget, fn: EntryFn): Promise<string> {
-  const diff = createHash('sha256');
+// `hashDiff: false` when the caller hashes the same bytes already (an
+// uncompressed layer's diffId is its stored digest): the diffId is then ''.
+async function walkLayer(src: Readable, compression: Compression, opts: ArchiveOptions, what: string, budget: Budget, fn: EntryFn, hashDiff = true): Promise<string> {
+  const diff = hashDiff ? createHash('sha256') : undefined;
   const plain = unpackedTar(src, compression, opts.limits, what, diff);
   await walkTar(plain, new EntryGuard(opts.limits, what, budget, opts.allowAbsoluteSymlinks ?? false), what, fn);
   // the tar parser may stop at the end-of-archive blocks: hash the rest too
   await drain(plain);
-  return `sha256:${diff.digest('hex')}`;
+  return diff ? `sha256:${diff.digest('hex')}` : '';
 }
 
 /**
  * Walk a layer during the opening pass and remember the outcome instead of
  * throwing: it only matters if the manifest turns out to name this entry.
- * The budget is the archive's, shared by all its layers.
+ * The budget is the archive's, shared by all its layers. An uncompressed
+ * layer comes back without a diffId: it is the digest of the entry's own
+ * bytes, which the caller hashes anyway (a second SHA-256 of the same bytes
+ * was half the cost of opening an archive).
  */
 export async function scanLayer(src: Readable, compression: Compression, opts: ArchiveOptions, what: string, budget: Budget): Promise<Recorded['layer']> {
   let entries = 0;
   try {
+    const plain = compression === 'none';
     const diffId = await walkLayer(src, compression, opts, what, budget, () => {
       entries++;
-    });
-    return { compression, diffId, entries };
+    }, !plain);
+    return { compression, diffId: plain ? undefined : diffId, entries };
   } catch (err) {
     src.resume(); // keep the outer pass flowing
     return { compression, error: err instanceof SealkitError ? err : invalid(what, (err as Error).message) };
