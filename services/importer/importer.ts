@@ -8,6 +8,7 @@ import type { Policy, ImagePolicy } from '../lib/policy.ts';
 import type { ImportedImage, ImportFailure, Runtime, Target, VerifiedImage } from '../lib/contract.ts';
 import { assertUnchanged, openArchive, recheck, type CachedArchive, type CheckedArchive } from './archive.ts';
 import { ingest } from './ingest.ts';
+import { sendStripped } from './splice.ts';
 import { LEASE_PREFIX, type Containerd, type CtrImage } from './ctr.ts';
 import { DockerTarget } from './docker.ts';
 import type { ArchiveMeta } from './names.ts';
@@ -288,6 +289,16 @@ export class Importer {
     const label = `${ev.name}:${ev.tag}`;
     log.info('importing into docker', { format: ev.format });
     const t0 = Date.now();
+    if (ev.compression === 'none') {
+      const id = await docker.loadWritten((write) => sendStripped(archive, write), label).catch((err) => {
+        const e = asSealkitError(err);
+        if (ev.format === 'oci-archive' && e.code === 'SEALKIT_IMPORT_FAILED') {
+          throw new SealkitError('SEALKIT_IMPORT_FAILED', `${e.message}; Docker before 25 loads docker-archives only — pin a docker-archive for ${label} or set import.docker: false`, e.data);
+        }
+        throw e;
+      });
+      return this.tagged(ev, id, log, t0);
+    }
     const src = openArchive(archive);
     const abort = new AbortController();
     src.finished.catch(() => abort.abort());
@@ -301,7 +312,12 @@ export class Importer {
       throw e;
     }
     if (read.status === 'rejected') throw read.reason;
-    const id = loaded.value;
+    return this.tagged(ev, loaded.value, log, t0);
+  }
+
+  private async tagged(ev: VerifiedImage, id: string, log: Logger, t0: number): Promise<Target> {
+    const docker = this.o.docker!;
+    const label = `${ev.name}:${ev.tag}`;
     // the digest tag first: name:tag appears only on a complete, checked image;
     // and the record of name:tag before it exists, so collection can find it
     await this.o.dockerTags?.record(`${ev.name}:${DockerTarget.digestTag(ev.sha256)}`, ev.tag);

@@ -100,7 +100,7 @@ async function oci(tar: TarIndex, json: Json, write: Write, bad: Bad, manifestDi
   await visit(top);
   // children first: a manifest is committed only once what it names is in
   const order = [...blobs].reverse();
-  await Promise.all(order.filter(([, b]) => !b.labels).map(([d, b]) => write(b.e, d)));
+  await all(order.filter(([, b]) => !b.labels).map(([d, b]) => write(b.e, d)));
   for (const [d, b] of order.filter(([, b]) => b.labels)) await write(b.e, d, b.labels);
   const annotations = { ...(top.annotations ?? {}) };
   delete annotations[OCI_NAME];
@@ -137,11 +137,12 @@ async function docker(tar: TarIndex, entry: (n: string) => TarEntry | undefined,
     if (!p) unique.set(e, (p = write(e, hex ? `sha256:${hex}` : undefined)));
     return p;
   };
-  const [configDigest, layerDigests, layerTypes] = await Promise.all([
-    write(cfg, `sha256:${named}`),
-    Promise.all(entries.map(digestOf)),
-    Promise.all(entries.map((e) => layerType(c, e))),
-  ]);
+  const layerTypes = await Promise.all(entries.map((e) => layerType(c, e)));
+  const written = entries.map(digestOf);
+  const [configDigest, layerDigests] = await Promise.all([write(cfg, `sha256:${named}`), all(written)]).catch(async (err) => {
+    await all(written).catch(() => {});
+    throw err;
+  });
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
@@ -158,6 +159,14 @@ async function docker(tar: TarIndex, entry: (n: string) => TarEntry | undefined,
     target: { ref: '', labels: {}, mediaType: DOCKER_MANIFEST, digest, size: manifest.length, annotations: {} },
     meta: { manifest: structuredClone(list) },
   };
+}
+
+// every write ended (none still running when the caller drops the lease), the first failure thrown
+async function all<T>(writes: Array<Promise<T>>): Promise<T[]> {
+  const done = await Promise.allSettled(writes);
+  const failed = done.find((d) => d.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return done.map((d) => (d as PromiseFulfilledResult<T>).value);
 }
 
 const clean = (n: string) => n.replace(/^(\.\/)+/, '').replace(/^\/+/, '');

@@ -14,6 +14,7 @@ const MAX_META = 4 * 1024 * 1024;
 export interface TarEntry {
   offset: number; // of the first body byte
   size: number;
+  start: number; // of its first header (an extended header when it has one)
 }
 
 export interface TarIndex {
@@ -31,7 +32,9 @@ export async function indexTar(fh: FileHandle, length: number, what: string): Pr
   let paxSize: number | undefined;
   let longName: string | undefined;
   let ended = false;
+  let start = 0;
   while (pos + BLOCK <= length) {
+    if (paxPath === undefined && paxSize === undefined && longName === undefined) start = pos;
     const { bytesRead } = await fh.read(h, 0, BLOCK, pos);
     if (bytesRead !== BLOCK) throw bad(`it ends inside a header at byte ${pos}`);
     pos += BLOCK;
@@ -65,7 +68,7 @@ export async function indexTar(fh: FileHandle, length: number, what: string): Pr
     const name = clean(paxPath ?? longName ?? headerName(h));
     const linkname = cstr(h.subarray(157, 257));
     paxPath = paxSize = longName = undefined;
-    if (type === '0' || type === '7') files.set(name, { offset: body, size });
+    if (type === '0' || type === '7') files.set(name, { offset: body, size, start });
     else if (type === '2') links.set(name, clean(posix.join(posix.dirname(name), linkname)));
   }
   if (!ended) throw bad('it has no end-of-archive marker; the archive is truncated');
