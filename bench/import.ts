@@ -12,9 +12,9 @@ import { imageArchive } from './fixtures.ts';
 import { fmt, interleave, median, MiB, row, sh, verdict, type BenchContext, type Row } from './measure.ts';
 
 // Import of one verified docker-archive: the importer's core
-// (Importer.importImage: policy check, re-hash of the cached file, names
-// filtered out of the stream, `ctr import` under a staging name, digest
-// check, labels, promotion) against a bare `ctr images import` of the same
+// (Importer.importImage: policy check, re-hash of the cached file, blobs
+// written by offset through containerd's Content.Write under a lease, each
+// committed with its digest, the manifest ctr would write, labels, naming) against a bare `ctr images import` of the same
 // file — both without unpacking, as the importer does — and, for Docker,
 // against `docker load -i`. Every round starts from an empty store.
 

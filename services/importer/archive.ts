@@ -56,6 +56,11 @@ export async function recheck(a: CachedArchive, image: string): Promise<CheckedA
   }
 }
 
+// The file is still the one whose digest matched (after reading it by offsets).
+export async function assertUnchanged(c: CheckedArchive): Promise<void> {
+  if (stampOf(await c.fh.stat({ bigint: true })) !== c.stamp) throw changed(c.archive, c.image);
+}
+
 function corrupt(a: CachedArchive, image: string, got: { sha256: string; size: number }): SealkitError {
   return new SealkitError(
     'SEALKIT_CACHE_CORRUPT',

@@ -1,4 +1,5 @@
 import type Docker from 'dockerode';
+import { request } from 'node:http';
 import type { Readable } from 'node:stream';
 import { SealkitError } from '../lib/errors.ts';
 
@@ -77,6 +78,37 @@ export class DockerTarget {
     } catch (err) {
       throw this.wrap(err, `load ${what}`);
     }
+    return this.loaded(res, what);
+  }
+
+  // The same, the body written by `send` (which waits for each write, so
+  // that it can reuse its buffers) straight onto the request.
+  async loadWritten(send: (write: (b: Buffer) => Promise<void>) => Promise<void>, what: string): Promise<string> {
+    const req = request({ socketPath: this.sock, method: 'POST', path: '/images/load?quiet=1', headers: { 'content-type': 'application/x-tar', 'transfer-encoding': 'chunked' } });
+    const response = new Promise<NodeJS.ReadableStream>((resolve, reject) => {
+      req.once('response', resolve);
+      req.once('error', reject);
+    });
+    response.catch(() => {});
+    const write = (b: Buffer) => new Promise<void>((resolve, reject) => req.write(b, (err) => (err ? reject(err) : resolve())));
+    let res: NodeJS.ReadableStream & { statusCode?: number };
+    try {
+      await send(write);
+      req.end();
+      res = await response;
+    } catch (err) {
+      req.destroy();
+      throw err instanceof SealkitError ? err : this.wrap(err, `load ${what}`);
+    }
+    if (res.statusCode !== 200) {
+      let body = '';
+      for await (const chunk of res as AsyncIterable<Buffer>) body += chunk.toString();
+      throw new SealkitError('SEALKIT_IMPORT_FAILED', `docker could not load ${what}: HTTP ${res.statusCode} ${body.trim().slice(0, 300)}`, { runtime: 'docker' });
+    }
+    return this.loaded(res, what);
+  }
+
+  private async loaded(res: NodeJS.ReadableStream, what: string): Promise<string> {
     let text = '';
     for await (const chunk of res as AsyncIterable<Buffer>) text += chunk.toString();
     let id: string | undefined;

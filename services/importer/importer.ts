@@ -6,8 +6,10 @@ import { short } from '../lib/digest.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Policy, ImagePolicy } from '../lib/policy.ts';
 import type { ImportedImage, ImportFailure, Runtime, Target, VerifiedImage } from '../lib/contract.ts';
-import { openArchive, recheck, type CachedArchive, type CheckedArchive } from './archive.ts';
-import type { Containerd, CtrImage } from './ctr.ts';
+import { assertUnchanged, openArchive, recheck, type CachedArchive, type CheckedArchive } from './archive.ts';
+import { ingest } from './ingest.ts';
+import { sendStripped } from './splice.ts';
+import { LEASE_PREFIX, type Containerd, type CtrImage } from './ctr.ts';
 import { DockerTarget } from './docker.ts';
 import type { ArchiveMeta } from './names.ts';
 import type { DockerTags } from './dockertags.ts';
@@ -166,7 +168,55 @@ export class Importer {
     return same ? { runtime: 'containerd', namespace: ns, ref, digest: cur.digest } : undefined;
   }
 
+  private labels(ev: VerifiedImage): Record<string, string> {
+    return {
+      [LABELS.source]: ev.source,
+      [LABELS.sha256]: ev.sha256,
+      [LABELS.manifest]: ev.manifestDigest ?? 'none',
+      [LABELS.serial]: String(ev.policySerial),
+      [LABELS.image]: `${ev.name}:${ev.tag}`,
+    };
+  }
+
   private async intoContainerd(ev: VerifiedImage, rechecked: () => Promise<CheckedArchive>, ns: string, log: Logger): Promise<Target> {
+    return ev.compression === 'none' ? this.written(ev, rechecked, ns, log) : this.staged(ev, rechecked, ns, log);
+  }
+
+  // An uncompressed archive: its blobs written into the content store from
+  // their offsets in the checked file, under a lease, then the final name
+  // given to the manifest in one record. No staging name: every blob is
+  // committed with its digest, and the manifest named is the verified one
+  // (OCI) or the one built from the verified manifest.json (docker). A
+  // failure anywhere deletes the lease, and with it what was written.
+  private async written(ev: VerifiedImage, rechecked: () => Promise<CheckedArchive>, ns: string, log: Logger): Promise<Target> {
+    const ctr = this.o.containerd;
+    log.info('importing into containerd', { ns, format: ev.format, compression: ev.compression });
+    const t0 = Date.now();
+    const leasing = ctr.lease(ns);
+    leasing.catch(() => {});
+    let archive: CheckedArchive;
+    try {
+      archive = await rechecked();
+    } catch (err) {
+      await leasing.then((id) => ctr.dropLease(ns, id)).catch(() => {});
+      throw err;
+    }
+    const lease = await leasing;
+    try {
+      const { target } = await ingest(ctr, ns, lease, archive, ev.manifestDigest);
+      await assertUnchanged(archive);
+      const ref = containerdRef(ev.name, ev.tag);
+      const final = await ctr.put(ns, ref, target, this.labels(ev));
+      log.info('imported into containerd', { ns, ref, digest: final.digest, ms: Date.now() - t0 });
+      return { runtime: 'containerd', namespace: ns, ref, digest: final.digest };
+    } finally {
+      // named content stays through the image; the rest goes with the lease
+      await ctr.dropLease(ns, lease).catch((err) => log.warn('could not remove the import lease; it expires within the hour', { ns, lease, err: err as Error }));
+    }
+  }
+
+  // A compressed archive: decompressed into `ctr images import` under a staging name.
+  private async staged(ev: VerifiedImage, rechecked: () => Promise<CheckedArchive>, ns: string, log: Logger): Promise<Target> {
     const ctr = this.o.containerd;
     // a staging name left by an interrupted attempt is simply overwritten
     const staging = `${STAGING}${ev.sha256}`;
@@ -196,13 +246,7 @@ export class Importer {
       const { chosen, refs } = await this.check(ev, ns, staging, src.meta);
       const ref = containerdRef(ev.name, ev.tag);
       // the final name appears with its target and labels in one record
-      const final = await ctr.put(ns, ref, chosen, {
-        [LABELS.source]: ev.source,
-        [LABELS.sha256]: ev.sha256,
-        [LABELS.manifest]: ev.manifestDigest ?? 'none',
-        [LABELS.serial]: String(ev.policySerial),
-        [LABELS.image]: `${ev.name}:${ev.tag}`,
-      });
+      const final = await ctr.put(ns, ref, chosen, this.labels(ev));
       await ctr.remove(ns, [staging, ...refs]).catch((err) => log.warn('could not remove the staging image; it is removed on the next start', { ns, staging, err: err as Error }));
       log.info('imported into containerd', { ns, ref, digest: final.digest, ms: Date.now() - t0 });
       return { runtime: 'containerd', namespace: ns, ref, digest: final.digest };
@@ -245,6 +289,16 @@ export class Importer {
     const label = `${ev.name}:${ev.tag}`;
     log.info('importing into docker', { format: ev.format });
     const t0 = Date.now();
+    if (ev.compression === 'none') {
+      const id = await docker.loadWritten((write) => sendStripped(archive, write), label).catch((err) => {
+        const e = asSealkitError(err);
+        if (ev.format === 'oci-archive' && e.code === 'SEALKIT_IMPORT_FAILED') {
+          throw new SealkitError('SEALKIT_IMPORT_FAILED', `${e.message}; Docker before 25 loads docker-archives only — pin a docker-archive for ${label} or set import.docker: false`, e.data);
+        }
+        throw e;
+      });
+      return this.tagged(ev, id, log, t0);
+    }
     const src = openArchive(archive);
     const abort = new AbortController();
     src.finished.catch(() => abort.abort());
@@ -258,7 +312,12 @@ export class Importer {
       throw e;
     }
     if (read.status === 'rejected') throw read.reason;
-    const id = loaded.value;
+    return this.tagged(ev, loaded.value, log, t0);
+  }
+
+  private async tagged(ev: VerifiedImage, id: string, log: Logger, t0: number): Promise<Target> {
+    const docker = this.o.docker!;
+    const label = `${ev.name}:${ev.tag}`;
     // the digest tag first: name:tag appears only on a complete, checked image;
     // and the record of name:tag before it exists, so collection can find it
     await this.o.dockerTags?.record(`${ev.name}:${DockerTarget.digestTag(ev.sha256)}`, ev.tag);
@@ -272,6 +331,8 @@ export class Importer {
   async cleanStaging(namespaces: string[]): Promise<number> {
     let n = 0;
     for (const ns of new Set(namespaces)) {
+      // leases of interrupted writes: their content is collected now, not in an hour
+      for (const id of (await this.o.containerd.leases(ns)).filter((l) => l.startsWith(LEASE_PREFIX))) await this.o.containerd.dropLease(ns, id);
       const stale = (await this.o.containerd.withPrefix(ns, STAGING)).map((i) => i.ref);
       if (stale.length) {
         this.o.log.info('removing staging images left by an interrupted import', { ns, refs: stale });
