@@ -15,14 +15,14 @@ export type HashResult = { sha256: string; size: number } | { error: string; cod
 // rootfs do): a Hash object per file costs more than hashing a small file.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { openSync, readSync, closeSync } = require('node:fs');
+const { openSync, readSync, closeSync, constants: { O_RDONLY } } = require('node:fs');
 const { createHash, hash: oneShot } = require('node:crypto');
 const hash = oneShot ?? ((alg, data) => createHash(alg).update(data).digest()); // crypto.hash is Node >= 20.12
 const buf = Buffer.allocUnsafe(workerData.readSize);
 const value = Buffer.from([0x04, 0x04, ...Buffer.alloc(32)]); // IMA_XATTR_DIGEST_NG, HASH_ALGO_SHA256, digest
 const xattr = import(workerData.xattr);
 function hashFile(path) {
-  const fd = openSync(path, 'r');
+  const fd = openSync(path, O_RDONLY);
   try {
     let size = 0, n;
     while (size < buf.length && (n = readSync(fd, buf, size, buf.length - size, null)) > 0) size += n;
@@ -36,10 +36,11 @@ function hashFile(path) {
 }
 parentPort.on('message', async ({ id, paths, label }) => {
   const { setAttributeSync } = label ? await xattr : {};
-  const digests = Buffer.allocUnsafe(32 * paths.length);
+  const digests = new Uint8Array(32 * paths.length); // its own ArrayBuffer (not the Buffer pool), transferred back
   const sizes = new Float64Array(paths.length);
   const errors = [];
-  paths.forEach((p, i) => {
+  for (let i = 0; i < paths.length; i++) {
+    const p = paths[i];
     try {
       const { digest, size } = hashFile(p);
       if (label) {
@@ -51,7 +52,7 @@ parentPort.on('message', async ({ id, paths, label }) => {
     } catch (err) {
       errors.push({ i, error: err.message, code: err.code });
     }
-  });
+  }
   parentPort.postMessage({ id, digests, sizes, errors }, [digests.buffer, sizes.buffer]);
 });
 `;
