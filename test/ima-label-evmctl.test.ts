@@ -1,9 +1,10 @@
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HashPool } from '../services/ima/hashpool.ts';
+import { HashPool, READ_SIZE } from '../services/ima/hashpool.ts';
 import { hashAndLabelTree, hashTree, labelTree } from '../services/ima/labeltree.ts';
 import { listFiles } from '../services/lib/rootfs/tree.ts';
 
@@ -69,5 +70,24 @@ test('labelTree with a known path→digest map writes the same bytes as evmctl',
   const a = dump(ours);
   const b = dump(theirs);
   t.true(a.size >= 200);
+  for (const [f, hex] of b) t.is(a.get(f), hex, `label of ${f}`);
+});
+
+test('files around the read buffer size, hashed in one call or streamed, get the labels evmctl writes', async (t) => {
+  const ours = join(dir, 'sizes');
+  const theirs = join(dir, 'sizes-evmctl');
+  const sizes = [0, 1, READ_SIZE - 1, READ_SIZE, READ_SIZE + 1, 3 * READ_SIZE + 5];
+  for (const d of [ours, theirs]) mkdirSync(d);
+  for (const size of sizes) {
+    const bytes = randomBytes(size);
+    writeFileSync(join(ours, `f${size}`), bytes);
+    writeFileSync(join(theirs, `f${size}`), bytes);
+  }
+  const r = await hashAndLabelTree(ours, pool);
+  t.is(r.bytes, sizes.reduce((x, y) => x + y, 0));
+  execFileSync('evmctl', ['ima_hash', '-r', '-a', 'sha256', theirs], { stdio: 'ignore' });
+  const a = dump(ours);
+  const b = dump(theirs);
+  t.is(b.size, sizes.length);
   for (const [f, hex] of b) t.is(a.get(f), hex, `label of ${f}`);
 });

@@ -1,5 +1,5 @@
 import { SealkitError } from '../lib/errors.ts';
-import { abs, walkFiles } from '../lib/rootfs/tree.ts';
+import { abs, fileBatches } from '../lib/rootfs/tree.ts';
 import { BATCH, HashPool, type HashResult } from './hashpool.ts';
 import { digestLabel, writeLabel } from './label.ts';
 import { signatureLabel, type SigningKey } from './digsig.ts';
@@ -25,14 +25,24 @@ export async function hashTree(root: string, pool: HashPool, opts: { label?: boo
   const digests: Record<string, string> = {};
   let bytes = 0;
   const work: Array<Promise<void>> = [];
+  let failure: { err: unknown } | undefined;
   const submit = (rels: string[]) => {
-    work.push(pool.hashFiles(rels.map((r) => abs(root, r)), { label: opts.label }).then((res) => {
+    const labelled = pool.hashFiles(rels.map((r) => abs(root, r)), { label: opts.label }).then((res) => {
       bytes += collect(root, rels, res, digests);
-    }));
+    });
+    work.push(labelled.catch((err: unknown) => void (failure ??= { err })));
   };
   if (opts.files) for (let i = 0; i < opts.files.length; i += BATCH) submit(opts.files.slice(i, i + BATCH));
-  else await walkFiles(root, submit, { batch: BATCH });
+  else {
+    // the walk stays a few batches ahead of the pool, and stops at the first failure
+    for (const rels of fileBatches(root, BATCH)) {
+      submit(rels);
+      await pool.room();
+      if (failure) break;
+    }
+  }
   await Promise.all(work);
+  if (failure) throw failure.err;
   return { digests, files: Object.keys(digests).length, bytes };
 }
 

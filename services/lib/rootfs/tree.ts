@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { sep } from 'node:path';
 
@@ -53,6 +54,29 @@ export async function walkFiles(root: string, onBatch: (rels: string[]) => void,
   });
   if (failure !== undefined) throw failure;
   if (batch.length) onBatch(batch);
+}
+
+// The same walk, synchronous and lazy: one directory read at a time, as the
+// consumer asks for the next batch. For a consumer that keeps its own threads
+// busy (a hash pool): no thread-pool hop or promise per directory.
+export function* fileBatches(root: string, size = WALK_BATCH): Generator<string[]> {
+  const pending: string[] = [''];
+  let batch: string[] = [];
+  while (pending.length) {
+    const rel = pending.pop()!;
+    for (const e of readdirSync(rel ? abs(root, rel) : root, { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) pending.push(r);
+      else if (e.isFile()) {
+        batch.push(r);
+        if (batch.length >= size) {
+          yield batch;
+          batch = [];
+        }
+      }
+    }
+  }
+  if (batch.length) yield batch;
 }
 
 export async function listFiles(root: string): Promise<string[]> {
