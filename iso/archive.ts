@@ -3,7 +3,7 @@ import { mkdir, rm, copyFile, writeFile, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { walkTree } from './rootfs.ts';
 
-// The initrd (sorted newc cpio, zstd) and the iso-bios image (isolinux +
+// The initrd (sorted newc cpio, lz4) and the iso-bios image (isolinux +
 // xorriso), both byte-for-byte reproducible from the same tree and epoch.
 
 export async function initrd(root: string, out: string, level: number): Promise<void> {
@@ -20,8 +20,11 @@ export async function initrd(root: string, out: string, level: number): Promise<
   if (cpio.status !== 0) throw new Error(`cpio failed: ${cpio.stderr.toString()}`);
   const raw = `${out}.cpio`;
   await writeFile(raw, cpio.stdout);
-  // one fixed thread count keeps the output the same on every machine
-  execFileSync('zstd', ['-q', '-f', `-${level}`, '-T2', raw, '-o', out], { stdio: 'inherit' });
+  // lz4, not zstd: the guest kernel unpacks the initrd before anything runs,
+  // and lz4 decompresses in a quarter of zstd's CPU time (host: 0.10 s user
+  // against 0.44 s for this 244 MB cpio; under TCG, seconds of boot) for a
+  // third more bytes. The kernel reads the legacy frame format (-l).
+  execFileSync('lz4', ['-q', '-f', '-l', `-${level}`, raw, out], { stdio: 'inherit' });
   await rm(raw);
 }
 

@@ -42,7 +42,7 @@ export interface BuildOptions {
   out?: string;
   state?: string;
   compile?: boolean;
-  level?: number; // zstd level of the initrd
+  level?: number; // lz4 level of the initrd (1–12)
   epoch?: number;
   testCase?: string; // test/cases/<name>/test.yml in front of linuxkit.yml
   fleet?: FleetOptions; // a fleet member's image; without it, the node's own
@@ -307,7 +307,7 @@ function context(o: BuildOptions, t0: number): Ctx {
     out,
     state,
     epoch: o.epoch ?? sourceDateEpoch(repo),
-    level: o.level ?? Number(process.env.SEALKIT_ISO_ZSTD_LEVEL ?? 9),
+    level: o.level ?? Number(process.env.SEALKIT_ISO_LZ4_LEVEL ?? 9),
     stage: join(out, 'rootfs'),
     templates: join(out, 'templates'),
     manifestPath: join(out, 'build-manifest.json'),
@@ -525,6 +525,10 @@ async function addBundle(ctx: Ctx, bases: Bases, kind: 'onboot' | 'service', ent
   for (const m of c.runtime?.mkdir ?? []) await ensureDir(ctx.stage, m);
   const waits = (c.binds ?? []).map((b) => b.split(':')[0]).filter((s) => s.startsWith('/run/'));
   if (waits.length) await putText(dir, 'wait', waits.join('\n') + '\n');
+  // a service of the node's bus starts once the bus answers: on one TCG CPU
+  // seven Node services starting with nats-server delay it by their start-up
+  const bus = (c.env ?? []).map((e) => /^SEALKIT_NATS_URL=nats:\/\/(127\.0\.0\.1):(\d+)$/.exec(e)).find(Boolean);
+  if (kind === 'service' && bus) await putText(dir, 'bus', `${bus[1]} ${bus[2]}\n`);
 }
 
 async function writeInittab(ctx: Ctx, services: string[]): Promise<void> {
@@ -581,7 +585,7 @@ async function writeManifest(ctx: Ctx, yml: LinuxkitYml, kernel: Kernel, service
     ...(ctx.fleet ? { fleet: manifestEntry(ctx.fleet) } : {}),
     sourceDateEpoch: ctx.epoch,
     kernel: { image: yml.kernel.image, version: kernel.version, cmdline: yml.kernel.cmdline ?? '' },
-    initrd: { compression: `zstd -${ctx.level}`, format: 'newc' },
+    initrd: { compression: `lz4 -l -${ctx.level}`, format: 'newc' },
     images: {
       init: yml.init ?? [],
       onboot: (yml.onboot ?? []).map((e) => ({ name: e.name, image: e.image })),
@@ -637,7 +641,7 @@ async function archive(ctx: Ctx, kernel: Kernel, cmdline: string): Promise<Omit<
   ctx.log(`iso: ${d.linked} identical files hard-linked (${(d.savedBytes / 1e6).toFixed(1)} MB saved)`);
   await rm(ctx.templates, { recursive: true, force: true });
   await normalize(stage, ctx.epoch);
-  ctx.step(`initrd (zstd -${ctx.level})`);
+  ctx.step(`initrd (lz4 -l -${ctx.level})`);
   const initrdPath = join(out, 'initrd.img');
   await initrd(stage, initrdPath, ctx.level);
   const kernelPath = join(out, 'kernel');

@@ -22,10 +22,10 @@ interface Initrd {
   text(path: string): string;
 }
 
-// The initrd as iso/archive.ts writes it: a zstd-compressed newc cpio. In
+// The initrd as iso/archive.ts writes it: an lz4-compressed (legacy frame) newc cpio. In
 // newc, the data of hard-linked files travels with the last link only.
 function readInitrd(initrd: string): Initrd {
-  const raw = execFileSync('zstd', ['-dc', initrd], { maxBuffer: 2 * 1024 * 1024 * 1024 });
+  const raw = execFileSync('lz4', ['-dc', initrd], { maxBuffer: 2 * 1024 * 1024 * 1024 });
   const entries: Array<Entry & { ino: number }> = [];
   const byIno = new Map<number, string>();
   const dataOf = new Map<number, Buffer>();

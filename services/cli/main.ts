@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
-import { SealkitError, asSealkitError } from '../lib/errors.ts';
-import { busOptions, type Command } from './commands/common.ts';
+import { SealkitError } from '../lib/errors.ts';
+import { type Command } from './commands/common.ts';
 import { commands, groups } from './commands/index.ts';
+import { exitWith, runCommand } from './run.ts';
 
 // The sealkit CLI: one module per command (its usage, its options, its run);
 // this file only finds the command and parses its options.
@@ -56,40 +57,7 @@ async function main(argv: string[]): Promise<number> {
     if (!cmd) throw new SealkitError('SEALKIT_BAD_REQUEST', `unknown command "${first}"; run "sealkit --help"`);
     rest = argv.slice(1);
   }
-  if (wantsHelp(rest)) {
-    process.stdout.write(cmd.usage);
-    return 0;
-  }
-  const options = { ...cmd.options, ...(cmd.bus ? busOptions : {}), help: { type: 'boolean' as const, short: 'h' } };
-  let parsed;
-  try {
-    parsed = parseArgs({ args: rest, allowPositionals: true, strict: true, options });
-  } catch (err) {
-    throw usageError(err, cmd, Object.keys(options));
-  }
-  return cmd.run(parsed.values, parsed.positionals);
+  return runCommand(cmd, rest);
 }
 
-// parseArgs' own messages name neither the command nor what it takes.
-function usageError(err: unknown, cmd: Command, known: string[]): SealkitError {
-  const code = (err as { code?: string }).code ?? '';
-  const message = (err as Error).message;
-  const opt = /'([^']+)'/.exec(message)?.[1] ?? '';
-  const takes = known.filter((k) => k !== 'help').map((k) => `--${k}`).join(', ') || 'no options';
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-    return new SealkitError('SEALKIT_BAD_REQUEST', `"${cmd.name}" has no option ${opt.split(/[ =]/)[0]}; it takes ${takes} (see "sealkit ${cmd.name} --help")`);
-  }
-  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-    return new SealkitError('SEALKIT_BAD_REQUEST', `"${cmd.name}": ${message.replace(/\.$/, '')} (see "sealkit ${cmd.name} --help")`);
-  }
-  return asSealkitError(err);
-}
-
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err) => {
-    const e = asSealkitError(err);
-    process.stderr.write(`sealkit: ${e.message}${e.code !== 'SEALKIT_INTERNAL' ? ` [${e.code}]` : ''}\n`);
-    process.exit(e.code === 'SEALKIT_BAD_REQUEST' ? 2 : 1);
-  },
-);
+exitWith(main(process.argv.slice(2)));

@@ -1,9 +1,15 @@
 import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { readFile } from 'node:fs/promises';
-import YAML from 'yaml';
+import { createRequire } from 'node:module';
 import { SealkitError } from './errors.ts';
 import { writeFileAtomic } from './atomic.ts';
+
+// yaml (72 CommonJS modules) on first use: the ISO's onboot ima-policy step
+// reaches this module through the label manifests and never parses YAML, and
+// under TCG loading it costs seconds of boot
+let yaml: typeof import('yaml') | undefined;
+const YAML = () => (yaml ??= createRequire(import.meta.url)('yaml') as typeof import('yaml'));
 
 // ed25519 keys and detached signatures (tweetnacl). Every signed thing is a
 // domain-separated message, so a signature over a policy can never be
@@ -34,7 +40,7 @@ export async function writeKeyFiles(key: SecretKeyFile, base: string): Promise<{
   const secretPath = `${base}.key`;
   const publicPath = `${base}.pub`;
   await writeFileAtomic(secretPath, JSON.stringify(key, null, 2) + '\n', 0o600);
-  await writeFileAtomic(publicPath, YAML.stringify({ id: key.id, ed25519: key.ed25519 }));
+  await writeFileAtomic(publicPath, YAML().stringify({ id: key.id, ed25519: key.ed25519 }));
   return { secretPath, publicPath };
 }
 
@@ -76,7 +82,7 @@ export async function readTrust(path: string): Promise<PublicKey[]> {
 export function parseTrust(raw: string, where: string): PublicKey[] {
   let doc: unknown;
   try {
-    doc = YAML.parse(raw, { maxAliasCount: 0 });
+    doc = YAML().parse(raw, { maxAliasCount: 0 });
   } catch (err) {
     throw new SealkitError('SEALKIT_CONFIG', `trust file ${where} is not valid YAML: ${(err as Error).message}`);
   }
