@@ -64,7 +64,9 @@ test.serial('a wrong digest is rejected, reported on audit.rejected, and nothing
   const ev = await audit;
   t.is(ev.type, 'audit.rejected');
   t.like(ev.data, { name: img.name, tag: 'v1', source: url, expectedSha256: img.sha256, actualSha256: other.sha256, code: 'SEALKIT_DIGEST_MISMATCH', policySerial: policy.serial });
-  t.truthy(rig.images.events.find((e) => e.type === 'image.rejected' && e.data.name === img.name));
+  // image.rejected is published first, but it reaches the test on another
+  // subscription, read by its own loop: wait for it by the image it names
+  t.like((await rig.images.wait((e) => e.type === 'image.rejected' && e.data.name === img.name)).data, { name: img.name, code: 'SEALKIT_DIGEST_MISMATCH' });
   t.falsy(rig.images.events.find((e) => e.type === 'image.verified' && e.data.name === img.name));
   t.false((await rig.cached()).includes(img.sha256) || (await rig.cached()).includes(other.sha256));
   t.deepEqual(await rig.quarantined(), []);
