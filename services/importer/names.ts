@@ -1,5 +1,6 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { SealkitError } from '../lib/errors.ts';
+import { cstr, headerName, headerSize, parsePax } from './tarindex.ts';
 
 // A streaming tar filter that removes the image names an archive carries
 // about itself (OCI index.json annotations, docker manifest.json RepoTags).
@@ -93,7 +94,8 @@ export class StripNames extends Transform {
     }
     const type = String.fromCharCode(h[156] || 0x30);
     const meta = type === 'x' || type === 'L';
-    const size = meta ? headerSize(h, this.what) : (this.paxSize ?? headerSize(h, this.what));
+    const bad = (why: string) => new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what} has ${why}`);
+    const size = meta ? headerSize(h, bad) : (this.paxSize ?? headerSize(h, bad));
     const padded = Math.ceil(size / BLOCK) * BLOCK;
     if (meta) {
       if (size > MAX_META) throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${this.what} has a ${size}-byte tar extended header; refusing`);
@@ -179,47 +181,6 @@ export class StripNames extends Transform {
 
 function normalize(name: string): string {
   return name.replace(/^(\.\/)+/, '').replace(/^\/+/, '');
-}
-
-function cstr(b: Buffer): string {
-  const end = b.indexOf(0);
-  return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
-}
-
-function headerName(h: Buffer): string {
-  const name = cstr(h.subarray(0, 100));
-  const ustar = h.subarray(257, 262).toString('latin1') === 'ustar';
-  const prefix = ustar ? cstr(h.subarray(345, 500)) : '';
-  return prefix ? `${prefix}/${name}` : name;
-}
-
-function headerSize(h: Buffer, what: string): number {
-  const f = h.subarray(124, 136);
-  if (f[0] & 0x80) {
-    let n = 0;
-    for (let i = 1; i < f.length; i++) n = n * 256 + f[i];
-    return n;
-  }
-  const s = cstr(f).trim();
-  const n = s === '' ? 0 : Number.parseInt(s, 8);
-  if (!Number.isSafeInteger(n) || n < 0) throw new SealkitError('SEALKIT_ARCHIVE_INVALID', `${what} has a tar header with a bad size field "${s}"`);
-  return n;
-}
-
-function parsePax(body: Buffer): Record<string, string> {
-  const out: Record<string, string> = {};
-  let i = 0;
-  while (i < body.length) {
-    const sp = body.indexOf(0x20, i);
-    if (sp < 0) break;
-    const len = Number.parseInt(body.subarray(i, sp).toString('latin1'), 10);
-    if (!len) break;
-    const rec = body.subarray(sp + 1, i + len - 1).toString('utf8');
-    const eq = rec.indexOf('=');
-    if (eq > 0) out[rec.slice(0, eq)] = rec.slice(eq + 1);
-    i += len;
-  }
-  return out;
 }
 
 // A fresh ustar header for a rewritten entry: same name and mode, new size.

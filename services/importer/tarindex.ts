@@ -77,7 +77,7 @@ export async function indexTar(fh: FileHandle, length: number, what: string): Pr
 
 const clean = (name: string) => posix.normalize(name.replace(/^\/+/, '')).replace(/\/$/, '');
 
-function cstr(b: Buffer): string {
+export function cstr(b: Buffer): string {
   const end = b.indexOf(0);
   return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
 }
@@ -90,14 +90,15 @@ function checksumOk(h: Buffer): boolean {
   return sum === Number.parseInt(field, 8);
 }
 
-function headerName(h: Buffer): string {
+export function headerName(h: Buffer): string {
   const name = cstr(h.subarray(0, 100));
   const ustar = h.subarray(257, 262).toString('latin1') === 'ustar';
   const prefix = ustar ? cstr(h.subarray(345, 500)) : '';
   return prefix ? `${prefix}/${name}` : name;
 }
 
-function headerSize(h: Buffer, bad: (why: string) => Error): number {
+// Shared with names.ts, which rewrites the same tar headers in a stream.
+export function headerSize(h: Buffer, bad: (why: string) => Error): number {
   const f = h.subarray(124, 136);
   if (f[0] & 0x80) {
     let n = 0;
@@ -111,7 +112,7 @@ function headerSize(h: Buffer, bad: (why: string) => Error): number {
   return n;
 }
 
-function parsePax(body: Buffer): Record<string, string> {
+export function parsePax(body: Buffer): Record<string, string> {
   const out: Record<string, string> = {};
   let i = 0;
   while (i < body.length) {
