@@ -1,7 +1,7 @@
 import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import { mkdir, readdir, readFile, unlink, writeFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInbox, type Msg, type NatsConnection, type Subscription } from 'nats';
+import type { NatsConnection, JetStreamClient } from 'nats';
 import { makeEvent, type CloudEvent } from './envelope.ts';
 import { encode, makeHeaders } from './bus.ts';
 import type { Logger } from './log.ts';
@@ -28,11 +28,7 @@ import { checkChainState, EventSealer, linkOf, newChainState, standInSubject, ty
 // the CPU in the pool's write and open/close calls). Like pino's sync
 // destination, the write has returned before the publish does.
 // JetStream publishes go out in a sliding window: up to `window` in flight,
-// the next sent as soon as one is acknowledged. Each is a plain publish with
-// Nats-Msg-Id and a reply subject under one subscription of the outbox's, and
-// the stream's PubAck is read off that reply: what js.publish does, less its
-// per-request bookkeeping (a request object, a timer and an error object
-// made for every publish), which was a third of an audit storm's CPU.
+// the next sent as soon as one is acknowledged.
 //
 // With a key, each event is signed and takes the next seq of its chain
 // (lib/eventsig.ts) before it is written, so a republished event keeps its
@@ -73,17 +69,8 @@ export interface OutboxOptions {
 const CHAIN_FILE = 'chain.state';
 const SEGMENT_BYTES = 4 << 20;
 
-// The stream's answer to a publish: its PubAck, or why there is none.
-interface PubAck {
-  duplicate?: boolean;
-}
-class AckError extends Error {}
-
 export class EventPublisher {
-  // publishes waiting for their PubAck, by the last token of their reply subject
-  private readonly awaiting = new Map<string, { p: Pending; deadline: number }>();
-  private acks?: { prefix: string; sub: Subscription; sweep: NodeJS.Timeout };
-  private token = 0;
+  private readonly js: JetStreamClient;
   // not yet sent (from head on), in flight, refused by a failure and sent
   // again once the bus answers, acknowledged and not yet released
   private unsent: Pending[] = [];
@@ -118,25 +105,13 @@ export class EventPublisher {
   private savedSafe: Record<string, number> = {};
 
   constructor(private readonly o: OutboxOptions) {
+    this.js = o.nc.jetstream();
     if (o.key && o.key.node !== o.node) {
       o.log.error('the event key belongs to another node: the fleet will flag every event of this one as forged; enroll this node again', { keyNode: o.key.node, node: o.node });
     }
     if (o.key && !o.dir) this.sealer = new EventSealer(o.key, newChainState());
     void (async () => {
-      for await (const s of o.nc.status()) {
-        if (s.type === 'reconnect') this.backoff.wake();
-        // the server refuses a subject this user may not publish: the oldest
-        // publish to it is the one refused (as nats.js tells its requests)
-        const ctx = (s as { permissionContext?: { operation?: string; subject?: string } }).permissionContext;
-        if (s.type === 'error' && ctx?.operation === 'publish') {
-          for (const [token, a] of this.awaiting) {
-            if (a.p.subject !== ctx.subject) continue;
-            this.awaiting.delete(token);
-            this.settle(a.p, new AckError(`Permissions Violation for Publish to "${ctx.subject}"`));
-            break;
-          }
-        }
-      }
+      for await (const s of o.nc.status()) if (s.type === 'reconnect') this.backoff.wake();
     })();
   }
 
@@ -259,13 +234,8 @@ export class EventPublisher {
     return `${String(++this.seq).padStart(16, '0')}.json`;
   }
 
-  // the event's encoding as it goes on the bus, not a second JSON.stringify
-  private lines(members: Pending[]): Buffer {
-    const parts: Buffer[] = [];
-    for (const p of members) {
-      parts.push(Buffer.from(`{"subject":${JSON.stringify(p.subject)},"headers":${JSON.stringify(p.headers)},"event":`), p.payload as Buffer, Buffer.from('}\n'));
-    }
-    return Buffer.concat(parts);
+  private lines(members: Pending[]): string {
+    return members.map((p) => JSON.stringify({ subject: p.subject, headers: p.headers, event: p.event })).join('\n') + '\n';
   }
 
   // Their lines at the end of the current segment, in one write. False,
@@ -279,7 +249,7 @@ export class EventPublisher {
       if (seg.fd < 0) seg.fd = openSync(join(dir, seg.name), 'a');
       for (const p of members) p.file = seg.name;
       this.unacked.set(seg.name, (this.unacked.get(seg.name) ?? 0) + members.length);
-      const line = this.lines(members);
+      const line = Buffer.from(this.lines(members));
       const written = writeSync(seg.fd, line);
       if (written !== line.length) throw Object.assign(new Error(`short write to ${join(dir, seg.name)}: ${written} of ${line.length} bytes`), { code: 'ENOSPC' });
       seg.bytes += written;
@@ -489,11 +459,6 @@ export class EventPublisher {
     this.closing.abort();
     this.wake();
     if (this.segment) this.seal(this.segment);
-    if (this.acks) {
-      clearInterval(this.acks.sweep);
-      this.acks.sub.unsubscribe();
-      this.acks = undefined;
-    }
     for (const fd of this.ackFds.values()) closeQuietly(fd);
     this.ackFds.clear();
   }
@@ -516,69 +481,30 @@ export class EventPublisher {
 
   private send(p: Pending): void {
     this.inflight.add(p);
-    const acks = this.ackInbox();
-    const token = String(++this.token);
-    this.awaiting.set(token, { p, deadline: Date.now() + (this.o.ackTimeoutMs ?? 3000) });
-    const headers = makeHeaders(p.headers);
-    headers.set('Nats-Msg-Id', p.event.id);
-    try {
-      this.o.nc.publish(p.subject, p.payload, { reply: `${acks.prefix}.${token}`, headers });
-    } catch (err) {
-      this.awaiting.delete(token);
-      this.settle(p, err);
-    }
-  }
-
-  private ackInbox(): NonNullable<EventPublisher['acks']> {
-    if (this.acks) return this.acks;
-    const nc = this.o.nc as NatsConnection & { options?: { inboxPrefix?: string } };
-    const prefix = createInbox(nc.options?.inboxPrefix);
-    const sub = nc.subscribe(`${prefix}.*`, { callback: (_err, m) => this.onAck(prefix, m) });
-    // unanswered publishes fail at their deadline and go out again
-    const sweep = setInterval(() => {
-      const now = Date.now();
-      for (const [token, a] of this.awaiting) {
-        if (a.deadline > now) continue;
-        this.awaiting.delete(token);
-        this.settle(a.p, new AckError(`no acknowledgement of ${a.p.subject} within ${this.o.ackTimeoutMs ?? 3000} ms`));
-      }
-    }, 250);
-    sweep.unref();
-    return (this.acks = { prefix, sub, sweep });
-  }
-
-  private onAck(prefix: string, m: Msg): void {
-    const token = m.subject.slice(prefix.length + 1);
-    const a = this.awaiting.get(token);
-    if (!a) return; // answered after its deadline: it went out again
-    this.awaiting.delete(token);
-    if (m.headers?.code === 503) return this.settle(a.p, new AckError(`no stream answers for ${a.p.subject} (503)`));
-    let ack: PubAck & { error?: { description?: string } };
-    try {
-      ack = JSON.parse(Buffer.from(m.data).toString('utf8')) as typeof ack;
-    } catch {
-      return this.settle(a.p, new AckError(`unreadable acknowledgement of ${a.p.subject}`));
-    }
-    if (ack.error) return this.settle(a.p, new AckError(ack.error.description ?? JSON.stringify(ack.error)));
-    this.settle(a.p, undefined, ack);
-  }
-
-  private settle(p: Pending, err: unknown, ack?: PubAck): void {
-    if (!this.inflight.delete(p)) return;
-    if (!err) {
-      this.acked.push(p);
-      if (ack?.duplicate) this.standIns.push(...this.standIn(p));
-    } else if (/Permissions Violation/i.test(String((err as Error)?.message))) {
-      // retrying cannot help: this service may not publish there. Drop
-      // it, say so on audit.lost, and keep the queue moving.
-      this.o.log.error('bus refused an event subject for this service; dropped', { type: p.subject });
-      this.countLost('permission-denied', p.subject);
-      this.acked.push(p);
-    } else {
-      this.failed.push(p);
-      this.failure ??= err;
-    }
-    this.wake();
+    this.js
+      .publish(p.subject, p.payload, { msgID: p.event.id, headers: makeHeaders(p.headers), timeout: this.o.ackTimeoutMs ?? 3000 })
+      .then(
+        (ack) => {
+          this.acked.push(p);
+          if (ack.duplicate) this.standIns.push(...this.standIn(p));
+        },
+        (err: unknown) => {
+          if (/Permissions Violation/i.test(String((err as Error)?.message))) {
+            // retrying cannot help: this service may not publish there. Drop
+            // it, say so on audit.lost, and keep the queue moving.
+            this.o.log.error('bus refused an event subject for this service; dropped', { type: p.subject });
+            this.countLost('permission-denied', p.subject);
+            this.acked.push(p);
+          } else {
+            this.failed.push(p);
+            this.failure ??= err;
+          }
+        },
+      )
+      .finally(() => {
+        this.inflight.delete(p);
+        this.wake();
+      });
   }
 
   // pumping ends in the step the pump returns in (a finally in this very
