@@ -2,7 +2,7 @@ import { runService, type ServiceContext } from '../lib/service.ts';
 import { serve, pingAll } from '../lib/bus.ts';
 import { envInt } from '../lib/config.ts';
 import { subjects } from '../lib/subjects.ts';
-import { snapshot } from './snapshot.ts';
+import { snapshot, stopProbes } from './snapshot.ts';
 import { serviceViews, pingRepliesIn } from './pids.ts';
 
 const SNAPSHOT_MAX_AGE_MS = 30_000;
@@ -48,7 +48,13 @@ async function start(ctx: ServiceContext) {
   };
   void beat();
   const timer = setInterval(() => void beat(), everyMs);
-  return { stop: async () => clearInterval(timer) };
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      stopProbes();
+      await refreshing?.catch(() => {});
+    },
+  };
 }
 
 await runService('nodeinfo', start);

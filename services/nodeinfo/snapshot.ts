@@ -1,7 +1,6 @@
 import type si from 'systeminformation';
 import { readFile, access } from 'node:fs/promises';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 // What a node is: OS, kernel, CPU, memory, disks, network, what the kernel
 // offers for IMA, and the build manifest the ISO was assembled from.
@@ -22,8 +21,6 @@ export async function kernelIma(securityfs = '/sys/kernel/security', cmdline = '
   };
 }
 
-const run = promisify(execFile);
-
 type Probed = [si.Systeminformation.OsData, si.Systeminformation.CpuData, si.Systeminformation.MemData, si.Systeminformation.FsSizeData[], si.Systeminformation.NetworkInterfacesData[] | si.Systeminformation.NetworkInterfacesData];
 
 // systeminformation is large (about 5 MB resident once loaded) and needed for
@@ -41,14 +38,52 @@ import(process.argv[1]).then(({ default: si }) => Promise.all([
 ])).then((probed) => process.stdout.write(JSON.stringify(probed)), (err) => { process.stderr.write(String((err && err.stack) || err)); process.exitCode = 1; });
 `;
 
-async function probe(): Promise<Probed> {
+// The probes under way, each in a process group of its own with the programs
+// systeminformation starts: stopProbes ends them all when nodeinfo stops, so
+// nothing it started outlives it.
+const probes = new Set<ChildProcess>();
+
+// a probe that hangs this long (a stuck mount under fsSize) is killed
+const PROBE_TIMEOUT_MS = 60_000;
+
+export function stopProbes(): void {
+  for (const child of probes) killGroup(child);
+}
+
+function killGroup(child: ChildProcess): void {
   try {
-    const { stdout } = await run(process.execPath, ['-e', PROBE_SOURCE, import.meta.resolve('systeminformation')], { maxBuffer: 16 * 1024 * 1024 });
-    return JSON.parse(stdout) as Probed;
-  } catch (err) {
-    const e = err as Error & { stderr?: string };
-    throw new Error(`systeminformation failed: ${(e.stderr || e.message).trim().slice(0, 2000)}`);
+    if (child.pid) process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // gone already
   }
+}
+
+function probe(): Promise<Probed> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', PROBE_SOURCE, import.meta.resolve('systeminformation')], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    probes.add(child);
+    const timer = setTimeout(() => killGroup(child), PROBE_TIMEOUT_MS);
+    timer.unref();
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      probes.delete(child);
+      reject(new Error(`systeminformation failed: cannot run ${process.execPath}: ${e.message}`));
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      probes.delete(child);
+      if (code !== 0) return reject(new Error(`systeminformation failed (${signal ?? `exit ${code}`}): ${err.trim()}`));
+      try {
+        resolve(JSON.parse(Buffer.concat(out).toString('utf8')) as Probed);
+      } catch (e) {
+        reject(new Error(`systeminformation failed: its output is not JSON (${(e as Error).message})`));
+      }
+    });
+  });
 }
 
 export async function snapshot(opts: { buildManifest?: string } = {}) {
