@@ -4,7 +4,7 @@ import { AckPolicy, DeliverPolicy, nanos, StringCodec, type NatsConnection } fro
 import { startHub, startNats, type Hub, type NatsServer } from './helpers/nats.ts';
 import { EventPublisher } from '../services/lib/outbox.ts';
 import { silentLogger } from '../services/lib/log.ts';
-import { fleetBucket, groupKey, hubStreams, nodesBucket, type FleetNodeConfig, type FleetNodeEntry } from '../services/lib/fleet.ts';
+import { answerPrefix, fleetBucket, groupKey, hubStreams, nodesBucket, type FleetNodeConfig, type FleetNodeEntry } from '../services/lib/fleet.ts';
 import { fleetInboxPrefix, fleetKvOnHub } from '../services/lib/leafconf.ts';
 import { consumerOnLeader, replayStream } from '../services/lib/streams.ts';
 import { streamNames } from '../services/lib/contract.ts';
@@ -226,6 +226,7 @@ test.serial("a node's leaf credentials, used as a client of the hub, allow only 
   // deliveries into another node's source: refused; into its own: allowed
   const tap: string[] = [];
   admin.subscribe('fleet.src.>', { callback: (_e, m) => void tap.push(m.subject) });
+  admin.subscribe('fleet.answer.>', { callback: (_e, m) => void tap.push(m.subject) });
   await admin.flush();
   // the tap's interest reaches the member the leaf user is on through the
   // cluster's routes, a moment after the flush: first see the path carry an
@@ -238,6 +239,9 @@ test.serial("a node's leaf credentials, used as a client of the hub, allow only 
     return tap.includes(`fleet.src.n1.${streamNames.audit}.probe`);
   });
   leaf.publish(`fleet.src.n2.${streamNames.audit}.x`, sc.encode('{}'));
+  // answers to a pusher asking a node directly: only under its own prefix
+  leaf.publish(`${answerPrefix('n2')}.x`, sc.encode('{}'));
+  leaf.publish(`${answerPrefix('n1')}.x`, sc.encode('{}'));
   leaf.publish(`fleet.src.n1.${streamNames.audit}.after`, sc.encode('{}'));
   leaf.publish('audit.denial', sc.encode('{"live":true}'));
   await leaf.flush();
@@ -245,9 +249,11 @@ test.serial("a node's leaf credentials, used as a client of the hub, allow only 
   // (n2's own source deliveries pass here too, as they should: only the
   // subject n1 forged must never arrive)
   t.false(tap.includes(`fleet.src.n2.${streamNames.audit}.x`), tap.join('\n'));
+  t.false(tap.includes(`${answerPrefix('n2')}.x`), tap.join('\n'));
+  t.true(tap.includes(`${answerPrefix('n1')}.x`), tap.join('\n'));
 
-  await until('the refusals reported to the client', async () => refused.length >= 5);
-  t.true(refused.length >= 5, refused.join('\n'));
+  await until('the refusals reported to the client', async () => refused.length >= 6);
+  t.true(refused.length >= 6, refused.join('\n'));
   await leaf.close();
   await onN1.close();
   await onN2.close();

@@ -11,8 +11,10 @@ import { policyYaml, pushPolicy } from './helpers/policy.ts';
 import { sealkit, spawnSealkit } from './helpers/cli.ts';
 import { generateKey, type SecretKeyFile } from '../services/lib/sign.ts';
 import { request } from '../services/lib/bus.ts';
+import { streamNames } from '../services/lib/contract.ts';
+import type { JetStreamManager } from 'nats';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
-import { eventKeyPath, fleetConfigPath } from '../services/lib/fleet.ts';
+import { eventKeyPath, fleetConfigPath, hubStreams } from '../services/lib/fleet.ts';
 
 // The fleet's desired state, end to end on real servers: a hub cluster of
 // three, nodes that are each a nats-server leaf of it with the real policy
@@ -111,6 +113,35 @@ test.serial('a fleet push is applied by every node of the group, each answer rea
   }
   times.sort((a, b) => a - b);
   t.log(`fleet push → all acks (3 nodes, CLI process included): p50 ${times[2]} ms, max ${times[4]} ms`);
+});
+
+test.serial('the same push again, once the hub no longer holds the answers: each node answers from its own stream', async (t) => {
+  const admin = await hub.connectAdmin();
+  const jsm = await admin.jetstreamManager();
+  const count = async (m: JetStreamManager, stream: string) => (await m.streams.info(stream, { subjects_filter: 'policy.applied' })).state.subjects?.['policy.applied'] ?? 0;
+  const onNodes = async () => {
+    let sum = 0;
+    for (const n of nodes) {
+      const nc = await n.nats.connectAs('admin');
+      sum += await count(await nc.jetstreamManager(), streamNames.events);
+      await nc.close();
+    }
+    return sum;
+  };
+  const file = await policyFile();
+  const first = await sealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), ...hubArgs()]);
+  t.is(first.code, 0, first.stderr);
+  // the hub's copy of every answer the nodes hold (the push may have counted them live)
+  const all = await onNodes();
+  await until(async () => (await count(jsm, hubStreams.events)) === all, 20_000, "the nodes' answers reach the hub's stream");
+  // as after a hub whose sourcing of the nodes stalled, or a push repeated
+  // long after the first: the hub's copy of the answers is gone, and the
+  // nodes, which decide a value once, publish nothing new
+  await jsm.streams.purge(hubStreams.events, { filter: 'policy.applied' });
+  await admin.close();
+  const again = await sealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), ...hubArgs()]);
+  t.is(again.code, 0, again.stdout + again.stderr);
+  t.deepEqual(lines(again.stdout), { 'node-a': `applied serial ${serial}`, 'node-b': `applied serial ${serial}`, 'node-c': `applied serial ${serial}` });
 });
 
 test.serial('a node whose own serial is higher refuses as a rollback, and the push exits non-zero naming it', async (t) => {

@@ -31,6 +31,13 @@ export function sourceDeliverPrefix(node: string, stream: (typeof streamNames)[k
   return `fleet.src.${checkNode(node)}.${stream}`;
 }
 
+// Where a node's domain answers a pusher asking it directly (fleet push's
+// last path): the node's leaf may publish there and nowhere else of the kind,
+// so an answer's subject names the node it came through.
+export function answerPrefix(node: string): string {
+  return `fleet.answer.${checkNode(node)}`;
+}
+
 // A node name is its JetStream domain, a subject token, a NATS user name and
 // a host name label at once: the intersection of what the four allow.
 export const NODE_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;

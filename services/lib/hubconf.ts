@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { specs, streamNames } from './contract.ts';
 import { SealkitError } from './errors.ts';
-import { checkGroup, checkNode, fleetBucket, groupKey, hubDomain, hubStreams, sourceDeliverPrefix } from './fleet.ts';
+import { answerPrefix, checkGroup, checkNode, fleetBucket, groupKey, hubDomain, hubStreams, sourceDeliverPrefix } from './fleet.ts';
 import { fleetInboxPrefix } from './leafconf.ts';
 import { permissions as nodePermissions, replayPermissions, type BusCreds, type Permissions } from './natsconf.ts';
 
@@ -91,6 +91,8 @@ export function leafPermissions(node: string, groups: string[]): Permissions {
       // starts, silently)
       ...nodeStreams.map((s) => `${sourceDeliverPrefix(node, s)}.>`),
       '$JSC.R.>',
+      // its domain's answers to a pusher asking it for its last answer
+      `${answerPrefix(node)}.>`,
       // through the hub's domain, as the node's clients ask; and as the hub
       // maps those requests, which it checks too when the same user is a
       // client of the hub (a leaf never gets $JS.API across: the domains differ)

@@ -1,7 +1,7 @@
 import { SealkitError } from '../../lib/errors.ts';
 import { sha256Hex } from '../../lib/digest.ts';
 import { parsePolicyYaml } from '../../lib/policy.ts';
-import { checkGroup, encodeFleetPolicy, fleetBucket, groupKey, hubStreams } from '../../lib/fleet.ts';
+import { answerPrefix, checkGroup, encodeFleetPolicy, fleetBucket, groupKey, hubStreams } from '../../lib/fleet.ts';
 import { subjects } from '../../lib/subjects.ts';
 import type { CloudEvent } from '../../lib/envelope.ts';
 import type { PolicyApplied, PolicyAudit } from '../../lib/contract.ts';
@@ -11,11 +11,18 @@ import { eventOf } from './watch.ts';
 import { ChainVerifier } from '../../lib/eventverify.ts';
 import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry } from './fleet-hub.ts';
 import { whileElecting } from '../../lib/streams.ts';
+import { streamNames } from '../../lib/contract.ts';
+import { parseEvent } from '../../lib/envelope.ts';
+import { nuid, type NatsConnection } from 'nats';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 // How far back of the push's own clock the acknowledgements are read: the
 // hub stamps a sourced event when it stores it, on its clock, not ours.
 // Matching by group and sha256 keeps an older push's answers out.
 const CLOCK_SLACK_MS = 60_000;
+// How often a node still silent is asked itself, and how long one question may take.
+const ASK_EVERY_MS = 2_000;
+const ASK_TIMEOUT_MS = 1_500;
 
 type Answer = { state: 'applied'; serial: number } | { state: 'refused'; code: string; reason: string };
 
@@ -108,11 +115,11 @@ ${hubUsage}`,
         const d = ev.data as Partial<PolicyAudit>;
         if (d.action === 'fleet' && d.group === group && d.sha256 === sha256) answer(ev, { state: 'refused', code: d.code ?? 'SEALKIT_INTERNAL', reason: d.reason ?? '' });
       };
-      // Two paths, the first to bring an answer wins: live, as each node
+      // Three paths, the first to bring an answer wins: live, as each node
       // publishes it (while its leaf and the hub member it is on are up),
       // and the hub's streams, which source every node's and bring what the
       // live path missed (a hub member that died mid-push, a node that was
-      // cut off) once the hub has it.
+      // cut off) once the hub has it; and the node itself, asked (below).
       for (const [subject, on] of [[subjects.policy.applied, applied], [subjects.audit.policy, refused]] as const) {
         nc.subscribe(subject, {
           callback: (err, m) => {
@@ -128,6 +135,13 @@ ${hubUsage}`,
       ].map((p) => p.catch((err: Error) => {
         throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read the nodes' answers from the hub's streams: ${err.message}; has "sealkit hub config" set the hub up?`);
       }));
+      // The third path, for a node still silent a while after the put: ask
+      // the node's own JetStream domain, through its leaf, for the last
+      // answer it stored. The hub's sourcing of a node's stream can stall
+      // after a hub member dies (nats-server re-creates a source's consumer
+      // only when the stream's new leader learns it leads): the node has
+      // its answer, the hub's stream does not.
+      void askNodes(nc, () => nodes.filter((n) => !answers.has(n)), stop.signal, applied, refused);
       await nc.flush();
 
       // A put retried after a lost answer writes the same bytes again; a
@@ -159,3 +173,31 @@ ${hubUsage}`,
     }
   },
 };
+
+// Every ASK_EVERY_MS, each node in waiting() is asked for the last
+// policy.applied and audit.policy in its own streams: a message get in its
+// domain, through its leaf, answered on a subject under the node's answer
+// prefix (the only replies its leaf may send; a reply to a plain inbox would
+// not cross). An answer is checked like any other: by group, sha256 and the
+// node's signature. A node that is away does not answer; asking it again
+// costs one request.
+async function askNodes(nc: NatsConnection, waiting: () => string[], signal: AbortSignal, applied: (ev: CloudEvent) => void, refused: (ev: CloudEvent) => void): Promise<void> {
+  const ask = async (node: string, stream: string, subject: string, on: (ev: CloudEvent) => void) => {
+    try {
+      const m = await nc.request(`$JS.${node}.API.STREAM.MSG.GET.${stream}`, JSON.stringify({ last_by_subj: subject }), {
+        timeout: ASK_TIMEOUT_MS,
+        noMux: true,
+        reply: `${answerPrefix(node)}.${nuid.next()}`,
+      });
+      const r = m.json<{ message?: { data?: string }; error?: unknown }>();
+      if (r.message?.data) on(parseEvent(Buffer.from(r.message.data, 'base64')));
+    } catch {
+      // away, electing, or nothing stored yet: the other paths and the next round
+    }
+  };
+  while (!signal.aborted) {
+    await sleep(ASK_EVERY_MS, undefined, { signal }).catch(() => {});
+    if (signal.aborted || nc.isClosed()) return;
+    await Promise.all(waiting().flatMap((node) => [ask(node, streamNames.events, subjects.policy.applied, applied), ask(node, streamNames.audit, subjects.audit.policy, refused)]));
+  }
+}
