@@ -139,6 +139,9 @@ export interface MemberConfigOptions {
   // subjects every node's leaf user may also use (a benchmark's bare
   // request-many to the nodes); nothing in the product sets it
   leafExtra?: Pick<Permissions, 'publish' | 'subscribe'>;
+  // host:port a node dials to reach this member's leaf port, when not the
+  // member's own host and leaf port (a benchmark's cuttable TCP link)
+  leafAdvertise?: string;
 }
 
 export function hubMemberConfig(hub: HubState, name: string, o: MemberConfigOptions): string {
@@ -178,6 +181,12 @@ export function hubMemberConfig(hub: HubState, name: string, o: MemberConfigOpti
   // network) and may not be reachable from a node (a QEMU guest reaches the
   // hub only through its guestfwd)
   lines.push(`  no_advertise: true`);
+  // nats-server tells every leaf that connects the member's own leaf URL
+  // (no_advertise keeps it from the routes only), and the node dials it
+  // from then on: make it the address the node was given, not the
+  // listening one (behind a NAT, a tunnel or a link a node could not reach,
+  // or could reach around)
+  lines.push(`  advertise: ${q(o.leafAdvertise ?? `${self.host}:${self.leafPort}`)}`);
   lines.push(`}`);
   lines.push(`authorization {`);
   lines.push(`  users: [`);
