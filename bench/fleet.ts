@@ -9,6 +9,7 @@ import { generateEventKey } from '../services/lib/eventsig.ts';
 import { encodeFleetPolicy, eventKeyPath, fleetBucket, fleetConfigPath, groupKey, hubStreams, type FleetNodeConfig } from '../services/lib/fleet.ts';
 import { hubMemberConfig, hubReplicas, leafUser, newHubState, newSecret, type HubState } from '../services/lib/hubconf.ts';
 import { ensureHubStreams } from '../services/lib/hubstreams.ts';
+import { whileElecting } from '../services/lib/streams.ts';
 import { leafServerOptions } from '../services/lib/leafconf.ts';
 import { generateCreds, serverConfig } from '../services/lib/natsconf.ts';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
@@ -16,7 +17,7 @@ import { repoRoot } from '../services/lib/config.ts';
 import { startLink, type Link } from '../test/helpers/link.ts';
 import { freePorts, kill, launch, readPort, waitForPort } from '../test/helpers/nats.ts';
 import { makeAdmin, policyYaml, signPolicy } from '../test/helpers/policy.ts';
-import { fmt, percentile, rss, row, sleep, verdict, type BenchContext, type Row } from './measure.ts';
+import { fmt, percentile, pss, rss, row, sleep, verdict, type BenchContext, type Row } from './measure.ts';
 import type { WorkerSpec } from './fleet-node.ts';
 
 // A fleet on one machine: a hub cluster of three real nats-servers and N
@@ -71,7 +72,10 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
   ctx.log(`fleet ${n}: hub of 3 and ${n} leaf nodes ready in ${fmt.ms(ready)}`);
 
   const js = f.hubNc.jetstream();
-  const kv = await js.views.kv(fleetBucket, { bindOnly: true });
+  // a hub of three on two cores beside a thousand servers may be electing a
+  // leader now and then: that is waited out (and said), as fleet push does
+  const electing = <T>(what: string, fn: () => Promise<T>) => whileElecting(fn, Date.now() + 60_000, (err) => ctx.log(`fleet ${n}: ${what}: the hub is electing (${err.message}); again`));
+  const kv = await electing('bind the fleet bucket', () => js.views.kv(fleetBucket, { bindOnly: true }));
   const reps = ctx.quick ? 3 : n >= 1000 ? 5 : 10;
   const push: number[] = [];
   const pushAll: number[] = [];
@@ -83,12 +87,12 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
     serial++;
     const yaml = policyYaml({ serial, images: [] });
     const value = encodeFleetPolicy({ yaml, ...signPolicy(yaml, admin.key), pusher: 'bench' });
-    const acks = await ackReader(f.hubNc, n, serial);
+    const acks = await electing('create the ack reader', () => ackReader(f.hubNc, n, serial));
     const live: number[] = [];
     const liveSub = f.hubNc.subscribe('policy.applied', { callback: (_e, m) => { if ((parseEvent(m.data).data as { serial?: number }).serial === serial) live.push(performance.now() - t0); } });
     await f.hubNc.flush();
     const t0 = performance.now();
-    await kv.put(groupKey(GROUP), value);
+    await electing('write the group key', () => kv.put(groupKey(GROUP), value));
     const times = await acks(t0);
     liveSub.unsubscribe();
     if (process.env.BENCH_TRACE) ctx.log(`live acks: ${live.length}, p50 ${fmt.ms(percentile(live, 50))} max ${fmt.ms(Math.max(...live))}`);
@@ -113,7 +117,7 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
   // catch-up: the network between the nodes and the hub fails (every leaf
   // connection dropped, new ones refused), the nodes keep publishing into
   // their own streams, the network is back
-  const before = (await (await f.hubNc.jetstreamManager()).streams.info(hubStreams.audit)).state.messages;
+  const before = (await electing('count the hub stream', async () => (await f.hubNc.jetstreamManager({ checkAPI: false })).streams.info(hubStreams.audit))).state.messages;
   for (const l of f.links) l.cut();
   await waitLeafs(f.hub, 0, 'at most');
   await storm(f, n * perNode, perNode, false);
@@ -128,9 +132,10 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
 
   const memberRss = f.memberPids.map(rss);
   const nodeRss = f.nodePids.map(rss);
+  const nodePss = f.nodePids.map(pss);
   const workerRss = await Promise.all(f.workers.map(async (w) => (await w.ask({ cmd: 'rss' })).rss / w.nodes));
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const mem = `hub members ${memberRss.map((b) => fmt.mib(b)).join(', ')}; per node: nats-server ${fmt.mib(mean(nodeRss))} + its share of a worker ${fmt.mib(mean(workerRss))} (${f.workers.length} workers of ${f.workers[0].nodes} nodes each, own connection, key, outbox and state per node)`;
+  const mem = `hub members ${memberRss.map((b) => fmt.mib(b)).join(', ')}; per node: nats-server ${fmt.mib(mean(nodeRss))} RSS, ${fmt.mib(mean(nodePss))} PSS (the binary's pages are shared by all ${n}) + its share of a worker ${fmt.mib(mean(workerRss))} (${f.workers.length} workers of ${f.workers[0].nodes} nodes each, own connection, key, outbox and state per node)`;
   const target = n >= 1000 ? 10_000 : 5_000;
   const allP50 = percentile(pushAll, 50);
   const allMax = Math.max(...pushAll);
@@ -169,14 +174,14 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
       await Promise.all(fl.workers.map((w) => w.ask({ cmd: 'storm', events: each })));
       return { rate: 0, ms: 0, exact: true };
     }
-    const jsm = await fl.hubNc.jetstreamManager();
-    const base = (await jsm.streams.info(hubStreams.audit)).state.messages;
+    const jsm = await fl.hubNc.jetstreamManager({ checkAPI: false });
+    const base = (await electing('count the hub stream', () => jsm.streams.info(hubStreams.audit))).state.messages;
     const t = performance.now();
     await Promise.all(fl.workers.map((w) => w.ask({ cmd: 'storm', events: each })));
     const ok = await waitCount(fl.hubNc, base + total, 120_000);
     const ms = performance.now() - t;
     await sleep(1000); // anything more would be a duplicate
-    const exact = ok && (await jsm.streams.info(hubStreams.audit)).state.messages === base + total;
+    const exact = ok && (await electing('count the hub stream', () => jsm.streams.info(hubStreams.audit))).state.messages === base + total;
     return { rate: total / (ms / 1000), ms, exact };
   }
 }
@@ -184,7 +189,7 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
 // Every node's policy.applied for this serial, as the hub's events stream
 // holds it: the time from the write of the key, per node.
 async function ackReader(nc: NatsConnection, n: number, serial: number): Promise<(t0: number) => Promise<number[]>> {
-  const jsm = await nc.jetstreamManager();
+  const jsm = await nc.jetstreamManager({ checkAPI: false });
   const info = await jsm.consumers.add(hubStreams.events, { filter_subject: 'policy.applied', ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.New, inactive_threshold: nanos(60_000) });
   const consumer = await nc.jetstream().consumers.get(hubStreams.events, info.name);
   const messages = await consumer.consume({ max_messages: 1024 });
@@ -210,7 +215,7 @@ async function waitCount(nc: NatsConnection, expected: number, ms: number): Prom
   const deadline = Date.now() + ms;
   let traced = 0;
   while (Date.now() < deadline) {
-    const info = await nc.jetstreamManager().then((jsm) => jsm.streams.info(hubStreams.audit)).catch(() => null);
+    const info = await nc.jetstreamManager({ checkAPI: false }).then((jsm) => jsm.streams.info(hubStreams.audit)).catch(() => null);
     const held = info?.state.messages ?? -1;
     if (held >= expected) return true;
     if (process.env.BENCH_TRACE && info && Date.now() - traced > 2000) {
@@ -285,6 +290,9 @@ async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: 
   // through its link
   const creds = generateCreds();
   const nodePids: number[] = [];
+  // stopped together: one at a time, a thousand take minutes
+  const nodeProcs: ChildProcess[] = [];
+  ctx.defer(() => Promise.all(nodeProcs.map(kill)).then(() => {}));
   const specs: WorkerSpec['nodes'] = [];
   for (let i = 0; i < n; i += 10) {
     await Promise.all(
@@ -303,7 +311,7 @@ async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: 
         await mkdir(portsDir, { recursive: true });
         await writeFile(conf, serverConfig({ creds, storeDir: join(root, 'js'), port: -1, portsFileDir: portsDir, maxFileStore: '256MB', ...leafServerOptions(config) }));
         const proc = await launch(conf);
-        ctx.defer(() => kill(proc));
+        nodeProcs.push(proc);
         const p = await readPort(portsDir, proc);
         nodePids.push(proc.pid!);
         specs.push({ node, url: `nats://127.0.0.1:${p}`, root });
@@ -323,7 +331,7 @@ async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: 
   await Promise.all(workers.map((w) => w.ask(null)));
 
   // every source on the hub active: a node's stream reaches the hub
-  const jsm = await hubNc.jetstreamManager();
+  const jsm = await hubNc.jetstreamManager({ checkAPI: false });
   const until = Date.now() + 180_000;
   for (;;) {
     // a hub setting up hundreds of sources may answer late: a timeout is a wait

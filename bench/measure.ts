@@ -90,6 +90,15 @@ export function rss(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
+/** A process's proportional set size: its private pages plus its share of
+ * the pages it shares (a thousand nats-servers share one binary's text,
+ * which RSS counts in full for each). */
+export function pss(pid: number): number {
+  const m = /^Pss:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+  if (!m) throw new Error(`no Pss for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
 /** Samples a process's RSS every `everyMs` until stopped; returns the peak. */
 export function rssPeak(pid: number, everyMs = 50): { stop(): number } {
   let peak = 0;
