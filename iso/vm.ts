@@ -51,10 +51,11 @@ export const firmwares: readonly Firmware[] = ['bios', 'uefi'];
 export const ovmfCode = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const ovmfVars = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 
-export function parseFirmware(value: string | undefined, name = 'FIRMWARE'): Firmware {
+// FIRMWARE= of make run (iso/run.ts --firmware)
+export function parseFirmware(value: string | undefined): Firmware {
   if (value === undefined || value === '') return 'bios';
   if ((firmwares as readonly string[]).includes(value)) return value as Firmware;
-  throw new Error(`${name}="${value}" is not a firmware this can boot: use bios (SeaBIOS, the default) or uefi (OVMF)`);
+  throw new Error(`FIRMWARE="${value}" is not a firmware this can boot: use bios (SeaBIOS, the default) or uefi (OVMF)`);
 }
 
 async function uefiArgs(dir: string): Promise<string[]> {

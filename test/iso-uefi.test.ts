@@ -1,6 +1,9 @@
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
 import { repoRoot } from '../services/lib/config.ts';
 import { kernelCmdline } from '../iso/archive.ts';
 import { ovmfCode } from '../iso/vm.ts';
@@ -64,4 +67,15 @@ test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line
   t.false(running(qemuPid), `QEMU (pid ${qemuPid}) is gone`);
   const console = await readFile(join(testStateDir, 'run', 'console.log'), 'latin1');
   t.regex(console, /sealkit: onboot done/);
+});
+
+test('make run with a FIRMWARE it cannot boot is refused before anything is built or booted, naming the ones it can', async (t) => {
+  t.timeout(minutes(5));
+  const state = await mkdtemp(join(tmpdir(), 'sealkit-firmware-'));
+  t.teardown(() => rm(state, { recursive: true, force: true }));
+  const r = spawnSync('make', ['run', 'FIRMWARE=efi'], { cwd: repoRoot, env: { ...process.env, SEALKIT_STATE: state }, encoding: 'utf8', timeout: minutes(4) });
+  t.not(r.status, 0, r.stdout);
+  t.regex(r.stderr, /run: FIRMWARE="efi" is not a firmware this can boot: use bios \(SeaBIOS, the default\) or uefi \(OVMF\)/);
+  t.false(existsSync(join(state, 'keys')), 'no keys were made');
+  t.false(existsSync(join(state, 'run')), 'nothing was booted');
 });
