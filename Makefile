@@ -8,6 +8,7 @@ SHELL := /bin/bash
 
 APT_PACKAGES := nats-server containerd runc docker.io docker-registry skopeo \
   qemu-system-x86 linux-image-amd64 busybox-static xorriso isolinux syslinux-common \
+  grub-efi-amd64-bin mtools dosfstools ovmf \
   ima-evm-utils attr keyutils cpio zstd lz4 xz-utils curl openssl ca-certificates e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # not NODE: that is the fleet node's name (make iso NODE=…)
@@ -24,6 +25,7 @@ export SEALKIT_STATE ?= $(CURDIR)/state
 
 help:
 	@echo "make run        build the ISO and boot it in QEMU (bus on 127.0.0.1:4222)"
+	@echo "                FIRMWARE=uefi: under OVMF instead of SeaBIOS (the ISO boots on both)"
 	@echo "make test       run every test (real nats-server, containerd, dockerd, registry, QEMU)"
 	@echo "make dev        run nats-server and every service on this machine (state in ./state)"
 	@echo "make hub        run a fleet hub on this machine for nodes to join (state in ./state/hub)"
@@ -85,7 +87,7 @@ iso: deps keys
 	flock build/iso-build.lock $(TSX) iso/build.ts $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
 
 run: deps
-	$(TSX) iso/run.ts $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
+	$(TSX) iso/run.ts $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
 
 dev: deps keys build
 	$(TSX) services/cli/dev.ts

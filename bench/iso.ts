@@ -28,7 +28,7 @@ export async function iso(ctx: BenchContext): Promise<Row[]> {
     return [row(G, { row: 'ISO size / boot to bus ready', sealkit: 'n/a', peer: '—', ratio: '—', target: '—', status: 'n/a', note })];
   }
   const rows: Row[] = [
-    row(G, { row: 'ISO size (iso-bios, kernel + initrd)', sealkit: `${(built.bytes / 1e6).toFixed(1)} MB`, peer: '—', ratio: '—', target: '—', status: 'info', note: built.reused ? undefined : `built in ${built.seconds.toFixed(0)} s` }),
+    row(G, { row: 'ISO size (hybrid BIOS + UEFI, kernel + initrd)', sealkit: `${(built.bytes / 1e6).toFixed(1)} MB`, peer: '—', ratio: '—', target: '—', status: 'info', note: built.reused ? undefined : `built in ${built.seconds.toFixed(0)} s` }),
   ];
   ctx.log('iso: booting it in QEMU (TCG)');
   // once seen: the run ended with Node's "unsettled top-level await" (exit 13)
@@ -42,7 +42,7 @@ export async function iso(ctx: BenchContext): Promise<Row[]> {
   const busMs = await vm.waitForBus(8 * 60_000);
   const guest = await vm.busReady(60_000).catch(() => undefined);
   rows.push(row(G, {
-    row: 'boot → bus answering on the host (QEMU TCG, -cpu max, 1 GiB): QEMU start → nats INFO on the forwarded port',
+    row: 'boot → bus answering on the host (QEMU TCG, -cpu max, 1 GiB, SeaBIOS): QEMU start → nats INFO on the forwarded port',
     sealkit: fmt.ms(busMs),
     peer: '—',
     ratio: '—',

@@ -1,10 +1,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdir, rm, copyFile, writeFile, utimes } from 'node:fs/promises';
+import { mkdir, rm, copyFile, rename, writeFile, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SealkitError } from '../services/lib/errors.ts';
 import { walkTree } from './rootfs.ts';
+import { efiBootImage, grubCfgPath } from './efi.ts';
 
-// The initrd (sorted newc cpio, lz4) and the iso-bios image (isolinux +
-// xorriso), both byte-for-byte reproducible from the same tree and epoch.
+// The initrd (sorted newc cpio, lz4) and the hybrid ISO (isolinux for BIOS,
+// GRUB for UEFI, xorriso), both byte-for-byte reproducible from the same
+// tree and epoch.
 
 export async function initrd(root: string, out: string, level: number): Promise<void> {
   const entries = ['.'];
@@ -44,41 +47,87 @@ const ldlinux = '/usr/lib/syslinux/modules/bios/ldlinux.c32';
 
 export const isoInputs = [isolinuxBin, isohdpfx, ldlinux];
 
-export async function isoBios(o: IsoInput): Promise<void> {
+// Where the kernel and initrd sit on the ISO, for both boot loaders.
+const kernelOnIso = '/boot/kernel';
+const initrdOnIso = '/boot/initrd.img';
+
+// What the kernel gets (/proc/cmdline) from either boot loader.
+export function kernelCmdline(cmdline: string): string {
+  return [`BOOT_IMAGE=${kernelOnIso}`, ...cmdline.split(' ').filter(Boolean), `initrd=${initrdOnIso}`].join(' ');
+}
+
+// One kernel command line, written into both boot loaders' configurations:
+// what the kernel gets must not depend on the firmware (the IMA policy and
+// the init read it). A character either loader would read as something else
+// is refused here rather than changed.
+export function bootConfigs(cmdline: string): { isolinux: string; grub: string } {
+  const bad = [...cmdline].find((c) => c < ' ' || c > '~' || c === '"' || c === "'" || c === '\\');
+  if (bad !== undefined) {
+    throw new SealkitError(
+      'SEALKIT_CONFIG',
+      `linuxkit.yml kernel.cmdline ${JSON.stringify(cmdline)}: ${JSON.stringify(bad)} cannot be passed the same way by isolinux and GRUB; use space-separated words of printable ASCII without quotes or backslashes`,
+      { cmdline },
+    );
+  }
+  // GRUB splits on spaces and reads ; | & $ { } < > # as shell syntax: each
+  // word goes in single quotes, which the kernel never sees
+  const words = cmdline.split(' ').filter(Boolean);
+  const grubArgs = words.map((w) => (/^[\w.,:=+/@%-]+$/.test(w) ? w : `'${w}'`));
+  return {
+    isolinux: ['DEFAULT linux', 'PROMPT 0', 'TIMEOUT 0', 'LABEL linux', `  KERNEL ${kernelOnIso}`, `  INITRD ${initrdOnIso}`, `  APPEND ${words.join(' ')}`, ''].join('\n'),
+    // isolinux appends initrd=<file> to what the kernel gets (its INITRD
+    // line); GRUB does not, so it is written here, at the same place
+    grub: [`linux ${kernelOnIso} ${[...grubArgs, `initrd=${initrdOnIso}`].join(' ')}`, `initrd ${initrdOnIso}`, 'boot', ''].join('\n'),
+  };
+}
+
+// The hybrid ISO: isolinux for BIOS (El Torito and an MBR for sticks), GRUB
+// in a FAT image for UEFI (El Torito and a GPT EFI partition), one kernel,
+// initrd and command line on the ISO's file system for both.
+export async function isoHybrid(o: IsoInput): Promise<void> {
+  const configs = bootConfigs(o.cmdline);
   const tree = join(o.work, 'iso-root');
   await rm(tree, { recursive: true, force: true });
   await mkdir(join(tree, 'isolinux'), { recursive: true });
-  await mkdir(join(tree, 'boot'), { recursive: true });
+  await mkdir(join(tree, 'boot', 'grub'), { recursive: true });
   await copyFile(isolinuxBin, join(tree, 'isolinux', 'isolinux.bin'));
   await copyFile(ldlinux, join(tree, 'isolinux', 'ldlinux.c32'));
-  await copyFile(o.kernel, join(tree, 'boot', 'kernel'));
-  await copyFile(o.initrd, join(tree, 'boot', 'initrd.img'));
-  await writeFile(
-    join(tree, 'isolinux', 'isolinux.cfg'),
-    ['DEFAULT linux', 'PROMPT 0', 'TIMEOUT 0', 'LABEL linux', '  KERNEL /boot/kernel', '  INITRD /boot/initrd.img', `  APPEND ${o.cmdline}`, ''].join('\n'),
-  );
+  await copyFile(o.kernel, join(tree, kernelOnIso));
+  await copyFile(o.initrd, join(tree, initrdOnIso));
+  await writeFile(join(tree, 'isolinux', 'isolinux.cfg'), configs.isolinux);
+  await writeFile(join(tree, grubCfgPath), configs.grub);
+  await efiBootImage(join(tree, 'boot', 'efiboot.img'), o.work, o.epoch);
   const t = new Date(o.epoch * 1000);
-  for (const p of ['isolinux/isolinux.bin', 'isolinux/ldlinux.c32', 'isolinux/isolinux.cfg', 'boot/kernel', 'boot/initrd.img', 'isolinux', 'boot', '.']) {
-    await utimes(join(tree, p), t, t);
-  }
+  const stamped = ['isolinux/isolinux.bin', 'isolinux/ldlinux.c32', 'isolinux/isolinux.cfg', 'boot/kernel', 'boot/initrd.img', 'boot/grub/grub.cfg', 'boot/efiboot.img', 'boot/grub', 'isolinux', 'boot', '.'];
+  for (const p of stamped) await utimes(join(tree, p), t, t);
   const stamp = new Date(o.epoch * 1000).toISOString().replace(/[-:T]/g, '').slice(0, 14) + '00';
-  await rm(o.out, { force: true });
-  execFileSync(
-    'xorriso',
-    [
-      '-as', 'mkisofs',
-      '-o', o.out,
-      '-V', o.volume ?? 'SEALKIT',
-      '-r', '-J', '-joliet-long',
-      '-isohybrid-mbr', isohdpfx,
-      '-b', 'isolinux/isolinux.bin',
-      '-c', 'isolinux/boot.cat',
-      '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table',
-      // SOURCE_DATE_EPOCH (below) makes xorriso derive the volume dates and
-      // uuid from it and stamp every file with its mtime
-      '--modification-date=' + stamp,
-      tree,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SOURCE_DATE_EPOCH: String(o.epoch) } },
-  );
+  const tmp = `${o.out}.tmp`;
+  await rm(tmp, { force: true });
+  try {
+    execFileSync(
+      'xorriso',
+      [
+        '-as', 'mkisofs',
+        '-o', tmp,
+        '-V', o.volume ?? 'SEALKIT',
+        '-r', '-J', '-joliet-long',
+        '-isohybrid-mbr', isohdpfx,
+        '-b', 'isolinux/isolinux.bin',
+        '-c', 'isolinux/boot.cat',
+        '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table',
+        '-eltorito-alt-boot',
+        '-e', 'boot/efiboot.img',
+        '-no-emul-boot',
+        '-isohybrid-gpt-basdat',
+        // SOURCE_DATE_EPOCH (below) makes xorriso derive the volume dates,
+        // uuid and GPT GUIDs from it and stamp every file with its mtime
+        '--modification-date=' + stamp,
+        tree,
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SOURCE_DATE_EPOCH: String(o.epoch) } },
+    );
+    await rename(tmp, o.out);
+  } finally {
+    await rm(tmp, { force: true });
+  }
 }

@@ -1,6 +1,6 @@
 // Offline ISO build: reads linuxkit.yml and assembles, with no Docker engine
-// and no registry, a kernel + initrd + iso-bios image in LinuxKit's rootfs
-// layout from the build host's Debian parts (see iso/README.md).
+// and no registry, a kernel + initrd + hybrid ISO (BIOS and UEFI) in
+// LinuxKit's rootfs layout from the build host's Debian parts (see iso/README.md).
 //
 //   node --import tsx iso/build.ts [--out DIR] [--no-compile] [--level N] [--test-case NAME]
 //                                  [--node NAME [--hub URLS] [--bundle DIR]]
@@ -27,7 +27,8 @@ import { ociSpec, mergeConfig, supportedKeys, type ImageConfig } from '../servic
 import { resolveImage, type Recipe } from './parts.ts';
 import { moduleClosure } from './modules.ts';
 import { at, dedupe, ensureDir, linkTree, normalize, putBinary, putBusybox, putFile, putSymlink, putText, sha256File, walkTree } from './rootfs.ts';
-import { initrd, isoBios, isoInputs } from './archive.ts';
+import { bootConfigs, initrd, isoHybrid, isoInputs } from './archive.ts';
+import { efiInputs } from './efi.ts';
 import { bundleDir, fleetInputs, guestFiles, manifestEntry, nodeServerConfig, parseHub, readBundle, withHub, type FleetBundle } from './fleet.ts';
 import { guestNats } from './keys.ts';
 import { busUsers, readCreds, type BusCreds } from '../services/lib/natsconf.ts';
@@ -347,6 +348,8 @@ async function readSystem(ctx: Ctx): Promise<LinuxkitYml> {
   for (const k of ['onshutdown', 'volumes'] as const) {
     if (yml[k]?.length) throw new Error(`linuxkit.yml: "${k}" is not supported by the offline build`);
   }
+  // a command line the boot loaders cannot both pass is refused before anything is built
+  bootConfigs(yml.kernel.cmdline ?? '');
   return yml;
 }
 
@@ -571,7 +574,7 @@ async function recordFiles(ctx: Ctx, yml: LinuxkitYml): Promise<void> {
       ctx.inputs.set(`linuxkit.yml:${f.path}`, { path: `linuxkit.yml:${f.path}`, sha256: createHash('sha256').update(f.contents).digest('hex'), role: 'file' });
     }
   }
-  for (const f of isoInputs) await ctx.record(f, 'bootloader');
+  for (const f of [...isoInputs, ...efiInputs()]) await ctx.record(f, 'bootloader');
   if (ctx.fleet) {
     for (const i of fleetInputs(ctx.fleet)) ctx.inputs.set(i.path, i);
   }
@@ -586,6 +589,7 @@ async function writeManifest(ctx: Ctx, yml: LinuxkitYml, kernel: Kernel, service
     sourceDateEpoch: ctx.epoch,
     kernel: { image: yml.kernel.image, version: kernel.version, cmdline: yml.kernel.cmdline ?? '' },
     initrd: { compression: `lz4 -l -${ctx.level}`, format: 'newc' },
+    boot: { bios: 'isolinux', uefi: 'GRUB x86_64-efi (grub-mkimage)' },
     images: {
       init: yml.init ?? [],
       onboot: (yml.onboot ?? []).map((e) => ({ name: e.name, image: e.image })),
@@ -650,7 +654,7 @@ async function archive(ctx: Ctx, kernel: Kernel, cmdline: string): Promise<Omit<
   await writeFile(join(out, 'cmdline'), cmdline + '\n');
   ctx.step('iso');
   const iso = join(out, 'sealkit.iso');
-  await isoBios({ kernel: kernelPath, initrd: initrdPath, cmdline, out: iso, work: out, epoch: ctx.epoch });
+  await isoHybrid({ kernel: kernelPath, initrd: initrdPath, cmdline, out: iso, work: out, epoch: ctx.epoch });
   await rm(join(out, 'iso-root'), { recursive: true, force: true });
   const sha256 = await sha256File(iso);
   await writeFile(`${iso}.sha256`, `${sha256}  ${basename(iso)}\n`);

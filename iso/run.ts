@@ -5,6 +5,8 @@
 //
 //   node --import tsx iso/run.ts        SEALKIT_BUS_PORT=14222 moves the bus,
 //                                       SEALKIT_STATE=DIR the state
+//   ... iso/run.ts --firmware uefi      (make run FIRMWARE=uefi): boot the same
+//                                       ISO under OVMF instead of SeaBIOS
 //   ... iso/run.ts --node n1 [--hub 127.0.0.1:7422] [--bundle DIR]
 //                                       (make run NODE=n1 HUB=…): fleet node n1,
 //                                       joining the hub on this host (make hub)
@@ -27,7 +29,7 @@ import { isHeld, lockFile, lockState, type HeldLock } from '../services/cli/lock
 import { build, fleetIsoDir, fleetOptions, isStale, repoRoot, type FleetOptions } from './build.ts';
 import { fleetInputs, guestHub, readBundle, withHub } from './fleet.ts';
 import { ensureNodeKeys } from './keys.ts';
-import { bootVm } from './vm.ts';
+import { bootVm, parseFirmware } from './vm.ts';
 
 // Files under `root`, read-only: GET and HEAD, no listings, nothing outside.
 export function fileServer(root: string, log: (line: string) => void): Server {
@@ -114,6 +116,7 @@ async function main(): Promise<void> {
   const state = stateDir();
   const args = process.argv.slice(2);
   const opt = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+  const firmware = parseFirmware(opt('--firmware'));
   const asked = fleetOptions(opt('--node'), opt('--hub'), opt('--bundle'), state);
   const fleet = asked ? await hubForRun(asked) : undefined;
   const lock: HeldLock = await lockState(state);
@@ -138,10 +141,10 @@ async function main(): Promise<void> {
 
   const dir = join(state, 'run');
   await mkdir(dir, { recursive: true });
-  const vm = await bootVm({ iso: join(out, 'sealkit.iso'), busPort, httpPort, hub: fleet?.host, dir, stdio: true });
+  const vm = await bootVm({ iso: join(out, 'sealkit.iso'), firmware, busPort, httpPort, hub: fleet?.host, dir, stdio: true });
   const url = `nats://127.0.0.1:${busPort}`;
   console.log(`
-run: the node is booting in QEMU (pid ${vm.pid}); console below, Ctrl-C powers it off
+run: the node is booting in QEMU (pid ${vm.pid}) under ${firmware === 'uefi' ? 'UEFI (OVMF)' : 'BIOS (SeaBIOS)'}; console below, Ctrl-C powers it off
   bus      ${url}   (anonymous clients get the read-only monitor user)
   images   ${images}/NAME  ->  http://10.0.2.100/NAME inside the node${fleet ? `
   hub      ${fleet.host.host}:${fleet.host.port}  ->  nats-leaf://${guestHub.host}:${guestHub.port} inside node ${fleet.options.node}` : ''}

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { guestHub } from './fleet.ts';
 
 export interface BootOptions {
   iso?: string; // boot the ISO (-cdrom), as a user would
+  firmware?: Firmware; // for the ISO: SeaBIOS (QEMU's default) or OVMF
   kernel?: string; // or boot kernel + initrd directly, with a command line
   initrd?: string;
   append?: string;
@@ -40,6 +41,30 @@ export interface Vm {
   busReady(timeoutMs: number): Promise<{ atSec: number; totalMiB: number; usedMiB: number }>;
   settled(timeoutMs: number): Promise<{ totalMiB: number; usedMiB: number; running: string[] }>;
   powerOff(timeoutMs?: number): Promise<'acpi' | 'quit' | 'kill' | 'exited'>;
+}
+
+// The firmware an ISO boots under: QEMU's SeaBIOS, or OVMF (Debian's ovmf,
+// UEFI without Secure Boot) with a writable copy of its variable store
+// beside the console log, so a boot never changes the installed template.
+export type Firmware = 'bios' | 'uefi';
+export const firmwares: readonly Firmware[] = ['bios', 'uefi'];
+export const ovmfCode = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+export const ovmfVars = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+// FIRMWARE= of make run (iso/run.ts --firmware)
+export function parseFirmware(value: string | undefined): Firmware {
+  if (value === undefined || value === '') return 'bios';
+  if ((firmwares as readonly string[]).includes(value)) return value as Firmware;
+  throw new Error(`FIRMWARE="${value}" is not a firmware this can boot: use bios (SeaBIOS, the default) or uefi (OVMF)`);
+}
+
+async function uefiArgs(dir: string): Promise<string[]> {
+  for (const f of [ovmfCode, ovmfVars]) {
+    if (!existsSync(f)) throw new Error(`${f} is missing: booting under UEFI needs Debian's ovmf; run "make deps" (apt-get install ovmf)`);
+  }
+  const vars = join(dir, 'OVMF_VARS_4M.fd');
+  await copyFile(ovmfVars, vars);
+  return ['-drive', `if=pflash,format=raw,readonly=on,file=${ovmfCode}`, '-drive', `if=pflash,format=raw,file=${vars}`];
 }
 
 export async function freePort(): Promise<number> {
@@ -99,7 +124,8 @@ export async function bootVm(o: BootOptions): Promise<Vm> {
     '-serial', `file:${consoleLog}`,
     '-monitor', `unix:${monitor},server,nowait`,
   ];
-  if (o.iso) args.push('-cdrom', o.iso, '-boot', 'd');
+  if (o.iso) args.push(...(o.firmware === 'uefi' ? await uefiArgs(dir) : []), '-cdrom', o.iso, '-boot', 'd');
+  else if (o.firmware === 'uefi') throw new Error('bootVm: firmware uefi boots the ISO (iso), not a kernel and initrd');
   else if (o.kernel && o.initrd) args.push('-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append ?? 'console=ttyS0');
   else throw new Error('bootVm needs iso, or kernel and initrd');
 

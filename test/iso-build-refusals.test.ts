@@ -8,7 +8,8 @@ import type { SealkitError } from '../services/lib/errors.ts';
 
 // What the ISO build refuses before it assembles anything: code that does
 // not typecheck (wherever it is, iso/ included), a test case LinuxKit would
-// not accept, and a test case that does not exist.
+// not accept, a test case that does not exist, and a kernel command line
+// the two boot loaders (isolinux, GRUB) could not pass alike.
 
 async function scratchRepo(t: { teardown: (fn: () => Promise<void>) => void }): Promise<string> {
   const repo = await mkdtemp(join(tmpdir(), 'sealkit-build-'));
@@ -62,4 +63,16 @@ test('an unknown test case is refused, naming the ones there are', async (t) => 
     t.is(err!.data?.testCase, name);
     t.true(err!.message.endsWith('the test cases are: e2e-denials, ima-kernel'), err!.message);
   }
+});
+
+test('a kernel command line GRUB and isolinux would not pass alike is refused before anything is built', async (t) => {
+  const repo = await scratchRepo(t);
+  const yml = await readFile(join(repo, 'linuxkit.yml'), 'utf8');
+  t.regex(yml, /cmdline: "console=ttyS0 ima_appraise=enforce"/);
+  await writeFile(join(repo, 'linuxkit.yml'), yml.replace('ima_appraise=enforce"', 'ima_appraise=enforce sealkit.note=\\"a b\\""'));
+  const out = join(repo, 'out');
+  const err = await t.throwsAsync<SealkitError>(build({ repo, out, state: join(repo, 'state'), compile: false, log: () => {} }));
+  t.is(err!.code, 'SEALKIT_CONFIG');
+  t.regex(err!.message, /^linuxkit\.yml kernel\.cmdline "console=ttyS0 ima_appraise=enforce sealkit\.note=\\"a b\\"": "\\"" cannot be passed the same way by isolinux and GRUB/);
+  t.false(existsSync(out), 'nothing was written');
 });

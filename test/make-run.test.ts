@@ -14,6 +14,7 @@ import { policyYaml } from './helpers/policy.ts';
 import { cmdline, killAll, pidsWithEnv, printedCommands, runPrinted, running, spawnGroup, type Shell } from './helpers/make.ts';
 import { sealkit } from './helpers/cli.ts';
 import { streams } from '../services/lib/subjects.ts';
+import { kernelCmdline } from '../iso/archive.ts';
 
 // `make run` as a user runs it, on a fresh state directory and bus port: it
 // builds the ISO for that state (its admin key and bus credentials are baked
@@ -235,6 +236,9 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
   t.deepEqual(pidsWithEnv('SEALKIT_STATE', state).map((p) => `${p} ${cmdline(p)}`), [], 'nothing make run started is left');
   const console = await readFile(join(state, 'run', 'console.log'), 'latin1');
   t.regex(console, /sealkit: onboot done/);
+  // isolinux's command line, which test/iso-uefi finds GRUB giving under OVMF
+  const builtCmdline = (await readFile(join(state, 'build', 'cmdline'), 'utf8')).trim();
+  t.is(console.match(/Command line: ([^\r\n]*)/)?.[1].trim(), kernelCmdline(builtCmdline), 'the kernel gets the one command line of linuxkit.yml');
   const restarts = console.match(/sealkit: \S+ stopped; restarting[^\n]*(\n  \|[^\n]*)*/g) ?? [];
   t.deepEqual(restarts, [], 'no service stops and restarts while the node runs');
 });

@@ -1,0 +1,81 @@
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '../services/lib/config.ts';
+import { kernelCmdline } from '../iso/archive.ts';
+import { ovmfCode } from '../iso/vm.ts';
+import { busAnswers, ensureIso, freePort, testIsoDir, testStateDir } from './helpers/qemu.ts';
+import { spawnReadme } from './helpers/readme.ts';
+import { cmdline, killAll, running, type Shell } from './helpers/make.ts';
+
+// The ISO is hybrid: the SeaBIOS boots (make-run, iso-fleet) take its
+// isolinux path; this one boots the same file under OVMF, as the README's
+// `make run FIRMWARE=uefi` does, through its El Torito EFI entry (GRUB in a
+// FAT image). The node comes up the same way: the kernel is started by UEFI
+// firmware with the very command line the BIOS path gives it, and the bus
+// answers on the forwarded port. Without the EFI part OVMF finds nothing to
+// boot and the kernel never starts.
+
+const minutes = (n: number) => n * 60_000;
+
+test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line, and the bus answers on the forwarded port', async (t) => {
+  t.timeout(minutes(25));
+  const iso = await ensureIso((l) => t.log(l));
+  const port = await freePort();
+  let run: Shell | undefined;
+  let qemuPid: number | undefined;
+  t.teardown(() => {
+    if (run && !run.done()) run.signal('SIGKILL');
+    if (qemuPid) killAll([qemuPid]);
+  });
+
+  // the tests' ISO and state: make run finds the ISO up to date and boots it
+  run = spawnReadme('make run FIRMWARE=uefi', {
+    cwd: repoRoot,
+    env: { SEALKIT_STATE: testStateDir, SEALKIT_ISO_OUT: testIsoDir, SEALKIT_BUS_PORT: String(port) },
+  });
+  qemuPid = Number((await run.waitFor(/booting in QEMU \(pid (\d+)\) under UEFI \(OVMF\)/, minutes(15)))[1]);
+  t.regex(run.output(), /run: \S+\/sealkit\.iso is up to date/, 'the tests\' ISO is booted, not another build');
+  const qemu = cmdline(qemuPid);
+  t.true(qemu.includes(`if=pflash,format=raw,readonly=on,file=${ovmfCode}`), qemu);
+  t.true(qemu.includes(`if=pflash,format=raw,file=${join(testStateDir, 'run', 'OVMF_VARS_4M.fd')}`), 'a copy of the variable store, not the installed one');
+  t.true(qemu.includes(`-cdrom ${iso.iso}`), qemu);
+
+  // the console is echoed by make run: the kernel was started by UEFI firmware
+  const started = Date.now();
+  // or OVMF's own word that the DVD holds nothing it can boot (an ISO
+  // without the EFI entry), which fails the test at once
+  const firmware = (await run.waitFor(/efi: EFI v[\d.]+ by EDK II|BdsDxe: failed to load [^\r\n]*DVD-ROM[^\r\n]*/, minutes(5)))[0];
+  if (!firmware.startsWith('efi:')) throw new Error(`OVMF found nothing to boot on ${iso.iso}: ${firmware}`);
+  const line = (await run.waitFor(/Command line: ([^\r\n]*)/, minutes(1)))[1];
+  t.is(line.trim(), kernelCmdline(iso.cmdline), 'GRUB gives the kernel what isolinux gives it');
+  t.log(`kernel running ${((Date.now() - started) / 1000).toFixed(1)} s after QEMU was spawned (at most)`);
+
+  const bus = await run.waitFor(new RegExp(`run: bus answering on 127\\.0\\.0\\.1:${port} ([\\d.]+) s after QEMU started`), minutes(15));
+  t.true(await busAnswers(port), `the bus answers on 127.0.0.1:${port}`);
+  t.log(`under OVMF the bus answered ${bus[1]} s after QEMU started`);
+  // what the node's report prints once its bus answers inside
+  const inside = await run.waitFor(/sealkit: bus ready at ([\d.]+)s/, minutes(2));
+  t.log(`inside the guest: bus ready ${inside[1]} s after the kernel started`);
+
+  run.signal('SIGINT');
+  await run.exited;
+  t.regex(run.output(), /run: QEMU stopped \(acpi\)/, 'the node powers off from the ACPI button under OVMF too');
+  t.false(running(qemuPid), `QEMU (pid ${qemuPid}) is gone`);
+  const console = await readFile(join(testStateDir, 'run', 'console.log'), 'latin1');
+  t.regex(console, /sealkit: onboot done/);
+});
+
+test('make run with a FIRMWARE it cannot boot is refused before anything is built or booted, naming the ones it can', async (t) => {
+  t.timeout(minutes(5));
+  const state = await mkdtemp(join(tmpdir(), 'sealkit-firmware-'));
+  t.teardown(() => rm(state, { recursive: true, force: true }));
+  const r = spawnSync('make', ['run', 'FIRMWARE=efi'], { cwd: repoRoot, env: { ...process.env, SEALKIT_STATE: state }, encoding: 'utf8', timeout: minutes(4) });
+  t.not(r.status, 0, r.stdout);
+  t.regex(r.stderr, /run: FIRMWARE="efi" is not a firmware this can boot: use bios \(SeaBIOS, the default\) or uefi \(OVMF\)/);
+  t.false(existsSync(join(state, 'keys')), 'no keys were made');
+  t.false(existsSync(join(state, 'run')), 'nothing was booted');
+});
