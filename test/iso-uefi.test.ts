@@ -39,10 +39,6 @@ test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line
   });
   qemuPid = Number((await run.waitFor(/booting in QEMU \(pid (\d+)\) under UEFI \(OVMF\)/, minutes(15)))[1]);
   t.regex(run.output(), /run: \S+\/sealkit\.iso is up to date/, 'the tests\' ISO is booted, not another build');
-  const qemu = cmdline(qemuPid);
-  t.true(qemu.includes(`if=pflash,format=raw,readonly=on,file=${ovmfCode}`), qemu);
-  t.true(qemu.includes(`if=pflash,format=raw,file=${join(testStateDir, 'run', 'OVMF_VARS_4M.fd')}`), 'a copy of the variable store, not the installed one');
-  t.true(qemu.includes(`-cdrom ${iso.iso}`), qemu);
 
   // the console is echoed by make run: the kernel was started by UEFI firmware
   const started = Date.now();
@@ -57,6 +53,13 @@ test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line
   const bus = await run.waitFor(new RegExp(`run: bus answering on 127\\.0\\.0\\.1:${port} ([\\d.]+) s after QEMU started`), minutes(15));
   t.true(await busAnswers(port), `the bus answers on 127.0.0.1:${port}`);
   t.log(`under OVMF the bus answered ${bus[1]} s after QEMU started`);
+  // read once QEMU runs for certain: the pid is setpriv's until it execs
+  // QEMU, and /proc/PID/cmdline read during that exec is empty
+  const qemu = cmdline(qemuPid);
+  t.regex(qemu, /^qemu-system-x86_64 /);
+  t.true(qemu.includes(`if=pflash,format=raw,readonly=on,file=${ovmfCode}`), qemu);
+  t.true(qemu.includes(`if=pflash,format=raw,file=${join(testStateDir, 'run', 'OVMF_VARS_4M.fd')}`), 'a copy of the variable store, not the installed one');
+  t.true(qemu.includes(`-cdrom ${iso.iso}`), qemu);
   // what the node's report prints once its bus answers inside
   const inside = await run.waitFor(/sealkit: bus ready at ([\d.]+)s/, minutes(2));
   t.log(`inside the guest: bus ready ${inside[1]} s after the kernel started`);
