@@ -235,8 +235,13 @@ export class EventPublisher {
     return `${String(++this.seq).padStart(16, '0')}.json`;
   }
 
-  private lines(members: Pending[]): string {
-    return members.map((p) => JSON.stringify({ subject: p.subject, headers: p.headers, event: p.event })).join('\n') + '\n';
+  // the event's encoding as it goes on the bus, not a second JSON.stringify
+  private lines(members: Pending[]): Buffer {
+    const parts: Buffer[] = [];
+    for (const p of members) {
+      parts.push(Buffer.from(`{"subject":${JSON.stringify(p.subject)},"headers":${JSON.stringify(p.headers)},"event":`), p.payload as Buffer, Buffer.from('}\n'));
+    }
+    return Buffer.concat(parts);
   }
 
   // Their lines at the end of the current segment, in one write. False,
@@ -250,7 +255,7 @@ export class EventPublisher {
       if (seg.fd < 0) seg.fd = openSync(join(dir, seg.name), 'a');
       for (const p of members) p.file = seg.name;
       this.unacked.set(seg.name, (this.unacked.get(seg.name) ?? 0) + members.length);
-      const line = Buffer.from(this.lines(members));
+      const line = this.lines(members);
       const written = writeSync(seg.fd, line);
       if (written !== line.length) throw Object.assign(new Error(`short write to ${join(dir, seg.name)}: ${written} of ${line.length} bytes`), { code: 'ENOSPC' });
       seg.bytes += written;

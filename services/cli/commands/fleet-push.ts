@@ -3,16 +3,14 @@ import { sha256Hex } from '../../lib/digest.ts';
 import { parsePolicyYaml } from '../../lib/policy.ts';
 import { answerPrefix, checkGroup, encodeFleetPolicy, fleetBucket, groupKey, hubStreams } from '../../lib/fleet.ts';
 import { subjects } from '../../lib/subjects.ts';
-import type { CloudEvent } from '../../lib/envelope.ts';
-import type { PolicyApplied, PolicyAudit } from '../../lib/contract.ts';
+import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
+import { streamNames, type PolicyApplied, type PolicyAudit } from '../../lib/contract.ts';
 import { one, readInput, seconds, timeoutMs, type Command } from './common.ts';
 import { signatureOf } from './policy-push.ts';
 import { eventOf } from './watch.ts';
 import { ChainVerifier } from '../../lib/eventverify.ts';
 import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry } from './fleet-hub.ts';
 import { whileElecting } from '../../lib/streams.ts';
-import { streamNames } from '../../lib/contract.ts';
-import { parseEvent } from '../../lib/envelope.ts';
 import { nuid, type NatsConnection } from 'nats';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -137,10 +135,10 @@ ${hubUsage}`,
       }));
       // The third path, for a node still silent a while after the put: ask
       // the node's own JetStream domain, through its leaf, for the last
-      // answer it stored. The hub's sourcing of a node's stream can stall
-      // after a hub member dies (nats-server re-creates a source's consumer
-      // only when the stream's new leader learns it leads): the node has
-      // its answer, the hub's stream does not.
+      // answer it stored. The hub's copy can be late or missing (its
+      // sourcing of a node's stream may stall after a hub member dies, and a
+      // push repeated with the same bytes makes no new answer): the node
+      // has its answer, the hub's stream may not.
       void askNodes(nc, () => nodes.filter((n) => !answers.has(n)), stop.signal, applied, refused);
       await nc.flush();
 
