@@ -132,12 +132,17 @@ const BLOCK = 1 << 20;
 
 // Writes go behind the download: up to WRITES_IN_FLIGHT blocks are written
 // at explicit offsets while the next bytes arrive and are hashed, so the
-// receiving thread does not wait on the disk; memory stays bounded.
+// receiving thread does not wait on the disk. Each chunk is copied into a
+// 1 MiB block taken from the file's pool and given back once written: the
+// reader's buffer can be reused at once, and no fresh memory is touched per
+// read (a copy into new memory for every read cost more CPU than hashing it).
 const WRITES_IN_FLIGHT = 8;
 
 export class QuarantineFile implements Sink {
+  readonly copies = true;
   private readonly main: Region;
   private readonly regions: Region[] = [];
+  private readonly pool: Buffer[] = [];
   private closed = false;
   private readonly inFlight = new Set<Promise<unknown>>();
   private failure: unknown;
@@ -150,7 +155,8 @@ export class QuarantineFile implements Sink {
     this.main = this.region(0);
   }
 
-  write(chunk: Buffer): Promise<void> {
+  /** A promise only when the caller must wait (writes in flight at the limit). */
+  write(chunk: Buffer): Promise<void> | void {
     return this.main.write(chunk);
   }
 
@@ -166,9 +172,18 @@ export class QuarantineFile implements Sink {
     await this.fh.truncate(size);
   }
 
-  async put(data: Buffer[], at: number): Promise<void> {
-    const w: Promise<unknown> = this.fh.writev(data, at).then(
-      () => this.inFlight.delete(w),
+  block(): Buffer {
+    return this.pool.pop() ?? Buffer.allocUnsafeSlow(BLOCK);
+  }
+
+  /** Write `n` bytes of `block` at `at`; the block returns to the pool once written. */
+  put(block: Buffer, n: number, at: number): { written: Promise<unknown>; wait?: Promise<void> } {
+    if (this.failure) throw this.failure;
+    const w: Promise<unknown> = this.fh.write(block, 0, n, at).then(
+      () => {
+        this.inFlight.delete(w);
+        this.pool.push(block);
+      },
       (err) => {
         this.inFlight.delete(w);
         // the download loop passes SealkitErrors on as they are: name the disk, not the connection
@@ -176,13 +191,22 @@ export class QuarantineFile implements Sink {
       },
     );
     this.inFlight.add(w);
-    if (this.inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inFlight);
+    if (this.inFlight.size < WRITES_IN_FLIGHT) return { written: w };
+    return {
+      written: w,
+      wait: Promise.race(this.inFlight).then(() => {
+        if (this.failure) throw this.failure;
+      }),
+    };
+  }
+
+  check(): void {
     if (this.failure) throw this.failure;
   }
 
   /** Every byte handed to a region is in the file (not yet synced). */
   async written(): Promise<void> {
-    for (const r of this.regions) await r.flush();
+    for (const r of this.regions) await r.done();
     await Promise.all(this.inFlight);
     if (this.failure) throw this.failure;
   }
@@ -211,30 +235,51 @@ export class QuarantineFile implements Sink {
   }
 }
 
-// Bytes gathered into 1 MiB blocks, each written at its place in the file.
-class Region implements Sink {
-  private buf: Buffer[] = [];
-  private buffered = 0;
+// Bytes copied into 1 MiB blocks, each written at its place in the file.
+export class Region implements Sink {
+  readonly copies = true;
+  private block?: Buffer;
+  private used = 0;
   private offset = 0;
+  private readonly writes = new Set<Promise<unknown>>();
 
   constructor(
     private readonly file: QuarantineFile,
     private readonly start: number,
   ) {}
 
-  async write(chunk: Buffer): Promise<void> {
-    this.buf.push(chunk);
-    this.buffered += chunk.length;
-    if (this.buffered >= BLOCK) await this.flush();
+  write(chunk: Buffer): Promise<void> | void {
+    let at = 0;
+    while (at < chunk.length) {
+      this.block ??= this.file.block();
+      const n = chunk.copy(this.block, this.used, at);
+      this.used += n;
+      at += n;
+      if (this.used === this.block.length) {
+        const wait = this.flush();
+        if (wait) return at < chunk.length ? wait.then(() => this.write(chunk.subarray(at))) : wait;
+      }
+    }
   }
 
-  async flush(): Promise<void> {
-    if (this.buffered === 0) return;
-    const data = this.buf; // one writev, no copy into a block
+  private flush(): Promise<void> | void {
+    if (this.used === 0) return;
+    const block = this.block!;
+    const n = this.used;
     const at = this.start + this.offset;
-    this.offset += this.buffered;
-    this.buf = [];
-    this.buffered = 0;
-    await this.file.put(data, at);
+    this.offset += n;
+    this.block = undefined;
+    this.used = 0;
+    const { written, wait } = this.file.put(block, n, at);
+    this.writes.add(written);
+    void written.then(() => this.writes.delete(written));
+    return wait;
+  }
+
+  /** Every byte handed to this region is in the file (not yet synced). */
+  async done(): Promise<void> {
+    await this.flush();
+    await Promise.all(this.writes);
+    this.file.check();
   }
 }

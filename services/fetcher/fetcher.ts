@@ -3,7 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import type { NatsConnection } from 'nats';
-import { archiveMediaType, detectCompression, openImage, type Compression, type OpenedImage } from '../lib/archive/index.ts';
+import { archiveMediaType, detectCompression, LayoutCheck, openImage, type ArchiveOptions, type Compression, type OpenedImage } from '../lib/archive/index.ts';
 import { sha256Hex } from '../lib/digest.ts';
 import { asSealkitError, diskFull, isDiskFull, isSealkitError, SealkitError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
@@ -14,7 +14,8 @@ import type { Collected, RejectedImage, VerifiedImage } from '../lib/contract.ts
 import type { CollectRun } from '../lib/collect.ts';
 import { Cache, type HeldImage } from './cache.ts';
 import { collectCache } from './collect.ts';
-import { sha256FileThread } from './hash-thread.ts';
+import { hashFileThread } from './hash-thread.ts';
+import { planLayout } from './layout.ts';
 import { download, memorySink, type Rules } from './download.ts';
 import { checkDescriptor, fetchManifest, parseOciSource, pickPlatform, pullLayout, type Descriptor, type OciRef, type VerifiedManifest } from './registry.ts';
 import { checkImageSignatures, MAX_SIGNATURE_FILE, parseSignatureFile, signatureUrl, type Statement } from './signatures.ts';
@@ -247,8 +248,12 @@ export class Fetcher {
     return decisions.map((x) => ({ subject: x.subject, decision: x.decision }));
   }
 
+  private archiveOptions(img: ImagePolicy, policy: Policy, manifestDigest?: string): ArchiveOptions {
+    return { limits: policy.limits, what: `${img.name}:${img.tag} (sha256 ${img.sha256.slice(0, 12)}…)`, ref: { name: img.name, tag: img.tag }, manifestDigest };
+  }
+
   private async archiveCheck(img: ImagePolicy, policy: Policy, path: string, manifestDigest?: string): Promise<OpenedImage> {
-    return openImage(path, { limits: policy.limits, what: `${img.name}:${img.tag} (sha256 ${img.sha256.slice(0, 12)}…)`, ref: { name: img.name, tag: img.tag }, manifestDigest });
+    return openImage(path, this.archiveOptions(img, policy, manifestDigest));
   }
 
   private async fromUrl(img: ImagePolicy, policy: Policy): Promise<VerifiedImage> {
@@ -395,15 +400,33 @@ export class Fetcher {
       }
     }
     if (!opened) {
-      const q = await pullLayout(this.cache, ref, { manifest, index: top === manifest ? undefined : top, blobs, refName: img.name, tag: img.tag }, { ...rules, onBytes: (n) => progress.update(n, total) });
-      progress.done(total);
+      const plan = planLayout({ manifest, index: top === manifest ? undefined : top, blobs, refName: img.name, tag: img.tag });
+      const q = await this.cache.quarantine(`oci-${manifest.digest.slice(7, 19)}`);
+      // each blob, once verified and in the file, is read back and walked
+      // while the others arrive; the archive digest follows the written prefix
+      const check = new LayoutCheck(q.path, this.archiveOptions(img, policy, manifest.digest));
+      // and checks each blob's bytes in the file against its digest again
+      const hasher = hashFileThread(q.path, plan.blobs.map((b) => ({ at: b.at, size: b.d.size })));
       try {
+        for (const e of plan.entries) check.add(e.name, e.size, e.type);
+        for (const e of plan.entries) if (e.body) check.record(e.name, e.size, e.body);
+        await pullLayout(q, plan, ref, { ...rules, onBytes: (n) => progress.update(n, total) }, {
+          blob: ({ d, at }) => check.record(`blobs/sha256/${d.digest.slice(7)}`, d.size, { at }, d.digest.slice(7)),
+          prefix: (upTo) => hasher.advance(upTo),
+        });
+        progress.done(total);
         // every blob in it is verified: sync, name and open it in one go
-        const [, built, open] = await settled([q.close(), sha256FileThread(q.path), this.archiveCheck(img, policy, q.path, manifest.digest)]);
+        const [, built, open] = await settled([q.close(), hasher.finish(plan.size), check.finish()]);
+        plan.blobs.forEach(({ d }, i) => {
+          if (built.ranges[i] !== d.digest.slice(7)) {
+            throw new SealkitError('SEALKIT_DIGEST_MISMATCH', `${what}: blob ${d.digest} reads back from ${q.path} as sha256:${built.ranges[i]} after it was verified; the disk changed it, and the image was discarded`, { expected: d.digest, actual: `sha256:${built.ranges[i]}` });
+          }
+        });
         path = await this.cache.admit(q, built.sha256);
         archive = { hex: built.sha256, size: built.size };
         opened = open;
       } catch (err) {
+        await Promise.all([check.settle(), hasher.stop()]);
         await q.discard();
         throw err;
       }

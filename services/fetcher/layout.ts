@@ -18,6 +18,15 @@ export interface LayoutPlan {
   size: number;
   fixed: Array<{ at: number; bytes: Buffer }>; // headers and small bodies
   blobs: Array<{ at: number; d: Descriptor }>; // where each blob's bytes go
+  entries: PlannedEntry[]; // in archive order
+}
+
+export interface PlannedEntry {
+  name: string;
+  type: 'file' | 'directory';
+  size: number;
+  at: number; // where its body starts
+  body?: Buffer; // the small ones, written from memory
 }
 
 const BLOCK = 512;
@@ -36,14 +45,15 @@ export function planLayout(parts: LayoutParts): LayoutPlan {
       },
     ],
   };
-  const plan: LayoutPlan = { size: 0, fixed: [], blobs: [] };
-  const entry = (name: string, size: number, type: 'file' | 'directory' = 'file') => {
+  const plan: LayoutPlan = { size: 0, fixed: [], blobs: [], entries: [] };
+  const entry = (name: string, size: number, type: 'file' | 'directory' = 'file', body?: Buffer) => {
     plan.fixed.push({ at: plan.size, bytes: ustarHeader(name, size, type) });
     const at = plan.size + BLOCK;
     plan.size = at + padded(size);
+    plan.entries.push({ name, type, size, at, body });
     return at;
   };
-  const small = (name: string, body: Buffer) => plan.fixed.push({ at: entry(name, body.length), bytes: body });
+  const small = (name: string, body: Buffer) => plan.fixed.push({ at: entry(name, body.length, 'file', body), bytes: body });
   small('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
   small('index.json', Buffer.from(JSON.stringify(index)));
   entry('blobs/', 0, 'directory');

@@ -1,7 +1,7 @@
 import { SealkitError } from '../lib/errors.ts';
 import { download, memorySink, type Rules, type Sink } from './download.ts';
-import type { Cache, QuarantineFile } from './cache.ts';
-import { planLayout, type LayoutParts } from './layout.ts';
+import type { QuarantineFile } from './cache.ts';
+import type { LayoutPlan } from './layout.ts';
 
 // oci://host[:port]/repo@sha256:… through the distribution API, anonymous.
 // Order matters: the manifest bytes are verified against the pinned digest
@@ -96,16 +96,23 @@ export function checkDescriptor(d: Descriptor | undefined, what: string): Descri
 // more only adds seeks to a disk that is already busy.
 export const BLOBS_AT_ONCE = 6;
 
+export interface PullHooks {
+  /** A blob is verified and all of it is in the file (not yet synced). */
+  blob?(b: { d: Descriptor; at: number }): void;
+  /** The first `upTo` bytes of the file are written, every blob among them verified. */
+  prefix?(upTo: number): void;
+}
+
 /**
- * Fetch every blob straight into its place in a planned OCI layout tar in
- * quarantine, up to BLOBS_AT_ONCE at a time, each never past its descriptor
- * size and checked against its digest as it arrives. The first failure
- * cancels the rest and discards the file. Returns the file with every byte
- * written (not yet synced); the caller hashes, opens and admits or discards it.
+ * Fetch every blob of `plan` straight into its place in the quarantined
+ * OCI layout tar `q`, up to BLOBS_AT_ONCE at a time, each never past its
+ * descriptor size and checked against its digest as it arrives; `hooks`
+ * hear of each blob once it is verified and written, so that it can be read
+ * back while the others arrive. The first failure cancels the rest and
+ * throws; the caller discards the file. On return every byte is written
+ * (not yet synced).
  */
-export async function pullLayout(cache: Cache, ref: OciRef, parts: LayoutParts, rules: Rules): Promise<QuarantineFile> {
-  const plan = planLayout(parts);
-  const q = await cache.quarantine(`oci-${parts.manifest.digest.slice(7, 19)}`);
+export async function pullLayout(q: QuarantineFile, plan: LayoutPlan, ref: OciRef, rules: Rules, hooks: PullHooks = {}): Promise<void> {
   const abort = new AbortController();
   const got = new Map<string, number>();
   const total = plan.blobs.reduce((n, b) => n + b.d.size, 0);
@@ -120,24 +127,36 @@ export async function pullLayout(cache: Cache, ref: OciRef, parts: LayoutParts, 
     failure ??= err;
     abort.abort();
   };
-  try {
-    await q.truncate(plan.size);
-    for (const f of plan.fixed) await q.region(f.at).write(f.bytes);
-    const queue = [...plan.blobs];
-    const worker = async () => {
-      for (let b = queue.shift(); b && !failure; b = queue.shift()) {
-        const { d, at } = b;
-        await fetchBlob(q.region(at), ref, d, { ...rules, signal: abort.signal, onBytes: (n) => onBytes(d.digest, n) }).catch(fail);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(BLOBS_AT_ONCE, queue.length) }, worker));
-    if (failure) throw failure;
-    await q.written();
-    return q;
-  } catch (err) {
-    await q.discard();
-    throw err;
+  // the written prefix: up to the first blob not yet verified and written
+  const pending = new Set(plan.blobs.map((b) => b.at));
+  const prefix = () => hooks.prefix?.(pending.size ? Math.min(...pending) : plan.size);
+  await q.truncate(plan.size);
+  for (const f of plan.fixed) {
+    const r = q.region(f.at);
+    await r.write(f.bytes);
+    await r.done();
   }
+  prefix();
+  const queue = [...plan.blobs];
+  const worker = async () => {
+    for (let b = queue.shift(); b && !failure; b = queue.shift()) {
+      const { d, at } = b;
+      const region = q.region(at);
+      try {
+        await fetchBlob(region, ref, d, { ...rules, signal: abort.signal, onBytes: (n) => onBytes(d.digest, n) });
+        await region.done();
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      pending.delete(at);
+      hooks.blob?.(b);
+      prefix();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(BLOBS_AT_ONCE, queue.length) }, worker));
+  if (failure) throw failure;
+  await q.written();
 }
 
 async function fetchBlob(sink: Sink, ref: OciRef, d: Descriptor, rules: Rules): Promise<void> {

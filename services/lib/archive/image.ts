@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { posix } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import type { Header as TarHeaders } from 'tar-stream';
 import { SealkitError } from '../errors.ts';
 import { Catalog, invalid, type Recorded } from './catalog.ts';
 import { detectCompression, sniffCompression, type Compression } from './compression.ts';
@@ -103,10 +104,80 @@ export async function openImage(path: string, opts: ArchiveOptions): Promise<Ope
   throw invalid(what, 'is neither an OCI image layout (oci-layout + index.json) nor a docker-archive (manifest.json)');
 }
 
+/**
+ * openImage's pass for a plain OCI layout tar that the caller lays out and
+ * fills itself, entry by entry at known offsets (the registry pull): every
+ * header goes through the guard in archive order, and each entry is hashed,
+ * kept or walked as a layer as soon as it is complete in the file, while
+ * the others are still arriving. finish() then reads the layout exactly as
+ * openImage reads the finished file. Only for entries whose bytes were
+ * verified before they are recorded: nothing here may see unverified bytes.
+ */
+export class LayoutCheck {
+  private readonly guard: EntryGuard;
+  private readonly outerBudget: Budget = { entries: 0, bytes: 0 };
+  private readonly layerBudget: Budget = { entries: 0, bytes: 0 };
+  private readonly catalog: Catalog;
+  private readonly named = new Set<string>();
+  private readonly running: Array<Promise<void>> = [];
+  private readonly what: string;
+  private kept = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly opts: ArchiveOptions,
+  ) {
+    this.what = opts.what ?? path;
+    this.guard = new EntryGuard(opts.limits, this.what, this.outerBudget);
+    this.catalog = new Catalog(this.what);
+  }
+
+  /** The next header of the archive, in order; a file's body is recorded later. */
+  add(name: string, size: number, type: 'file' | 'directory'): void {
+    const h = this.guard.check({ name, size, type } as TarHeaders);
+    if (type === 'directory') return;
+    if (this.named.has(h.name)) throw new SealkitError('SEALKIT_ARCHIVE_UNSAFE', `${this.what}: entry "${h.name}" appears more than once; the image was refused`, { entry: h.name });
+    this.named.add(h.name);
+  }
+
+  /**
+   * A file entry added before, from the bytes at hand or read back from `at`
+   * in the file. `sha256`: the entry's digest, when the caller checks the
+   * bytes in the file against it itself (not hashed here a second time).
+   */
+  record(name: string, size: number, from: Buffer | { at: number }, sha256?: string): void {
+    const body = Buffer.isBuffer(from) ? Readable.from([from]) : size === 0 ? Readable.from([]) : createReadStream(this.path, { start: from.at, end: from.at + size - 1, highWaterMark: 1 << 20 });
+    const mayKeep = this.kept < KEEP_TOTAL;
+    if (mayKeep && size <= KEEP_MAX) this.kept += size;
+    const p = recordEntry({ name, size, type: 'file' } as SafeHeader, body, this.opts, this.what, this.layerBudget, mayKeep, sha256).then((r) => {
+      if (r.size !== size) throw invalid(this.what, `entry "${name}" holds ${r.size} of its ${size} bytes`);
+      this.catalog.recorded.set(name, r);
+    });
+    p.catch(() => {});
+    this.running.push(p);
+  }
+
+  /** Every entry recorded: what openImage gives for the whole file. Throws the first failure, once all have ended. */
+  async finish(): Promise<OpenedImage> {
+    const out = await Promise.allSettled(this.running);
+    const failed = out.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const missing = [...this.named].find((n) => !this.catalog.has(n));
+    if (missing) throw invalid(this.what, `has no recorded body for entry "${missing}"`);
+    const stats = { entries: this.outerBudget.entries, layerEntries: this.layerBudget.entries, unpackedBytes: this.layerBudget.bytes };
+    return { ...openOci(this.catalog, this.opts), compression: 'none', stats };
+  }
+
+  /** Wait for what is still reading the file (before it is removed). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.running);
+  }
+}
+
 // Hash one outer entry; keep it when small; when it looks like a (compressed)
 // tar, walk it as a layer in the same pass.
-async function recordEntry(h: SafeHeader, body: Readable, opts: ArchiveOptions, what: string, budget: Budget, mayKeep: boolean): Promise<Recorded> {
-  const hash = createHash('sha256');
+async function recordEntry(h: SafeHeader, body: Readable, opts: ArchiveOptions, what: string, budget: Budget, mayKeep: boolean, known?: string): Promise<Recorded> {
+  const hash = known === undefined ? createHash('sha256') : undefined;
   const total = h.size ?? 0;
   const keep = mayKeep && total <= KEEP_MAX;
   const chunks: Buffer[] = [];
@@ -119,7 +190,7 @@ async function recordEntry(h: SafeHeader, body: Readable, opts: ArchiveOptions, 
     if (inner && !inner.destroyed && !inner.write(chunk)) await waitDrain(inner);
   };
   for await (const chunk of body as AsyncIterable<Buffer>) {
-    hash.update(chunk);
+    hash?.update(chunk);
     size += chunk.length;
     if (keep) chunks.push(chunk);
     if (decided) {
@@ -140,7 +211,7 @@ async function recordEntry(h: SafeHeader, body: Readable, opts: ArchiveOptions, 
   }
   inner?.end();
   const layer = innerDone ? await innerDone : undefined;
-  const sha256 = hash.digest('hex');
+  const sha256 = hash?.digest('hex') ?? known!;
   // an uncompressed layer unpacks to exactly the bytes just hashed
   if (layer && layer.compression === 'none' && !layer.error) layer.diffId = `sha256:${sha256}`;
   return { sha256, size, body: keep ? Buffer.concat(chunks) : undefined, layer };

@@ -16,7 +16,7 @@ import type { SafeHeader } from './tar-guard.ts';
 //   layers.ts          walking one layer tar, to verify it or to unpack it
 
 export { archiveMediaType, decompress, detectCompression, sniffCompression, DECOMPRESSOR_START, type Compression } from './compression.ts';
-export { openImage, type ArchiveFormat, type ArchiveOptions, type ImageLayer, type OpenedImage } from './image.ts';
+export { LayoutCheck, openImage, type ArchiveFormat, type ArchiveOptions, type ImageLayer, type OpenedImage } from './image.ts';
 export { EntryGuard, walkTar, type ArchiveLimits, type Budget, type SafeHeader } from './tar-guard.ts';
 
 /**
