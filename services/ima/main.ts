@@ -16,6 +16,7 @@ import { loadOrCreateManifestKey } from './keys.ts';
 import { loadOrCreateSigningKey, type SigningKey } from './digsig.ts';
 import { probeKernel, select, type Selected } from './enforcement/select.ts';
 import { readRecord } from './hostpolicy.ts';
+import { ipeTamper } from './enforcement/ipe-tamper.ts';
 import { storeLayout } from '../lib/rootfs/store.ts';
 
 // image.imported through the durable "ima": what is imported while this
@@ -69,6 +70,24 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
     ima.rearm();
     if (p.ima.mode !== prev?.ima.mode) await announce();
   });
+
+  // Turning IPE off or weakening it changes no file of a rootfs, so only a
+  // look at the kernel's and firmware's state finds it: each kind once, and
+  // ima.enforcing again, as the mechanism in force may have changed.
+  const nodeReported = new Set<string>();
+  const checkNode = async () => {
+    if (!selected.report.kernel.ipe) return;
+    const found = await ipeTamper();
+    const fresh = found.filter((t) => !nodeReported.has(t.kind));
+    for (const t of fresh) {
+      nodeReported.add(t.kind);
+      log.warn('tamper', { ...t });
+      await events.publish(subjects.audit.tamper, t, { headers: { 'Sealkit-Mechanism': t.mechanism } });
+    }
+    if (fresh.length) await announce();
+  };
+  const nodeTimer = setInterval(() => void checkNode().catch((err) => log.error('IPE state check failed', { err: err as Error })), envInt('SEALKIT_IPE_CHECK_MS', 2000));
+  await checkNode();
 
   serve(nc, subjects.ima.verify, async (msg) => {
     const req = decode<{ container?: unknown }>(msg.data, 'ima.verify request');
@@ -132,6 +151,7 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
 
   return {
     async stop() {
+      clearInterval(nodeTimer);
       await collection.stop();
       await loop.stop();
       await ima.stop();
