@@ -47,12 +47,14 @@ run() { if out=$("$2" 2>&1); then echo "RESULT $1 ran"; else echo "RESULT $1 ref
 run allowed /s/a/true
 run unlisted /s/b/true
 run plain /s/c/true
+run spaced /s/d/true
 cp /s/ok /t/true; run tmpfs-copy /t/true
 mkdir -p /tmp/w; cp /s/unlisted /tmp/w/true; run initramfs-copy /tmp/w/true
 if (echo x >> /s/ok) 2>/tmp/e; then echo "RESULT write ok"; else echo "RESULT write refused $(cat /tmp/e)"; fi
 echo 0 > ${SECURITYFS}/enforce; echo "RESULT enforce-after $(cat ${SECURITYFS}/enforce)"
 run unlisted-unenforced /s/b/true
 dmesg | grep -E 'type=14(04|20|21|22) '
+timeout 2 cat /dev/kmsg | grep -E 'audit: type=14(04|20) ' | sed 's/^/KMSG /'
 poweroff -f
 `;
 
@@ -72,15 +74,17 @@ test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and
   // the store: one binary listed by digest, one verity file not listed, one
   // copy of the listed bytes without verity
   const s = join(dir, 's');
-  for (const d of ['a', 'b', 'c']) mkdirSync(join(s, d), { recursive: true });
+  for (const d of ['a', 'b', 'c', 'd']) mkdirSync(join(s, d), { recursive: true });
   copyFileSync('/usr/bin/busybox', join(s, 'ok'));
   copyFileSync('/usr/bin/busybox', join(s, 'unlisted'));
   appendFileSync(join(s, 'unlisted'), '\0');
   copyFileSync('/usr/bin/busybox', join(s, 'plain'));
+  copyFileSync(join(s, 'unlisted'), join(s, 'un listed')); // the kernel prints its path in hex
   // busybox picks its applet by the name it was run as
   symlinkSync('../ok', join(s, 'a/true'));
   symlinkSync('../unlisted', join(s, 'b/true'));
   symlinkSync('../plain', join(s, 'c/true'));
+  symlinkSync('../un listed', join(s, 'd/true'));
   execFileSync('mkfs.ext4', ['-q', '-b', '4096', '-O', 'verity', '-d', s, join(dir, 's.img'), '32M']);
   const digest = await verityDigestOfFile(join(s, 'ok'));
 
@@ -136,7 +140,7 @@ test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and
     'enforce-after': '0',
     'unlisted-unenforced': 'ran',
   }, tail);
-  for (const k of ['unlisted', 'plain', 'tmpfs-copy']) t.regex(r[k] ?? '', /^refused 126 .*Permission denied$/, `${k}: ${tail}`);
+  for (const k of ['unlisted', 'plain', 'spaced', 'tmpfs-copy']) t.regex(r[k] ?? '', /^refused 126 .*Permission denied$/, `${k}: ${tail}`);
   t.regex(r.write ?? '', /^refused .*can't create \/s\/ok: Operation not permitted$/, 'a verity file is immutable: EPERM');
   // only db enrolled: the firmware stays in Setup Mode (attributes, then 1)
   t.is(r.setupmode, '0600000001');

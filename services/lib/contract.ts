@@ -288,6 +288,8 @@ export interface LogsReply {
 
 /** audit.denial: the kernel refused a file, with the container and image it belongs to. */
 export interface DenialData {
+  mechanism: 'ima' | 'ipe'; // whose record: IMA appraisal (1800–1807) or IPE (1420)
+  rule: string | null; // IPE: the policy rule that decided; null for IMA
   file: string | null; // on the host: in the rootfs, for a denial inside a workload container
   path: string | null; // as the kernel printed it: the process's view ("/bin/app" inside a container)
   cause: string | null;
