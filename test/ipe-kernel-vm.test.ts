@@ -31,7 +31,7 @@ mkdir -p /s /t; mount -t ext4 /dev/vda /s; mount -t tmpfs tmpfs /t
 mount -t efivarfs efivarfs /sys/firmware/efi/efivars && echo "RESULT setupmode $(od -An -tx1 /sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c | tr -d ' ')"
 dmesg | grep -q 'UEFI:db' && echo "RESULT platform-key loaded"
 echo "RESULT enforce-at-boot $(cat ${SECURITYFS}/enforce)"
-fsverity enable /s/ok; fsverity enable /s/unlisted
+fsverity enable /s/ok; fsverity enable /s/unlisted; fsverity enable /s/bundle/rootfs/bin/busybox
 echo "RESULT measure $(fsverity measure /s/ok | cut -d' ' -f1)"
 pol() { if cat "$2" > "$3" 2>/tmp/e; then echo "RESULT $1 ok"; else echo "RESULT $1 refused $(cat /tmp/e)"; fi; }
 pol unsigned /p/v2.txt ${SECURITYFS}/new_policy
@@ -50,6 +50,8 @@ run plain /s/c/true
 run spaced /s/d/true
 cp /s/ok /t/true; run tmpfs-copy /t/true
 mkdir -p /tmp/w; cp /s/unlisted /tmp/w/true; run initramfs-copy /tmp/w/true
+mkdir -p /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup
+cd /s/bundle; if /usr/sbin/runc run --no-pivot c1 > /tmp/rc.out 2>&1; then echo "RESULT runc ran"; else echo "RESULT runc refused $(head -1 /tmp/rc.out)"; fi; cd /
 if (echo x >> /s/ok) 2>/tmp/e; then echo "RESULT write ok"; else echo "RESULT write refused $(cat /tmp/e)"; fi
 echo 0 > ${SECURITYFS}/enforce; echo "RESULT enforce-after $(cat ${SECURITYFS}/enforce)"
 run unlisted-unenforced /s/b/true
@@ -68,7 +70,7 @@ function cert(name: string): { cert: string; key: string } {
 test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and refuses what it does not list', async (t) => {
   // make deps installs these: a missing one is a broken set-up, not a pass
   const missing = [!K612 && 'a Debian 6.12 kernel (/boot/vmlinuz-6.12.*)', !existsSync(OVMF_CODE) && OVMF_CODE, !existsSync(OVMF_VARS) && OVMF_VARS,
-    !existsSync('/usr/bin/virt-fw-vars') && '/usr/bin/virt-fw-vars', !existsSync('/usr/bin/fsverity') && '/usr/bin/fsverity', !existsSync('/usr/bin/busybox') && '/usr/bin/busybox'].filter(Boolean);
+    !existsSync('/usr/bin/virt-fw-vars') && '/usr/bin/virt-fw-vars', !existsSync('/usr/bin/fsverity') && '/usr/bin/fsverity', !existsSync('/usr/bin/busybox') && '/usr/bin/busybox', !existsSync('/usr/sbin/runc') && '/usr/sbin/runc'].filter(Boolean);
   if (missing.length || !K612) return t.fail(`missing ${missing.join(', ')}: run make deps`);
 
   // the store: one binary listed by digest, one verity file not listed, one
@@ -85,6 +87,10 @@ test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and
   symlinkSync('../unlisted', join(s, 'b/true'));
   symlinkSync('../plain', join(s, 'c/true'));
   symlinkSync('../un listed', join(s, 'd/true'));
+  // runc (on the initramfs) runs a container whose only file is the listed binary
+  mkdirSync(join(s, 'bundle/rootfs/bin'), { recursive: true });
+  copyFileSync('/usr/bin/busybox', join(s, 'bundle/rootfs/bin/busybox'));
+  execFileSync('sh', ['-c', `cd '${join(s, 'bundle')}' && runc spec && sed -i -e 's/"terminal": true/"terminal": false/' -e 's/"sh"/"\\/bin\\/busybox", "true"/' config.json`]);
   execFileSync('mkfs.ext4', ['-q', '-b', '4096', '-O', 'verity', '-d', s, join(dir, 's.img'), '32M']);
   const digest = await verityDigestOfFile(join(s, 'ok'));
 
@@ -108,6 +114,8 @@ test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and
     '/lib/x86_64-linux-gnu/libcrypto.so.3': '/lib/x86_64-linux-gnu/libcrypto.so.3',
     '/lib/x86_64-linux-gnu/libc.so.6': '/lib/x86_64-linux-gnu/libc.so.6',
     '/lib64/ld-linux-x86-64.so.2': '/lib64/ld-linux-x86-64.so.2',
+    '/usr/sbin/runc': '/usr/sbin/runc',
+    '/lib/x86_64-linux-gnu/libseccomp.so.2': '/lib/x86_64-linux-gnu/libseccomp.so.2',
   };
   for (const f of ['v1.txt', 'v2.txt', 'v1.p7b', 'v2.p7b', 'other.p7b', 'one']) files[join(p, f)] = `/p/${f}`;
   const initrd = buildInitrd(dir, {
@@ -142,6 +150,10 @@ test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and
   }, tail);
   for (const k of ['unlisted', 'plain', 'spaced', 'tmpfs-copy']) t.regex(r[k] ?? '', /^refused 126 .*Permission denied$/, `${k}: ${tail}`);
   t.regex(r.write ?? '', /^refused .*can't create \/s\/ok: Operation not permitted$/, 'a verity file is immutable: EPERM');
+  // Debian's runc 1.1 re-executes itself from a memfd, which IPE refuses:
+  // services/ima/runtime.ts keeps the policy from being activated with it
+  t.regex(r.runc ?? '', /^refused .*could not ensure we are a cloned binary: Permission denied/, tail);
+  t.regex(out, /audit: type=1420 .* comm="runc" path=2F6D656D66643A72756E635F636C6F6E65643A2F70726F632F73656C662F657865202864656C6574656429 dev="tmpfs"/); // memfd:runc_cloned:/proc/self/exe (deleted)
   // only db enrolled: the firmware stays in Setup Mode (attributes, then 1)
   t.is(r.setupmode, '0600000001');
   t.regex(out, /audit: type=1420 audit\([\d.:]+\): ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=\d+ comm="init" path="\/s\/unlisted" dev="vda" ino=\d+ rule="DEFAULT op=EXECUTE action=DENY"/);

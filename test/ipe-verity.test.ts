@@ -125,7 +125,7 @@ test('IPE switched off, another policy active, a signature rule, Setup Mode firm
   t.is(rootWritable('1 0 0:1 / /sys rw - sysfs sysfs rw\n'), null);
 });
 
-test('the boot step deploys nothing on a store without fs-verity, and says why with a code', async (t) => {
+test.serial('the boot step activates nothing with a runc IPE refuses or on a store without fs-verity, and says why with a code', async (t) => {
   const ipe = makeIpeVerity();
   const tree = ipeTree('boot', {});
   const imaDir = join(dir, 'boot-ima');
@@ -137,7 +137,13 @@ test('the boot step deploys nothing on a store without fs-verity, and says why w
   t.true('declined' in noPolicy && noPolicy.declined.includes(ipePolicyFile(imaDir)));
   mkdirSync(join(imaDir, 'ipe'), { recursive: true });
   writeFileSync(ipePolicyFile(imaDir), 'signed policy bytes');
-  // this machine's store (tmpfs or ext4 without verity) takes no fs-verity
+  // this machine's runc is Debian's 1.1.5: it would be refused by IPE
+  const refused = await ipe.prepareBoot(ctx);
+  t.like(refused, { exitCode: 1, line: { written: false, error: { code: 'SEALKIT_IPE_RUNTIME' }, runc: { version: '1.1.5', selfClones: true } } });
+  // without runc there is no runtime to break; this machine's store (tmpfs
+  // or ext4 without verity) takes no fs-verity
+  process.env.SEALKIT_RUNC = join(dir, 'no-runc-here');
+  t.teardown(() => delete process.env.SEALKIT_RUNC);
   const step = await ipe.prepareBoot(ctx);
   t.false('declined' in step);
   if ('declined' in step) return;

@@ -3,10 +3,11 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sha256Of, type LabelManifest } from '../../lib/manifest.ts';
 import { abs } from '../../lib/rootfs/tree.ts';
-import { asSealkitError } from '../../lib/errors.ts';
+import { asSealkitError, SealkitError } from '../../lib/errors.ts';
 import { labelTree } from '../labeltree.ts';
 import { deployIpePolicy, parseIpePolicy, readIpeState } from '../ipe.ts';
 import { enableVerity, measureVerity } from '../fsverity.ts';
+import { checkRunc } from '../runtime.ts';
 import { securityfsOf, type BootContext, type BootStep, type Enforcement, type Finding } from './enforcement.ts';
 import { appraise as appraiseUserspace } from './userspace.ts';
 
@@ -76,6 +77,11 @@ async function prepareBoot(ctx: BootContext): Promise<BootStep> {
   const p7b = await readFile(file).catch(() => null);
   if (!p7b) return { declined: `IPE is available but no owner-signed policy is at ${file} (make it with sealkit ipe policy)` };
   if (ctx.dryRun) return { exitCode: 0, line: { written: false, mode: 'ipe-verity', why: 'dry run', policy: file, kernel } };
+  // a policy that would stop every container start is not activated
+  const rt = await checkRunc();
+  if (rt.selfClones) {
+    return { exitCode: 1, line: { written: false, mode: 'ipe-verity', policy: file, runc: rt, kernel, error: new SealkitError('SEALKIT_IPE_RUNTIME', `${rt.runc} ${rt.version ?? ''} re-executes itself from a memfd before each container start, which IPE refuses: no container could start, so the IPE policy was not activated; use runc 1.2 or later`, { runc: rt.runc, version: rt.version }).toWire() } };
+  }
   try {
     await verityCapable(ctx.store);
     const { updated } = await deployIpePolicy(ctx.securityfs, p7b);
