@@ -1,11 +1,12 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImage } from './helpers/images.ts';
-import { sealkit } from './helpers/cli.ts';
+import { assertBuilt, sealkit, sealkitBin } from './helpers/cli.ts';
+import { runReadme } from './helpers/readme.ts';
 
 // sealkit ipe policy, run as the owner runs it (from another directory, on
 // image archives): the digests are those fsverity-utils computes for the
@@ -62,4 +63,28 @@ test('missing serial, keys or archives are refused with what to give', async (t)
   t.regex(noKey.stderr, /--cert CERT and --key KEY.*\[SEALKIT_BAD_REQUEST\]/);
   const missing = await sealkit(['ipe', 'policy', 'nothere.tar', '--serial', '1', '--cert', cert, '--key', key], {}, { cwd: dir });
   t.regex(missing.stderr, /nothere\.tar.*\[SEALKIT_BAD_REQUEST\]/);
+});
+
+test("the README's owner-key and policy commands, as written, enrol the owner in OVMF's db and sign a policy with it", async (t) => {
+  assertBuilt();
+  // an admin's directory: the image archive, and bin/sealkit as in a checkout
+  const admin = join(dir, 'admin');
+  mkdirSync(join(admin, 'bin'), { recursive: true });
+  symlinkSync(sealkitBin, join(admin, 'bin', 'sealkit'));
+  const img = await buildImage();
+  writeFileSync(join(admin, 'app.tar'), img.archive);
+  // each named literally: test/readme-commands finds the commands tests run by their literal text
+  const ran = async (p: Promise<{ code: number | null; stderr: string }>) => {
+    const r = await p;
+    t.is(r.code, 0, r.stderr);
+  };
+  await ran(runReadme('openssl req -x509 -newkey rsa:2048 -nodes -keyout owner.key -out owner.pem -days 3650 -subj "/CN=sealkit owner" -addext extendedKeyUsage=codeSigning', { cwd: admin }));
+  await ran(runReadme('virt-fw-vars --input /usr/share/OVMF/OVMF_VARS_4M.fd --output owner-vars.fd --add-db 5ea1c0de-0000-4000-8000-000000000014 owner.pem', { cwd: admin }));
+  await ran(runReadme('bin/sealkit ipe policy app.tar --serial 2 --cert owner.pem --key owner.key --out ipe', { cwd: admin }));
+  const db = execFileSync('virt-fw-vars', ['--input', join(admin, 'owner-vars.fd'), '--print', '--verbose'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  t.regex(db, /name=db [\s\S]*subject CN=sealkit owner/);
+  const text = readFileSync(join(admin, 'ipe', 'ipe-policy.txt'), 'utf8');
+  t.regex(text, /^policy_name=sealkit policy_version=0\.0\.2\n/);
+  const inner = execFileSync('openssl', ['smime', '-verify', '-inform', 'der', '-in', join(admin, 'ipe', 'policy.p7b'), '-binary', '-CAfile', join(admin, 'owner.pem'), '-purpose', 'any'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  t.is(inner, text);
 });
