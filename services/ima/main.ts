@@ -17,6 +17,11 @@ import { loadOrCreateSigningKey, type SigningKey } from './digsig.ts';
 import { probeKernel, select, type Selected } from './enforcement/select.ts';
 import { readRecord } from './hostpolicy.ts';
 import { ipeTamper } from './enforcement/ipe-tamper.ts';
+import { applyIpePolicy, ipePolicyFile } from './enforcement/ipe-verity.ts';
+import { securityfsOf } from './enforcement/enforcement.ts';
+import { writeFileAtomic } from '../lib/atomic.ts';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { storeLayout } from '../lib/rootfs/store.ts';
 
 // image.imported through the durable "ima": what is imported while this
@@ -93,6 +98,20 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
     const req = decode<{ container?: unknown }>(msg.data, 'ima.verify request');
     if (typeof req?.container !== 'string') throw new SealkitError('SEALKIT_BAD_REQUEST', 'ima.verify needs {container: "<name>"}; ask ima.status for the labelled containers');
     return ima.verify(req.container);
+  }, { log });
+  // A policy update from the owner: applied now if the kernel takes it, and
+  // kept (only then) for the boot step of the next boots.
+  serve(nc, subjects.ima.ipe, async (msg) => {
+    const req = decode<{ p7b?: unknown }>(msg.data, 'ima.ipe request');
+    if (typeof req?.p7b !== 'string' || req.p7b === '') throw new SealkitError('SEALKIT_BAD_REQUEST', 'ima.ipe needs {p7b: "<base64 of the signed policy>"}; make it with sealkit ipe policy');
+    if (!selected.report.kernel.ipe) throw new SealkitError('SEALKIT_IMA_UNAVAILABLE', `node ${node} runs a kernel without IPE (securityfs has no ipe/); boot Linux 6.12 or later for this tier`);
+    const p7b = Buffer.from(req.p7b, 'base64');
+    const applied = await applyIpePolicy(securityfsOf({}), store, p7b);
+    const file = ipePolicyFile(state);
+    await mkdir(dirname(file), { recursive: true });
+    await writeFileAtomic(file, p7b, 0o600);
+    await announce();
+    return { ...applied, policy: file, enforcement: selected.report };
   }, { log });
   serve(nc, subjects.ima.status, () => ({
     enforcement: selected.report,

@@ -485,6 +485,8 @@ export const contract = {
     enforcing: event('ima.enforcing', { from: ['ima'], stream: 'events', data: opaque<EnforcementReport>() }),
     verify: request('ima.verify', { answeredBy: ['ima'], body: object({ container: string }), reply: anyReply }),
     status: request('ima.status', { answeredBy: ['ima'], anyone: true, body: noBody, reply: anyReply }),
+    // an owner-signed IPE policy (PKCS#7, base64): the kernel checks the signature and the version
+    ipe: request('ima.ipe', { answeredBy: ['ima'], body: object({ p7b: string }), reply: anyReply }),
   },
   container: {
     // the auditor maps a denial's pid and mount namespace to the container

@@ -97,8 +97,9 @@ export interface Enforcement {
   report(facts: Facts, declined?: string): Judgement;
 }
 
+// SEALKIT_SECURITYFS: a tree standing in for the kernel's, for tests
 export function securityfsOf(p: KernelPaths): string {
-  return p.securityfs ?? '/sys/kernel/security';
+  return p.securityfs ?? process.env.SEALKIT_SECURITYFS ?? '/sys/kernel/security';
 }
 
 export async function exists(path: string, mode = constants.F_OK): Promise<boolean> {

@@ -77,19 +77,28 @@ async function prepareBoot(ctx: BootContext): Promise<BootStep> {
   const p7b = await readFile(file).catch(() => null);
   if (!p7b) return { declined: `IPE is available but no owner-signed policy is at ${file} (make it with sealkit ipe policy)` };
   if (ctx.dryRun) return { exitCode: 0, line: { written: false, mode: 'ipe-verity', why: 'dry run', policy: file, kernel } };
+  try {
+    const applied = await applyIpePolicy(ctx.securityfs, ctx.store, p7b);
+    return { exitCode: 0, line: { written: true, mode: 'ipe-verity', ...applied, policy: file, store: ctx.store, kernel } };
+  } catch (err) {
+    const e = asSealkitError(err);
+    return { exitCode: 1, line: { written: false, mode: 'ipe-verity', policy: file, error: e.toWire(), kernel } };
+  }
+}
+
+// Deploy and activate a signed policy, at boot or pushed (ima.ipe): only
+// where containers can still start under it and the store takes fs-verity.
+// The kernel checks the signature and that the version is higher.
+export async function applyIpePolicy(securityfs: string, store: string, p7b: Uint8Array): Promise<{ updated: boolean; version: string | null; enforce: boolean | null }> {
   // a policy that would stop every container start is not activated
   const rt = await checkRunc();
   if (rt.selfClones) {
-    return { exitCode: 1, line: { written: false, mode: 'ipe-verity', policy: file, runc: rt, kernel, error: new SealkitError('SEALKIT_IPE_RUNTIME', `${rt.runc} ${rt.version ?? ''} re-executes itself from a memfd before each container start, which IPE refuses: no container could start, so the IPE policy was not activated; use runc 1.2 or later`, { runc: rt.runc, version: rt.version }).toWire() } };
+    throw new SealkitError('SEALKIT_IPE_RUNTIME', `${rt.runc} ${rt.version ?? ''} re-executes itself from a memfd before each container start, which IPE refuses: no container could start, so the IPE policy was not activated; use runc 1.2 or later`, { runc: rt.runc, version: rt.version });
   }
-  try {
-    await verityCapable(ctx.store);
-    const { updated } = await deployIpePolicy(ctx.securityfs, p7b);
-    const s = await readIpeState(ctx.securityfs);
-    return { exitCode: 0, line: { written: true, mode: 'ipe-verity', updated, version: s.version, enforce: s.enforce, policy: file, store: ctx.store, kernel } };
-  } catch (err) {
-    return { exitCode: 1, line: { written: false, mode: 'ipe-verity', policy: file, error: asSealkitError(err).toWire(), kernel } };
-  }
+  await verityCapable(store);
+  const { updated } = await deployIpePolicy(securityfs, p7b);
+  const s = await readIpeState(securityfs);
+  return { updated, version: s.version, enforce: s.enforce };
 }
 
 // A scratch file proves the store takes fs-verity before a policy that only
