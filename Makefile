@@ -8,7 +8,7 @@ SHELL := /bin/bash
 
 APT_PACKAGES := nats-server containerd runc docker.io docker-registry skopeo \
   qemu-system-x86 linux-image-amd64 busybox-static xorriso isolinux syslinux-common \
-  grub-efi-amd64-bin mtools dosfstools ovmf \
+  grub-efi-amd64-bin mtools dosfstools ovmf fsverity \
   ima-evm-utils attr keyutils cpio zstd lz4 xz-utils curl openssl ca-certificates e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # not NODE: that is the fleet node's name (make iso NODE=…)
@@ -31,18 +31,41 @@ help:
 	@echo "make hub        run a fleet hub on this machine for nodes to join (state in ./state/hub)"
 	@echo "make bench      side-by-side benchmarks (BENCH_QUICK=1 for a short run, ROWS=a,b)"
 	@echo "make iso        build build/iso/sealkit.iso offline from linuxkit.yml and Debian parts"
+	@echo "                KERNEL=6.1: with bookworm's 6.1 instead of the newest installed (6.12)"
 	@echo "                NODE=n1 [HUB=host:7422]: fleet node n1's image (build/iso-n1), as enrolled"
 	@echo "make keys       create the admin key and bus credentials in ./state (once)"
 
 deps: apt npm
 
 # Installs only what is missing, so a second run costs a few dpkg queries.
+# On Debian 12 the node kernel is bookworm-backports' 6.12 (IPE, fs-verity
+# with IPE properties; see docs on the enforcement tiers), installed beside
+# bookworm's 6.1, which stays (make iso KERNEL=6.1 builds with it); the
+# backports suite is added to the apt sources for it and for virt-fw-vars.
+BACKPORTS_SOURCES := /etc/apt/sources.list.d/sealkit-backports.sources
+BACKPORTS_PACKAGES := python3-virt-firmware
+KERNEL_612 := linux-image-6.12.*+deb12-amd64-unsigned
 apt:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing: $$missing"; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
-	fi
+	@bookworm=$$(. /etc/os-release 2>/dev/null; [ "$${VERSION_CODENAME:-}" = bookworm ] && echo yes); \
+	update=; \
+	if [ -n "$$bookworm" ] && ! grep -rqs --include='*.list' --include='*.sources' -e 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d; then \
+	  echo "adding bookworm-backports to the apt sources ($(BACKPORTS_SOURCES))"; \
+	  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $(SUDO) tee $(BACKPORTS_SOURCES) >/dev/null; \
+	  update=yes; \
+	fi; \
+	wanted="$(APT_PACKAGES)"; [ -n "$$bookworm" ] && wanted="$$wanted $(BACKPORTS_PACKAGES)"; \
+	missing=$$(for p in $$wanted; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	kernel=; [ -n "$$bookworm" ] && ! ls /boot/vmlinuz-6.12.*-amd64 >/dev/null 2>&1 && kernel=yes; \
+	if [ -n "$$missing$$kernel" ]; then \
+	  $(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -q; \
+	  if [ -n "$$kernel" ]; then \
+	    k=$$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$$' | cut -d' ' -f1 | sort -V | tail -1); \
+	    [ -n "$$k" ] || { echo "make deps: no $(KERNEL_612) in the apt sources (bookworm-backports); the ISO falls back to 6.1" >&2; }; \
+	    missing="$$missing $$k"; \
+	  fi; \
+	  echo "installing:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing; \
+	elif [ -n "$$update" ]; then $(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -q; fi
 
 npm: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
@@ -84,10 +107,10 @@ keys: npm
 # one ISO build at a time in this checkout (make run and the tests build too)
 iso: deps keys
 	@mkdir -p build
-	flock build/iso-build.lock $(TSX) iso/build.ts $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
+	flock build/iso-build.lock $(TSX) iso/build.ts $(if $(KERNEL),--kernel $(KERNEL)) $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
 
 run: deps
-	$(TSX) iso/run.ts $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
+	$(TSX) iso/run.ts $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(KERNEL),--kernel $(KERNEL)) $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
 
 dev: deps keys build
 	$(TSX) services/cli/dev.ts

@@ -47,6 +47,7 @@ export interface BuildOptions {
   epoch?: number;
   testCase?: string; // test/cases/<name>/test.yml in front of linuxkit.yml
   fleet?: FleetOptions; // a fleet member's image; without it, the node's own
+  kernel?: string; // a version or series (6.1); default: the newest installed (kernelVersion)
   log?: (line: string) => void;
 }
 
@@ -113,15 +114,25 @@ export function sourceDateEpoch(repo: string): number {
   return 1700000000;
 }
 
-export function kernelVersion(): string {
-  if (process.env.SEALKIT_KERNEL_VERSION) return process.env.SEALKIT_KERNEL_VERSION;
-  const versions = readdirSync('/boot')
+// The node kernel: the newest installed /boot/vmlinuz-* with its modules
+// (bookworm-backports' 6.12 once make deps has installed it), or the one
+// `choice` names: an exact version (6.1.0-57-amd64) or a series (6.1, 6.12).
+// make iso KERNEL=… / SEALKIT_KERNEL=…; SEALKIT_KERNEL_VERSION is the older name.
+export function kernelVersion(choice = process.env.SEALKIT_KERNEL || process.env.SEALKIT_KERNEL_VERSION || undefined, boot = '/boot', modules = '/lib/modules'): string {
+  const versions = (existsSync(boot) ? readdirSync(boot) : [])
     .filter((f) => f.startsWith('vmlinuz-'))
     .map((f) => f.slice('vmlinuz-'.length))
-    .filter((v) => existsSync(`/lib/modules/${v}/modules.dep`))
+    .filter((v) => existsSync(`${modules}/${v}/modules.dep`))
     .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
-  if (versions.length === 0) throw new Error('no /boot/vmlinuz-* with modules in /lib/modules; install linux-image-amd64');
-  return versions[versions.length - 1];
+  if (versions.length === 0) throw new SealkitError('SEALKIT_CONFIG', `no ${boot}/vmlinuz-* with its modules in ${modules}; run make deps (it installs linux-image-amd64 and, on Debian 12, the 6.12 kernel from bookworm-backports)`);
+  if (!choice) return versions[versions.length - 1];
+  if (versions.includes(choice)) return choice;
+  const series = new RegExp(`^${choice.replace(/[.+]/g, (c) => `\\${c}`)}[.-]`);
+  const match = versions.filter((v) => series.test(v));
+  if (match.length === 0) {
+    throw new SealkitError('SEALKIT_CONFIG', `kernel "${choice}" (KERNEL= / SEALKIT_KERNEL): no ${boot}/vmlinuz-${choice}* with its modules; installed: ${versions.join(', ')}. Name one of those or a series such as 6.1, or run make deps`);
+  }
+  return match[match.length - 1];
 }
 
 // tsc emits even when it reports errors; the build does not go on with code
@@ -245,6 +256,7 @@ interface Ctx {
   manifestPath: string;
   testCase?: string;
   fleet?: FleetBundle;
+  kernel: string; // the version, resolved before anything is built
   pkgRoots: string[]; // where sealkit/* images are looked up (pkg/*/build.yml)
   inputs: Map<string, Input>;
   skipped: string[];
@@ -313,6 +325,7 @@ function context(o: BuildOptions, t0: number): Ctx {
     templates: join(out, 'templates'),
     manifestPath: join(out, 'build-manifest.json'),
     testCase: o.testCase,
+    kernel: kernelVersion(o.kernel),
     // a test case's images come from test/pkg, which the node's never do
     pkgRoots: o.testCase ? ['pkg', join('test', 'pkg')] : ['pkg'],
     inputs,
@@ -460,7 +473,7 @@ async function makeRootfs(ctx: Ctx, bases: Bases, root: string, r: Recipe): Prom
 
 async function addKernel(ctx: Ctx, yml: LinuxkitYml): Promise<Kernel> {
   ctx.step('kernel and modules');
-  const version = kernelVersion();
+  const version = ctx.kernel;
   const recipe = await resolveImage(ctx.repo, yml.kernel.image, ctx.pkgRoots);
   const vmlinuz = `/boot/vmlinuz-${version}`;
   await ctx.record(vmlinuz, 'kernel');
@@ -674,6 +687,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       compile: args.includes('--no-compile') ? false : undefined,
       level: opt('--level') ? Number(opt('--level')) : undefined,
       testCase: opt('--test-case'),
+      kernel: opt('--kernel'),
       fleet,
     });
   } catch (err) {

@@ -7,6 +7,8 @@
 //                                       SEALKIT_STATE=DIR the state
 //   ... iso/run.ts --firmware uefi      (make run FIRMWARE=uefi): boot the same
 //                                       ISO under OVMF instead of SeaBIOS
+//   ... iso/run.ts --kernel 6.1         (make run KERNEL=6.1): built with that
+//                                       kernel (default: the newest installed)
 //   ... iso/run.ts --node n1 [--hub 127.0.0.1:7422] [--bundle DIR]
 //                                       (make run NODE=n1 HUB=…): fleet node n1,
 //                                       joining the hub on this host (make hub)
@@ -26,7 +28,7 @@ import { sha256File } from '../services/lib/digest.ts';
 import { asSealkitError } from '../services/lib/errors.ts';
 import { nodeHowto } from '../services/cli/howto.ts';
 import { isHeld, lockFile, lockState, type HeldLock } from '../services/cli/lock.ts';
-import { build, fleetIsoDir, fleetOptions, isStale, repoRoot, type FleetOptions } from './build.ts';
+import { build, fleetIsoDir, fleetOptions, isStale, kernelVersion, repoRoot, type FleetOptions } from './build.ts';
 import { fleetInputs, guestHub, readBundle, withHub } from './fleet.ts';
 import { ensureNodeKeys } from './keys.ts';
 import { bootVm, parseFirmware } from './vm.ts';
@@ -88,14 +90,16 @@ export async function hubForRun(fleet: FleetOptions): Promise<{ options: FleetOp
 // Whether the ISO in `out` carries exactly this state's files (make iso with
 // another SEALKIT_STATE writes build/iso too): the build manifest has the
 // SHA-256 of each input it took from the state.
-export async function builtFor(out: string, state: string, fleet?: FleetOptions): Promise<boolean> {
+export async function builtFor(out: string, state: string, fleet?: FleetOptions, kernel = kernelVersion()): Promise<boolean> {
   let inputs: Array<{ path: string; sha256: string }>;
   let built: { node?: string } | undefined;
+  let builtKernel: { version?: string } | undefined;
   try {
-    ({ inputs, fleet: built } = JSON.parse(readFileSync(join(out, 'build-manifest.json'), 'utf8')) as { inputs: typeof inputs; fleet?: typeof built });
+    ({ inputs, fleet: built, kernel: builtKernel } = JSON.parse(readFileSync(join(out, 'build-manifest.json'), 'utf8')) as { inputs: typeof inputs; fleet?: typeof built; kernel?: typeof builtKernel });
   } catch {
     return false;
   }
+  if (builtKernel?.version !== kernel) return false;
   // a fleet node's image is that node's, enrolled as it is now, for that hub
   if (fleet?.node !== built?.node) return false;
   if (fleet && (await bundleChanged(inputs, fleet))) return false;
@@ -117,6 +121,7 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const opt = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
   const firmware = parseFirmware(opt('--firmware'));
+  const kernel = kernelVersion(opt('--kernel'));
   const asked = fleetOptions(opt('--node'), opt('--hub'), opt('--bundle'), state);
   const fleet = asked ? await hubForRun(asked) : undefined;
   const lock: HeldLock = await lockState(state);
@@ -129,7 +134,7 @@ async function main(): Promise<void> {
   const keys = await ensureNodeKeys(state);
   for (const f of keys.created) console.log(`run: created ${f}`);
   await withIsoBuildLock(async () => {
-    if (isStale(out, repoRoot, state) || !(await builtFor(out, state, fleet?.options))) await build({ out, state, fleet: fleet?.options });
+    if (isStale(out, repoRoot, state) || !(await builtFor(out, state, fleet?.options, kernel))) await build({ out, state, fleet: fleet?.options, kernel });
     else console.log(`run: ${join(out, 'sealkit.iso')} is up to date`);
   });
 

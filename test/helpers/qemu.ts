@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
 import { pingAll } from '../../services/lib/bus.ts';
-import { build, isStale, repoRoot, type BuildResult, type FleetOptions } from '../../iso/build.ts';
+import { build, isStale, kernelVersion, repoRoot, type BuildResult, type FleetOptions } from '../../iso/build.ts';
 import { ensureNodeKeys } from '../../iso/keys.ts';
 import { builtFor, withIsoBuildLock } from '../../iso/run.ts';
 
@@ -26,8 +26,10 @@ export function ensureIso(log: (line: string) => void = () => {}): Promise<TestI
 // The node image with a test case (test/cases/<name>) merged in front of
 // linuxkit.yml, under build/test-iso-<name>: the node's own image never
 // carries test steps.
-export function ensureTestCaseIso(name: string, log: (line: string) => void = () => {}): Promise<TestIso> {
-  return ensureBuilt(join(repoRoot, 'build', `test-iso-${name}`), name, log);
+// With `kernel` (a version or series such as 6.1), built with that installed
+// kernel instead of the newest, under build/test-iso-<name>-kernel-<kernel>.
+export function ensureTestCaseIso(name: string, log: (line: string) => void = () => {}, kernel?: string): Promise<TestIso> {
+  return ensureBuilt(join(repoRoot, 'build', `test-iso-${name}${kernel ? `-kernel-${kernel}` : ''}`), name, log, undefined, kernel);
 }
 
 // A fleet member's image (make iso NODE=… HUB=…), with a test case in front
@@ -39,14 +41,15 @@ export function ensureFleetIso(fleet: FleetOptions, testCase?: string, log: (lin
 // One build at a time in this checkout, whichever image (test files run in
 // parallel workers, and make run and make iso build too): every build runs
 // tsc into dist/, which another build may be copying into its image.
-function ensureBuilt(out: string, testCase: string | undefined, log: (line: string) => void, fleet?: FleetOptions): Promise<TestIso> {
+function ensureBuilt(out: string, testCase: string | undefined, log: (line: string) => void, fleet?: FleetOptions, kernel?: string): Promise<TestIso> {
   return withIsoBuildLock(async () => {
     await ensureNodeKeys(testStateDir);
     const resultFile = join(out, 'result.json');
-    if (!isStale(out, repoRoot, testStateDir, testCase) && existsSync(resultFile) && (!fleet || (await builtFor(out, testStateDir, fleet)))) {
+    const version = kernelVersion(kernel);
+    if (!isStale(out, repoRoot, testStateDir, testCase) && existsSync(resultFile) && (await builtFor(out, testStateDir, fleet, version))) {
       return { ...(JSON.parse(await readFile(resultFile, 'utf8')) as BuildResult), reused: true };
     }
-    const result = await build({ out, state: testStateDir, testCase, fleet, log });
+    const result = await build({ out, state: testStateDir, testCase, fleet, log, kernel: version });
     await writeFile(resultFile, JSON.stringify(result, null, 2) + '\n');
     return { ...result, reused: false };
   });
