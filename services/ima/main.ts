@@ -18,7 +18,7 @@ import { probeKernel, select, type Selected } from './enforcement/select.ts';
 import { readRecord } from './hostpolicy.ts';
 import { ipeTamper } from './enforcement/ipe-tamper.ts';
 import { applyIpePolicy, ipePolicyFile } from './enforcement/ipe-verity.ts';
-import { securityfsOf } from './enforcement/enforcement.ts';
+import { exists, securityfsOf } from './enforcement/enforcement.ts';
 import { writeFileAtomic } from '../lib/atomic.ts';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -78,10 +78,11 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
 
   // Turning IPE off or weakening it changes no file of a rootfs, so only a
   // look at the kernel's and firmware's state finds it: each kind once, and
-  // ima.enforcing again, as the mechanism in force may have changed.
+  // ima.enforcing again, as the mechanism in force may have changed. Only
+  // on a node the owner gave an IPE policy: elsewhere IPE is not the tier.
   const nodeReported = new Set<string>();
   const checkNode = async () => {
-    if (!selected.report.kernel.ipe) return;
+    if (!selected.report.kernel.ipe || !(await exists(ipePolicyFile(state)))) return;
     const found = await ipeTamper();
     const fresh = found.filter((t) => !nodeReported.has(t.kind));
     for (const t of fresh) {

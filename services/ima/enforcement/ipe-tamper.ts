@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseIpePolicy, readIpeState } from '../ipe.ts';
+import { securityfsOf } from './enforcement.ts';
 
 // What weakens IPE on a running node without touching a file of the store,
 // checked every few seconds while IPE is the mechanism and reported on
@@ -42,7 +43,7 @@ export function rootWritable(mountinfo: string): boolean | null {
 const tamper = (kind: NodeTamperKind, detail: string): NodeTamper => ({ scope: 'node', mechanism: 'ipe-verity', kind, detail, action: 'reported' });
 
 export async function ipeTamper(p: TamperPaths = {}): Promise<NodeTamper[]> {
-  const securityfs = p.securityfs ?? '/sys/kernel/security';
+  const securityfs = securityfsOf(p);
   const found: NodeTamper[] = [];
   const ipe = await readIpeState(securityfs);
   if (!ipe.present) return found;

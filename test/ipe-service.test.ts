@@ -7,9 +7,11 @@ import { startService } from './helpers/service.ts';
 import { assertBuilt, sealkit, sealkitBin } from './helpers/cli.ts';
 import { runReadme } from './helpers/readme.ts';
 import { makeAdmin } from './helpers/policy.ts';
+import { EventLog } from './helpers/events.ts';
+import { contract } from '../services/lib/contract.ts';
 import { composeIpePolicy } from '../services/ima/ipe.ts';
 
-// sealkit ipe push → ima.ipe: the ima service applies an owner-signed IPE
+// The ima service on an IPE node. sealkit ipe push → ima.ipe: it applies an owner-signed IPE
 // policy only where it can be in force, and keeps it for the next boots only
 // once applied. This machine's kernel has no IPE and its filesystems no
 // fs-verity, so what is shown here is each refusal (a securityfs tree stands
@@ -81,4 +83,37 @@ serial('on a store without fs-verity the policy is not activated (the README com
   t.regex(r.stderr, /-O verity.*\[SEALKIT_VERITY_FAILED\]/);
   t.is(readFileSync(join(sfs, 'ipe', 'new_policy'), 'utf8'), '');
   t.false(kept());
+});
+
+serial('IPE switched off on a node with an owner policy is audit.tamper at once, and ima.enforcing says why', async (t) => {
+  const sfs = ipeTree('switched');
+  const pol = join(sfs, 'ipe', 'policies', 'sealkit');
+  mkdirSync(pol);
+  writeFileSync(join(pol, 'active'), '1\n');
+  writeFileSync(join(pol, 'version'), '0.0.3\n');
+  writeFileSync(join(pol, 'policy'), composeIpePolicy({ serial: 3, digests: [] }));
+  // the owner gave this node a policy: IPE is its tier
+  mkdirSync(join(s.stateDir, 'ima', 'ipe'), { recursive: true });
+  writeFileSync(join(s.stateDir, 'ima', 'ipe', 'policy.p7b'), readFileSync(p7b));
+  t.teardown(() => rmSync(join(s.stateDir, 'ima', 'ipe'), { recursive: true, force: true }));
+  const monitor = await s.connectAs(null);
+  const log = new EventLog(monitor, [contract.audit.tamper.subject, contract.ima.enforcing.subject]);
+  const store = join(dir, 'store-switched');
+  mkdirSync(store);
+  const svc = await startService('ima', { SEALKIT_STATE: s.stateDir, SEALKIT_NATS_URL: s.url, SEALKIT_CONTAINER_STORE: store, SEALKIT_NODE: 'node-ipe', SEALKIT_SECURITYFS: sfs, SEALKIT_IPE_CHECK_MS: '200' });
+  t.teardown(async () => {
+    log.close();
+    await svc.stop();
+    await monitor.close();
+  });
+  const first = await log.wait('ima.enforcing');
+  t.like(first.data, { mode: 'ipe-verity', kernel: { ipeEnforce: true, ipePolicy: '0.0.3' } });
+  t.false(log.of('audit.tamper').some((e) => e.data.kind === 'ipe-enforce-off'));
+
+  writeFileSync(join(sfs, 'ipe', 'enforce'), '0\n'); // what root's echo 0 > …/ipe/enforce leaves
+  const tamper = await log.wait((e) => e.type === 'audit.tamper' && e.data.kind === 'ipe-enforce-off');
+  t.like(tamper.data, { scope: 'node', mechanism: 'ipe-verity', action: 'reported' });
+  const after = await log.wait((e) => e.type === 'ima.enforcing' && e.data.kernel.ipeEnforce === false);
+  t.not(after.data.mode, 'ipe-verity');
+  t.regex(after.data.why, /^IPE is in permissive mode/);
 });
