@@ -293,6 +293,29 @@ serial('a denial by a process inside the container names the container, its imag
   t.like(await denied(node, denials, box.init, '/bin/app'), { workload: 'web', match: 'pid', file: join(rootfs, 'bin/app') });
 });
 
+serial('an IPE refusal inside the container is tied to it like an IMA one, with the mechanism and the rule', async (t) => {
+  // the shape test/fixtures/kmsg/debian-6.12-ipe.kmsg has from the 6.12 kernel
+  const n = ++seq;
+  await appendFile(node.kmsg, `5,${n},${n * 1000},-;audit: type=1420 audit(1796621853.${String(n % 1000).padStart(3, '0')}:${n}): ` +
+    `ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=${box.app} comm="ipe-${n}" path="/bin/app" dev="vda" ino=${appIno} rule="DEFAULT op=EXECUTE action=DENY"\n`);
+  const d = (await denials.wait((e) => e.type === 'audit.denial' && e.source === `sealkit/auditor/${node.name}` && e.data.kernel.seq === n)).data;
+  t.like(d, {
+    mechanism: 'ipe',
+    rule: 'DEFAULT op=EXECUTE action=DENY',
+    cause: 'ipe-denied',
+    errno: 13,
+    type: 1420,
+    workload: 'web',
+    container: rootfsName,
+    image,
+    file: join(rootfs, 'bin/app'),
+    path: '/bin/app',
+    match: 'pid',
+    process: { pid: box.app },
+  });
+  t.like(await denied(node, denials, box.app, '/bin/app'), { mechanism: 'ima', rule: null });
+});
+
 serial('the mount namespace a record carries names the container though its process is gone', async (t) => {
   const d = await denied(node, denials, exitedPid(), '/bin/app', ` mnt_ns=${box.mntNs}`);
   t.like(d, { workload: 'web', container: rootfsName, policySerial: STARTED_SERIAL, file: join(rootfs, 'bin/app'), match: 'mnt-ns' });

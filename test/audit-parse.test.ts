@@ -36,6 +36,8 @@ test('a real invalid-hash denial from the kernel is parsed field by field', (t) 
   t.true(isDenial(r));
   t.false(r.truncated);
   t.deepEqual(denialFacts(r), {
+    mechanism: 'ima',
+    rule: null,
     file: '/t/foo',
     cause: 'invalid-hash',
     op: 'appraise_data',

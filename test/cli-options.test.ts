@@ -17,7 +17,7 @@ test('sealkit --help, -h and no arguments list every command', async (t) => {
 });
 
 test('every group answers --help with its commands, and no subcommand is a usage error', async (t) => {
-  t.deepEqual(groups.sort(), ['bus', 'fleet', 'hub', 'policy']);
+  t.deepEqual(groups.sort(), ['bus', 'fleet', 'hub', 'ipe', 'policy']);
   for (const g of groups) {
     for (const flag of ['--help', '-h']) {
       const r = await sealkit([g, flag]);

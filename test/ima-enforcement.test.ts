@@ -29,7 +29,7 @@ function kernelTree(name: string, o: { ima?: boolean; namespaces?: boolean; poli
 
 test('the best mechanism the kernel offers is chosen, and why is said', async (t) => {
   const none = await probeKernel(kernelTree('none', {}));
-  t.deepEqual(none, { ima: false, appraise: null, namespaces: false, policyWritable: false });
+  t.deepEqual(none, { ima: false, appraise: null, namespaces: false, policyWritable: false, ipe: false, ipeEnforce: null, ipePolicy: null });
   t.is(chooseEnforcement(none, 'enforce', null).mode, 'userspace');
   t.is(chooseEnforcement(none, 'off', null).mode, 'off');
 

@@ -75,7 +75,7 @@ test.serial('ima reports how it enforces: userspace on a kernel without ima_appr
   const e = await waitFor(() => seen.find((x) => x.ev.type === 'ima.enforcing'), 10_000, 'ima.enforcing');
   t.is(e.ev.data.mode, 'userspace');
   t.is(typeof e.ev.data.why, 'string');
-  t.deepEqual(Object.keys(e.ev.data.kernel).sort(), ['appraise', 'ima', 'namespaces', 'policyWritable']);
+  t.deepEqual(Object.keys(e.ev.data.kernel).sort(), ['appraise', 'ima', 'ipe', 'ipeEnforce', 'ipePolicy', 'namespaces', 'policyWritable']);
 });
 
 test.serial('an imported image is labelled, then a modified, a replaced and an added file are each reported within 2 s', async (t) => {

@@ -314,6 +314,8 @@ export class Auditor {
       }
     }
     return {
+      mechanism: f.mechanism,
+      rule: f.rule,
       file: inWorkload?.file ?? f.file,
       path: f.file,
       cause: f.cause,

@@ -19,11 +19,16 @@ export const integrityTypes: Record<number, string> = {
   1805: 'INTEGRITY_RULE',
   1806: 'INTEGRITY_EVM_XATTR',
   1807: 'INTEGRITY_POLICY_RULE',
+  // IPE (Linux 6.12) refusing an execution, security/ipe/audit.c:
+  //   audit: type=1420 audit(…): ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1
+  //   pid=174 comm="init" path="/s/unlisted" dev="vda" ino=20 rule="DEFAULT op=EXECUTE action=DENY"
+  1420: 'IPE_ACCESS',
 };
+export const IPE_ACCESS = 1420;
 const typeByName = new Map(Object.entries(integrityTypes).map(([n, name]) => [name, Number(n)]));
 
 // fields printed with audit_log_untrustedstring: hex when unquoted
-const untrusted = new Set(['name', 'comm', 'dev', 'file', 'exe']);
+const untrusted = new Set(['name', 'comm', 'dev', 'file', 'exe', 'path']);
 
 export interface IntegrityRecord {
   type: number;
@@ -68,7 +73,8 @@ export function parseAuditMessage(message: string): ParseResult {
   if (Object.keys(fields).length === 0) return { kind: 'malformed', reason: `type=${type} record without fields` };
   const ms = Number(stamp[1]) * 1000 + Number(stamp[2]);
   const when = new Date(ms); // invalid past year 275760: time is null then, not a RangeError
-  const expectsRes = type !== 1805;
+  // IPE's record has no res=; its last field is the rule
+  const expectsRes = type !== 1805 && type !== IPE_ACCESS;
   return {
     kind: 'integrity',
     record: {
@@ -77,7 +83,7 @@ export function parseAuditMessage(message: string): ParseResult {
       auditId: `${stamp[1]}.${stamp[2]}:${stamp[3]}`,
       time: Number.isFinite(when.getTime()) ? when.toISOString() : null,
       fields,
-      truncated: truncated || (expectsRes && fields.res === undefined),
+      truncated: truncated || (expectsRes && fields.res === undefined) || (type === IPE_ACCESS && fields.rule === undefined),
     },
   };
 }
@@ -142,6 +148,9 @@ function fromHex(hex: string): string {
 // a cause is treated as a failure too — informational records (res=1) are
 // short enough never to be cut.
 export function isDenial(r: IntegrityRecord): boolean {
+  // IPE audits only refusals unless success_audit is on; with enforce 0 the
+  // refusal is recorded but not made, and reported all the same
+  if (r.type === IPE_ACCESS) return r.fields.rule === undefined ? r.truncated : r.fields.rule.endsWith('action=DENY');
   if (r.fields.res === '0') return true;
   return r.fields.res === undefined && r.truncated && r.fields.cause !== undefined;
 }
@@ -151,6 +160,8 @@ function num(v: string | undefined): number | null {
 }
 
 export interface DenialFacts {
+  mechanism: 'ima' | 'ipe';
+  rule: string | null; // IPE: the policy rule that decided
   file: string | null;
   cause: string | null;
   op: string | null;
@@ -164,7 +175,26 @@ export interface DenialFacts {
 
 export function denialFacts(r: IntegrityRecord): DenialFacts {
   const f = r.fields;
+  if (r.type === IPE_ACCESS) {
+    const enforcing = f.enforcing !== '0';
+    return {
+      mechanism: 'ipe',
+      rule: f.rule ?? null,
+      file: f.path ?? null,
+      // refused (EACCES), or only recorded while IPE is switched off
+      cause: enforcing ? 'ipe-denied' : 'ipe-permissive',
+      op: f.ipe_op && f.ipe_hook ? `${f.ipe_op}/${f.ipe_hook}` : (f.ipe_op ?? null),
+      process: { pid: num(f.pid), comm: f.comm ?? null, uid: null },
+      dev: f.dev ?? null,
+      ino: num(f.ino),
+      mntNs: null,
+      res: enforcing ? 0 : 1,
+      errno: enforcing ? 13 : null,
+    };
+  }
   return {
+    mechanism: 'ima',
+    rule: null,
     file: f.name ?? f.file ?? null,
     cause: f.cause ?? null,
     op: f.op ?? null,

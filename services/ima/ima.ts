@@ -290,7 +290,8 @@ export class Ima {
     const enforce = this.mode === 'enforce';
     let action: Tamper['action'] = 'reported';
     if (enforce && (f.kind === 'modified' || f.kind === 'added')) action = 'blocked';
-    if (enforce && f.kind === 'label-mismatch') action = 'relabeled';
+    // labelling again writes the label and enables fs-verity again
+    if (enforce && (f.kind === 'label-mismatch' || f.kind === 'verity-missing')) action = 'relabeled';
     const t: Tamper = { container: m.container, image: m.image, ...f, policySerial: this.o.policy()?.serial ?? m.policySerial, action };
     const key = `${m.container}|${f.file}|${f.kind}|${f.actualSha256}`;
     if (this.reported.has(key)) return t;

@@ -16,6 +16,12 @@ import { loadOrCreateManifestKey } from './keys.ts';
 import { loadOrCreateSigningKey, type SigningKey } from './digsig.ts';
 import { probeKernel, select, type Selected } from './enforcement/select.ts';
 import { readRecord } from './hostpolicy.ts';
+import { ipeTamper } from './enforcement/ipe-tamper.ts';
+import { applyIpePolicy, ipePolicyFile } from './enforcement/ipe-verity.ts';
+import { exists, securityfsOf } from './enforcement/enforcement.ts';
+import { writeFileAtomic } from '../lib/atomic.ts';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { storeLayout } from '../lib/rootfs/store.ts';
 
 // image.imported through the durable "ima": what is imported while this
@@ -70,10 +76,43 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
     if (p.ima.mode !== prev?.ima.mode) await announce();
   });
 
+  // Turning IPE off or weakening it changes no file of a rootfs, so only a
+  // look at the kernel's and firmware's state finds it: each kind once, and
+  // ima.enforcing again, as the mechanism in force may have changed. Only
+  // on a node the owner gave an IPE policy: elsewhere IPE is not the tier.
+  const nodeReported = new Set<string>();
+  const checkNode = async () => {
+    if (!selected.report.kernel.ipe || !(await exists(ipePolicyFile(state)))) return;
+    const found = await ipeTamper();
+    const fresh = found.filter((t) => !nodeReported.has(t.kind));
+    for (const t of fresh) {
+      nodeReported.add(t.kind);
+      log.warn('tamper', { ...t });
+      await events.publish(subjects.audit.tamper, t, { headers: { 'Sealkit-Mechanism': t.mechanism } });
+    }
+    if (fresh.length) await announce();
+  };
+  const nodeTimer = setInterval(() => void checkNode().catch((err) => log.error('IPE state check failed', { err: err as Error })), envInt('SEALKIT_IPE_CHECK_MS', 2000));
+  await checkNode();
+
   serve(nc, subjects.ima.verify, async (msg) => {
     const req = decode<{ container?: unknown }>(msg.data, 'ima.verify request');
     if (typeof req?.container !== 'string') throw new SealkitError('SEALKIT_BAD_REQUEST', 'ima.verify needs {container: "<name>"}; ask ima.status for the labelled containers');
     return ima.verify(req.container);
+  }, { log });
+  // A policy update from the owner: applied now if the kernel takes it, and
+  // kept (only then) for the boot step of the next boots.
+  serve(nc, subjects.ima.ipe, async (msg) => {
+    const req = decode<{ p7b?: unknown }>(msg.data, 'ima.ipe request');
+    if (typeof req?.p7b !== 'string' || req.p7b === '') throw new SealkitError('SEALKIT_BAD_REQUEST', 'ima.ipe needs {p7b: "<base64 of the signed policy>"}; make it with sealkit ipe policy');
+    if (!selected.report.kernel.ipe) throw new SealkitError('SEALKIT_IMA_UNAVAILABLE', `node ${node} runs a kernel without IPE (securityfs has no ipe/); boot Linux 6.12 or later for this tier`);
+    const p7b = Buffer.from(req.p7b, 'base64');
+    const applied = await applyIpePolicy(securityfsOf({}), store, p7b);
+    const file = ipePolicyFile(state);
+    await mkdir(dirname(file), { recursive: true });
+    await writeFileAtomic(file, p7b, 0o600);
+    await announce();
+    return { ...applied, policy: file, enforcement: selected.report };
   }, { log });
   serve(nc, subjects.ima.status, () => ({
     enforcement: selected.report,
@@ -132,6 +171,7 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
 
   return {
     async stop() {
+      clearInterval(nodeTimer);
       await collection.stop();
       await loop.stop();
       await ima.stop();

@@ -288,6 +288,8 @@ export interface LogsReply {
 
 /** audit.denial: the kernel refused a file, with the container and image it belongs to. */
 export interface DenialData {
+  mechanism: 'ima' | 'ipe'; // whose record: IMA appraisal (1800–1807) or IPE (1420)
+  rule: string | null; // IPE: the policy rule that decided; null for IMA
   file: string | null; // on the host: in the rootfs, for a denial inside a workload container
   path: string | null; // as the kernel printed it: the process's view ("/bin/app" inside a container)
   cause: string | null;
@@ -483,6 +485,8 @@ export const contract = {
     enforcing: event('ima.enforcing', { from: ['ima'], stream: 'events', data: opaque<EnforcementReport>() }),
     verify: request('ima.verify', { answeredBy: ['ima'], body: object({ container: string }), reply: anyReply }),
     status: request('ima.status', { answeredBy: ['ima'], anyone: true, body: noBody, reply: anyReply }),
+    // an owner-signed IPE policy (PKCS#7, base64): the kernel checks the signature and the version
+    ipe: request('ima.ipe', { answeredBy: ['ima'], body: object({ p7b: string }), reply: anyReply }),
   },
   container: {
     // the auditor maps a denial's pid and mount namespace to the container

@@ -45,6 +45,9 @@ export const codes = {
   SEALKIT_IMA_UNAVAILABLE: 'the requested IMA mechanism is not available',
   SEALKIT_LABEL_FAILED: 'writing a security.ima label failed',
   SEALKIT_MANIFEST_CORRUPT: 'a label manifest failed verification',
+  SEALKIT_IPE_POLICY_REFUSED: 'the kernel refused an IPE policy (malformed, or the securityfs write failed)',
+  SEALKIT_IPE_RUNTIME: 'the container runtime cannot start containers under IPE',
+  SEALKIT_VERITY_FAILED: 'enabling or measuring fs-verity on a file failed',
   // runner
   SEALKIT_START_FAILED: 'the runtime could not create or start a container',
 } as const;

@@ -96,6 +96,11 @@ await runService('runner', async ({ nc, events, log, state, root }) => {
     callback: (_err, msg) => {
       try {
         const ev = checkEvent(contract.audit.tamper, parseEvent(msg.data));
+        if ((ev.data as { scope?: unknown }).scope === 'node') {
+          // IPE turned off, Setup Mode firmware…: no rootfs changed; workloads keep running
+          log.warn('node-level tamper reported; workloads are not stopped for it', { ...ev.data });
+          return;
+        }
         if (typeof ev.data?.container !== 'string' || typeof ev.data.file !== 'string') throw new Error('audit.tamper without container and file');
         // our own reports of a refused start are not news to us
         runner.onTamper(ev.data, ev.source.startsWith('sealkit/runner/'));

@@ -17,8 +17,10 @@ import { fleetPush } from './fleet-push.ts';
 import { fleetStatus } from './fleet-status.ts';
 import { fleetWatch } from './fleet-watch.ts';
 import { fleetVerify } from './fleet-verify.ts';
+import { ipePolicy } from './ipe-policy.ts';
+import { ipePush } from './ipe-push.ts';
 
 // Every command, in the order "sealkit --help" lists them. Two-word names
 // ("policy push") belong to a group ("policy").
-export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, ps, logs, busConfig, busInit, hubConfig, fleetEnroll, fleetPush, fleetStatus, fleetWatch, fleetVerify];
+export const commands: Command[] = [keygen, policySign, policyPush, policyShow, signImageCommand, fetch, status, watch, ps, logs, busConfig, busInit, hubConfig, fleetEnroll, fleetPush, fleetStatus, fleetWatch, fleetVerify, ipePolicy, ipePush];
 export const groups = [...new Set(commands.filter((c) => c.name.includes(' ')).map((c) => c.name.split(' ')[0]))];

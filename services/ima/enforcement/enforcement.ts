@@ -10,7 +10,7 @@ import type { HostPolicyRecord } from '../hostpolicy.ts';
 // and appraises it, and whether it is the one in force. select.ts asks the
 // mechanisms best first; a new mechanism is a new module in that list.
 
-export type EnforcementMode = 'namespace' | 'host-policy' | 'userspace' | 'off';
+export type EnforcementMode = 'ipe-verity' | 'namespace' | 'host-policy' | 'userspace' | 'off';
 
 // What the running kernel offers, as reported on ima.enforcing.
 export interface KernelIma {
@@ -18,10 +18,13 @@ export interface KernelIma {
   appraise: string | null; // ima_appraise= from the kernel command line
   namespaces: boolean;
   policyWritable: boolean; // the one policy write of this boot is still possible
+  ipe: boolean; // securityfs has ipe/
+  ipeEnforce: boolean | null; // ipe/enforce
+  ipePolicy: string | null; // the version of the active sealkit IPE policy
 }
 
 // A kernel that offers nothing; each mechanism's probe fills in its facts.
-export const NO_KERNEL_IMA: KernelIma = { ima: false, appraise: null, namespaces: false, policyWritable: false };
+export const NO_KERNEL_IMA: KernelIma = { ima: false, appraise: null, namespaces: false, policyWritable: false, ipe: false, ipeEnforce: null, ipePolicy: null };
 
 export interface KernelPaths {
   securityfs?: string;
@@ -33,7 +36,9 @@ export interface Facts {
   hostPolicy: Pick<HostPolicyRecord, 'lines'> | null; // what the boot step wrote this boot, if anything
 }
 
-export type TamperKind = 'modified' | 'added' | 'removed' | 'label-mismatch';
+// verity-missing: a store file without fs-verity; verity-unlisted: its
+// digest is not in the active IPE policy (the kernel refuses to run it)
+export type TamperKind = 'modified' | 'added' | 'removed' | 'label-mismatch' | 'verity-missing' | 'verity-unlisted';
 
 // What appraisal found about one file (sha256 hex, as audit.tamper carries it).
 export interface Finding {
@@ -59,6 +64,9 @@ export interface EnforcementReport {
 export interface Judgement {
   inForce: boolean;
   why: string;
+  // the kernel offers this mechanism but it is not in force (IPE switched
+  // off): its why leads the report of the one that is
+  offered?: boolean;
 }
 
 export interface BootContext extends Facts {
@@ -89,8 +97,9 @@ export interface Enforcement {
   report(facts: Facts, declined?: string): Judgement;
 }
 
+// SEALKIT_SECURITYFS: a tree standing in for the kernel's, for tests
 export function securityfsOf(p: KernelPaths): string {
-  return p.securityfs ?? '/sys/kernel/security';
+  return p.securityfs ?? process.env.SEALKIT_SECURITYFS ?? '/sys/kernel/security';
 }
 
 export async function exists(path: string, mode = constants.F_OK): Promise<boolean> {

@@ -1,0 +1,52 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+// A Debian kernel booted with -kernel and a tiny busybox initramfs in QEMU
+// (TCG): the kernel tests run their /init and read its RESULT lines.
+
+// whichever point release of a Debian kernel line is installed
+export function debianKernel(line: RegExp): { version: string; kernel: string; modules: string } | null {
+  const v = (existsSync('/boot') ? readdirSync('/boot') : []).map((f) => /^vmlinuz-(\S+)$/.exec(f)?.[1]).find((x) => x !== undefined && line.test(x));
+  return v ? { version: v, kernel: `/boot/vmlinuz-${v}`, modules: `/usr/lib/modules/${v}/kernel` } : null;
+}
+
+// Modules are copied by path under the kernel's module tree (.ko or .ko.xz,
+// unpacked: busybox insmod reads plain ELF) to /lib/modules/<name>.ko; files
+// (host path → initrd path) keep their mode.
+export function buildInitrd(dir: string, o: { init: string; modulesDir: string; modules: string[]; files?: Record<string, string> }): string {
+  const root = join(dir, 'initrd');
+  for (const d of ['bin', 'dev', 'proc', 'sys', 'tmp', 'lib/modules', 'usr/bin']) mkdirSync(join(root, d), { recursive: true });
+  copyFileSync('/usr/bin/busybox', join(root, 'bin/busybox'));
+  for (const m of o.modules) {
+    const name = m.split('/').at(-1)!.replace(/\.xz$/, '');
+    const src = join(o.modulesDir, m);
+    if (existsSync(src)) copyFileSync(src, join(root, 'lib/modules', name));
+    else execFileSync('sh', ['-c', `xz -dc '${src}.xz' > '${join(root, 'lib/modules', name)}'`]);
+  }
+  for (const [from, to] of Object.entries(o.files ?? {})) {
+    mkdirSync(dirname(join(root, to)), { recursive: true });
+    copyFileSync(from, join(root, to));
+  }
+  writeFileSync(join(root, 'init'), o.init);
+  chmodSync(join(root, 'init'), 0o755);
+  const out = join(dir, 'initrd.gz');
+  execFileSync('sh', ['-c', `cd '${root}' && find . | cpio -o -H newc 2>/dev/null | gzip -1 > '${out}'`]);
+  return out;
+}
+
+// Runs QEMU until the guest powers off (or is killed after limitMs: a hung
+// guest is a failure, and its console says where it stopped).
+export function bootKernel(args: string[], limitMs = 150_000): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const q = spawn('qemu-system-x86_64', ['-accel', 'tcg', '-cpu', 'max', '-nographic', '-no-reboot', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    q.stdout.on('data', (c: Buffer) => (log += c.toString()));
+    q.stderr.on('data', (c: Buffer) => (log += c.toString()));
+    const timer = setTimeout(() => q.kill('SIGKILL'), limitMs);
+    q.on('exit', () => (clearTimeout(timer), resolve(log)));
+    q.on('error', reject);
+  });
+}
+
+export const results = (out: string): Record<string, string> => Object.fromEntries([...out.matchAll(/RESULT (\S+) ?(.*?)\r?$/gm)].map((m) => [m[1], m[2]]));
