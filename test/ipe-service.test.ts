@@ -7,6 +7,7 @@ import { startService } from './helpers/service.ts';
 import { assertBuilt, sealkit, sealkitBin } from './helpers/cli.ts';
 import { runReadme } from './helpers/readme.ts';
 import { makeAdmin } from './helpers/policy.ts';
+import { runc12 } from './helpers/runc.ts';
 import { EventLog } from './helpers/events.ts';
 import { contract } from '../services/lib/contract.ts';
 import { composeIpePolicy } from '../services/ima/ipe.ts';
@@ -79,7 +80,7 @@ serial('with a runc IPE would refuse, the policy is not activated (no container 
 serial('on a store without fs-verity the policy is not activated (the README command)', async (t) => {
   assertBuilt();
   const sfs = ipeTree('verity');
-  const r = await pushWith({ SEALKIT_SECURITYFS: sfs, SEALKIT_RUNC: join(dir, 'no-runc') }, (env) => runReadme('bin/sealkit ipe push ipe/policy.p7b', { cwd: admin, env }));
+  const r = await pushWith({ SEALKIT_SECURITYFS: sfs, SEALKIT_RUNC: runc12(dir) }, (env) => runReadme('bin/sealkit ipe push ipe/policy.p7b', { cwd: admin, env }));
   t.regex(r.stderr, /-O verity.*\[SEALKIT_VERITY_FAILED\]/);
   t.is(readFileSync(join(sfs, 'ipe', 'new_policy'), 'utf8'), '');
   t.false(kept());

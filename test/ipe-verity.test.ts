@@ -13,6 +13,7 @@ import { MECHANISMS, probeKernel, select } from '../services/ima/enforcement/sel
 import { NO_KERNEL_IMA, type BootContext } from '../services/ima/enforcement/enforcement.ts';
 import { HashPool } from '../services/ima/hashpool.ts';
 import { isSealkitError } from '../services/lib/errors.ts';
+import { runc12 } from './helpers/runc.ts';
 import type { LabelManifest } from '../services/lib/manifest.ts';
 
 // The pieces of the IPE + fs-verity tier that run without the 6.12 kernel:
@@ -140,10 +141,13 @@ test.serial('the boot step activates nothing with a runc IPE refuses or on a sto
   // this machine's runc is Debian's 1.1.5: it would be refused by IPE
   const refused = await ipe.prepareBoot(ctx);
   t.like(refused, { exitCode: 1, line: { written: false, error: { code: 'SEALKIT_IPE_RUNTIME', data: { version: '1.1.5' } } } });
-  // without runc there is no runtime to break; this machine's store (tmpfs
-  // or ext4 without verity) takes no fs-verity
+  // a runc that cannot be asked is not known to be safe
   process.env.SEALKIT_RUNC = join(dir, 'no-runc-here');
   t.teardown(() => delete process.env.SEALKIT_RUNC);
+  t.like(await ipe.prepareBoot(ctx), { exitCode: 1, line: { written: false, error: { code: 'SEALKIT_IPE_RUNTIME', data: { version: null } } } });
+  // a runc 1.2 (none is packaged for Debian 12: a script answering as one)
+  // passes; this machine's store (tmpfs or ext4 without verity) takes no fs-verity
+  process.env.SEALKIT_RUNC = runc12(dir);
   const step = await ipe.prepareBoot(ctx);
   t.false('declined' in step);
   if ('declined' in step) return;

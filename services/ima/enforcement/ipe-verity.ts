@@ -93,7 +93,10 @@ export async function applyIpePolicy(securityfs: string, store: string, p7b: Uin
   // a policy that would stop every container start is not activated
   const rt = await checkRunc();
   if (rt.selfClones) {
-    throw new SealkitError('SEALKIT_IPE_RUNTIME', `${rt.runc} ${rt.version ?? ''} re-executes itself from a memfd before each container start, which IPE refuses: no container could start, so the IPE policy was not activated; use runc 1.2 or later`, { runc: rt.runc, version: rt.version });
+    const what = rt.version === null
+      ? `"${rt.runc} --version" gave no runc version here, so whether the runtime re-executes itself from a memfd (runc before 1.2 does, and IPE refuses that) cannot be told`
+      : `${rt.runc} ${rt.version} re-executes itself from a memfd before each container start, which IPE refuses: no container could start`;
+    throw new SealkitError('SEALKIT_IPE_RUNTIME', `${what}; the IPE policy was not activated. Use runc 1.2 or later, and set SEALKIT_RUNC to the runc containerd uses`, { runc: rt.runc, version: rt.version });
   }
   await verityCapable(store);
   const { updated } = await deployIpePolicy(securityfs, p7b);
