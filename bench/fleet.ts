@@ -359,13 +359,26 @@ async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: 
   await Promise.all(workers.map((w) => w.ask(null)));
 
   // every source on the hub active: a node's stream reaches the hub
-  const until = Date.now() + 180_000;
+  const waitMs = Number(process.env.BENCH_FLEET_SOURCES_WAIT_S ?? 180) * 1000;
+  const until = Date.now() + waitMs;
+  let told = Date.now();
   for (;;) {
     // a hub setting up hundreds of sources may answer late: a timeout is a wait
     const infos = await Promise.all([shardInfos(hubNc, shards.length, 'audit'), shardInfos(hubNc, shards.length, 'events')]).then((x) => x.flat(), () => null);
     const idle = infos ? infos.flatMap((s) => s.sources ?? []).filter((s) => s.active < 0).length : 2 * n;
     if (idle === 0) break;
-    if (Date.now() > until) throw new Error(`${idle} of ${2 * n} hub sources never became active in 180 s`);
+    // which shards wait, on which leader, and what their sources last said
+    const where = () =>
+      (infos ?? [])
+        .map((i) => ({ i, idle: (i.sources ?? []).filter((x) => x.active < 0) }))
+        .filter((x) => x.idle.length)
+        .map(({ i, idle: xs }) => `${i.config.name}@${i.cluster?.leader ?? '?'} ${xs.length} idle (e.g. ${(xs[0] as { external?: { api?: string } }).external?.api ?? xs[0].name}${(xs[0] as { error?: { description?: string } }).error ? `: ${(xs[0] as { error?: { description?: string } }).error!.description}` : ''})`)
+        .join('; ') || 'the hub did not answer';
+    if (Date.now() > until) throw new Error(`${idle} of ${2 * n} hub sources never became active in ${waitMs / 1000} s: ${where()}`);
+    if (Date.now() - told > 15_000) {
+      told = Date.now();
+      ctx.log(`fleet ${n}: ${idle} of ${2 * n} sources not active yet: ${where()}`);
+    }
     await sleep(500);
   }
   // where the shards' leaders are (nats-server places them)
