@@ -10,7 +10,7 @@ import { encodeFleetPolicy, eventKeyPath, fleetBucket, fleetConfigPath, groupKey
 import { DEFAULT_SHARD_SIZE, shardsOf, shardStream, type HubStreamKind } from '../services/lib/hubshards.ts';
 import { hubMemberConfig, hubReplicas, leafUser, newHubState, newSecret, type HubState } from '../services/lib/hubconf.ts';
 import { ensureHubStreams } from '../services/lib/hubstreams.ts';
-import { whileElecting } from '../services/lib/streams.ts';
+import { replayStream, whileElecting } from '../services/lib/streams.ts';
 import { leafServerOptions } from '../services/lib/leafconf.ts';
 import { generateCreds, serverConfig } from '../services/lib/natsconf.ts';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
@@ -132,6 +132,22 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
   const since = () => performance.now() - tStart;
   const [[caught, catchup], restart] = await Promise.all([waitCount(f.hubNc, f.shards, expected, 120_000).then((ok) => [ok, since()] as const), waitLeafs(f.hub, n, 'at least').then(since)]);
 
+  // short of the count: which nodes' events the hub lacks (each node's
+  // auditor published the same number)
+  let short = '';
+  if (!caught) {
+    const per = new Map<string, number>();
+    for (let k = 0; k < f.shards; k++) {
+      await replayStream(f.hubNc, shardStream('audit', k), '>', (d) => {
+        const src = parseEvent(d).source;
+        per.set(src, (per.get(src) ?? 0) + 1);
+      }).catch((err: Error) => ctx.log(`fleet ${n}: cannot replay ${shardStream('audit', k)}: ${err.message}`));
+    }
+    const most = Math.max(...per.values());
+    const lacking = [...per].filter(([, c]) => c < most).map(([s, c]) => `${s.split('/').pop()} −${most - c}`);
+    short = `; ${per.size} publishers on the hub, ${lacking.length} short of ${most} (${lacking.slice(0, 12).join(', ')})`;
+    ctx.log(`fleet ${n}: catch-up short${short}`);
+  }
   const memberRss = f.memberPids.map(rss);
   const nodeRss = f.nodePids.map(rss);
   const nodePss = f.nodePids.map(pss);
@@ -167,7 +183,7 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
       ratio: '—',
       target: '< 5 s, nothing lost',
       status: verdict(caught && catchup < 5000),
-      note: caught ? `the nodes' network to the hub cut (a TCP link dropping every connection), ${perNode} events a node published meanwhile, the link back: from the link's return to every event in the hub's ${f.shards} audit shards (all ${n} leaf connections were up again ${fmt.ms(restart)} after the link)` : `the hub stream did not reach ${expected} messages in 120 s`,
+      note: caught ? `the nodes' network to the hub cut (a TCP link dropping every connection), ${perNode} events a node published meanwhile, the link back: from the link's return to every event in the hub's ${f.shards} audit shards (all ${n} leaf connections were up again ${fmt.ms(restart)} after the link)` : `the hub streams did not reach ${expected} messages in 120 s${short}`,
     }),
   ];
 
