@@ -2,14 +2,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { connect, AckPolicy, DeliverPolicy, nanos, RequestStrategy, type NatsConnection } from 'nats';
+import { connect, AckPolicy, DeliverPolicy, nanos, RequestStrategy, type NatsConnection, type StreamInfo } from 'nats';
 import { decode } from '../services/lib/bus.ts';
 import { parseEvent } from '../services/lib/envelope.ts';
 import { generateEventKey } from '../services/lib/eventsig.ts';
-import { encodeFleetPolicy, eventKeyPath, fleetBucket, fleetConfigPath, groupKey, hubStreams, type FleetNodeConfig } from '../services/lib/fleet.ts';
+import { encodeFleetPolicy, eventKeyPath, fleetBucket, fleetConfigPath, groupKey, type FleetNodeConfig } from '../services/lib/fleet.ts';
+import { DEFAULT_SHARD_SIZE, shardsOf, shardStream, type HubStreamKind } from '../services/lib/hubshards.ts';
 import { hubMemberConfig, hubReplicas, leafUser, newHubState, newSecret, type HubState } from '../services/lib/hubconf.ts';
 import { ensureHubStreams } from '../services/lib/hubstreams.ts';
-import { whileElecting } from '../services/lib/streams.ts';
+import { replayStream, whileElecting } from '../services/lib/streams.ts';
 import { leafServerOptions } from '../services/lib/leafconf.ts';
 import { generateCreds, serverConfig } from '../services/lib/natsconf.ts';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
@@ -34,6 +35,7 @@ const GROUP = 'bench';
 
 interface Fleet {
   hub: HubState;
+  shards: number; // FLEET_AUDIT_<k> and FLEET_EVENTS_<k>, k < shards
   hubNc: NatsConnection;
   memberPids: number[];
   nodePids: number[];
@@ -87,7 +89,7 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
     serial++;
     const yaml = policyYaml({ serial, images: [] });
     const value = encodeFleetPolicy({ yaml, ...signPolicy(yaml, admin.key), pusher: 'bench' });
-    const acks = await electing('create the ack reader', () => ackReader(f.hubNc, n, serial));
+    const acks = await electing('create the ack reader', () => ackReader(f.hubNc, f.shards, n, serial));
     const live: number[] = [];
     const liveSub = f.hubNc.subscribe('policy.applied', { callback: (_e, m) => { if ((parseEvent(m.data).data as { serial?: number }).serial === serial) live.push(performance.now() - t0); } });
     await f.hubNc.flush();
@@ -117,7 +119,7 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
   // catch-up: the network between the nodes and the hub fails (every leaf
   // connection dropped, new ones refused), the nodes keep publishing into
   // their own streams, the network is back
-  const before = (await electing('count the hub stream', async () => (await f.hubNc.jetstreamManager({ checkAPI: false })).streams.info(hubStreams.audit))).state.messages;
+  const before = await electing('count the hub streams', () => auditHeld(f.hubNc, f.shards));
   for (const l of f.links) l.cut();
   await waitLeafs(f.hub, 0, 'at most');
   await storm(f, n * perNode, perNode, false);
@@ -128,8 +130,24 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
   // that time (their reconnect interval), and events may flow before the
   // last of them is up
   const since = () => performance.now() - tStart;
-  const [[caught, catchup], restart] = await Promise.all([waitCount(f.hubNc, expected, 120_000).then((ok) => [ok, since()] as const), waitLeafs(f.hub, n, 'at least').then(since)]);
+  const [[caught, catchup], restart] = await Promise.all([waitCount(f.hubNc, f.shards, expected, 120_000).then((ok) => [ok, since()] as const), waitLeafs(f.hub, n, 'at least').then(since)]);
 
+  // short of the count: which nodes' events the hub lacks (each node's
+  // auditor published the same number)
+  let short = '';
+  if (!caught) {
+    const per = new Map<string, number>();
+    for (let k = 0; k < f.shards; k++) {
+      await replayStream(f.hubNc, shardStream('audit', k), '>', (d) => {
+        const src = parseEvent(d).source;
+        per.set(src, (per.get(src) ?? 0) + 1);
+      }).catch((err: Error) => ctx.log(`fleet ${n}: cannot replay ${shardStream('audit', k)}: ${err.message}`));
+    }
+    const most = Math.max(...per.values());
+    const lacking = [...per].filter(([, c]) => c < most).map(([s, c]) => `${s.split('/').pop()} −${most - c}`);
+    short = `; ${per.size} publishers on the hub, ${lacking.length} short of ${most} (${lacking.slice(0, 12).join(', ')})`;
+    ctx.log(`fleet ${n}: catch-up short${short}`);
+  }
   const memberRss = f.memberPids.map(rss);
   const nodeRss = f.nodePids.map(rss);
   const nodePss = f.nodePids.map(pss);
@@ -147,7 +165,7 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
       ratio: fmt.x(allP50 / percentile(bareAll, 50)),
       target: `all applied < ${target / 1000} s`,
       status: verdict(allMax < target),
-      note: `${reps} pushes after one warm-up; fleet ready in ${fmt.ms(ready)}; ${mem}`,
+      note: `${reps} pushes after one warm-up; fleet ready in ${fmt.ms(ready)}; the hub's streams in ${f.shards} shards of ≤ ${f.hub.shardSize} nodes; ${mem}`,
     }),
     row(G, {
       row: `hub ingest of audit events from ${n} nodes (signed, through each node's outbox and the hub's sources)`,
@@ -165,7 +183,7 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
       ratio: '—',
       target: '< 5 s, nothing lost',
       status: verdict(caught && catchup < 5000),
-      note: caught ? `the nodes' network to the hub cut (a TCP link dropping every connection), ${perNode} events a node published meanwhile, the link back: from the link's return to every event in ${hubStreams.audit} (all ${n} leaf connections were up again ${fmt.ms(restart)} after the link)` : `the hub stream did not reach ${expected} messages in 120 s`,
+      note: caught ? `the nodes' network to the hub cut (a TCP link dropping every connection), ${perNode} events a node published meanwhile, the link back: from the link's return to every event in the hub's ${f.shards} audit shards (all ${n} leaf connections were up again ${fmt.ms(restart)} after the link)` : `the hub streams did not reach ${expected} messages in 120 s${short}`,
     }),
   ];
 
@@ -174,53 +192,76 @@ async function measure(ctx: BenchContext, n: number): Promise<Row[]> {
       await Promise.all(fl.workers.map((w) => w.ask({ cmd: 'storm', events: each })));
       return { rate: 0, ms: 0, exact: true };
     }
-    const jsm = await fl.hubNc.jetstreamManager({ checkAPI: false });
-    const base = (await electing('count the hub stream', () => jsm.streams.info(hubStreams.audit))).state.messages;
+    const base = await electing('count the hub streams', () => auditHeld(fl.hubNc, fl.shards));
     const t = performance.now();
     await Promise.all(fl.workers.map((w) => w.ask({ cmd: 'storm', events: each })));
-    const ok = await waitCount(fl.hubNc, base + total, 120_000);
+    const ok = await waitCount(fl.hubNc, fl.shards, base + total, 120_000);
     const ms = performance.now() - t;
     await sleep(1000); // anything more would be a duplicate
-    const exact = ok && (await electing('count the hub stream', () => jsm.streams.info(hubStreams.audit))).state.messages === base + total;
+    const exact = ok && (await electing('count the hub streams', () => auditHeld(fl.hubNc, fl.shards))) === base + total;
     return { rate: total / (ms / 1000), ms, exact };
   }
 }
 
-// Every node's policy.applied for this serial, as the hub's events stream
-// holds it: the time from the write of the key, per node.
-async function ackReader(nc: NatsConnection, n: number, serial: number): Promise<(t0: number) => Promise<number[]>> {
+// Every node's policy.applied for this serial, as the hub's events shards
+// hold it: the time from the write of the key, per node.
+async function ackReader(nc: NatsConnection, shards: number, n: number, serial: number): Promise<(t0: number) => Promise<number[]>> {
   const jsm = await nc.jetstreamManager({ checkAPI: false });
-  const info = await jsm.consumers.add(hubStreams.events, { filter_subject: 'policy.applied', ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.New, inactive_threshold: nanos(60_000) });
-  const consumer = await nc.jetstream().consumers.get(hubStreams.events, info.name);
-  const messages = await consumer.consume({ max_messages: 1024 });
+  const streams = Array.from({ length: shards }, (_, k) => shardStream('events', k));
+  const readers = await Promise.all(
+    streams.map(async (stream) => {
+      const info = await jsm.consumers.add(stream, { filter_subject: 'policy.applied', ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.New, inactive_threshold: nanos(60_000) });
+      const consumer = await nc.jetstream().consumers.get(stream, info.name);
+      return { stream, name: info.name, messages: await consumer.consume({ max_messages: 1024 }) };
+    }),
+  );
   return async (t0) => {
     const seen = new Map<string, number>();
-    const timer = setTimeout(() => messages.stop(), 60_000);
-    for await (const m of messages) {
-      const ev = parseEvent(m.data);
-      const d = ev.data as { serial?: number };
-      if (d.serial === serial && !seen.has(ev.source)) seen.set(ev.source, performance.now() - t0);
-      if (seen.size === n) break;
+    let done!: () => void;
+    const all = new Promise<void>((r) => (done = r));
+    const timer = setTimeout(done, 60_000);
+    for (const r of readers) {
+      void (async () => {
+        for await (const m of r.messages) {
+          const ev = parseEvent(m.data);
+          const d = ev.data as { serial?: number };
+          if (d.serial === serial && !seen.has(ev.source)) seen.set(ev.source, performance.now() - t0);
+          if (seen.size === n) done();
+        }
+      })();
     }
+    await all;
     clearTimeout(timer);
-    messages.stop();
-    await jsm.consumers.delete(hubStreams.events, info.name).catch(() => {});
+    for (const r of readers) {
+      r.messages.stop();
+      await jsm.consumers.delete(r.stream, r.name).catch(() => {});
+    }
     if (seen.size !== n) throw new Error(`fleet push serial ${serial}: ${seen.size} of ${n} nodes applied in 60 s`);
     return [...seen.values()];
   };
 }
 
+async function shardInfos(nc: NatsConnection, shards: number, kind: HubStreamKind): Promise<StreamInfo[]> {
+  const jsm = await nc.jetstreamManager({ checkAPI: false });
+  return Promise.all(Array.from({ length: shards }, (_, k) => jsm.streams.info(shardStream(kind, k))));
+}
+
+// the audit events all the hub's shards hold
+async function auditHeld(nc: NatsConnection, shards: number): Promise<number> {
+  return (await shardInfos(nc, shards, 'audit')).reduce((a, i) => a + i.state.messages, 0);
+}
+
 // a hub just restarted may not answer every request at once: a timeout is a wait
-async function waitCount(nc: NatsConnection, expected: number, ms: number): Promise<boolean> {
+async function waitCount(nc: NatsConnection, shards: number, expected: number, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   let traced = 0;
   while (Date.now() < deadline) {
-    const info = await nc.jetstreamManager({ checkAPI: false }).then((jsm) => jsm.streams.info(hubStreams.audit)).catch(() => null);
-    const held = info?.state.messages ?? -1;
+    const infos = await shardInfos(nc, shards, 'audit').catch(() => null);
+    const held = infos ? infos.reduce((a, i) => a + i.state.messages, 0) : -1;
     if (held >= expected) return true;
-    if (process.env.BENCH_TRACE && info && Date.now() - traced > 2000) {
+    if (process.env.BENCH_TRACE && infos && Date.now() - traced > 2000) {
       traced = Date.now();
-      const sources = info.sources ?? [];
+      const sources = infos.flatMap((i) => i.sources ?? []);
       // a source hears its node's heartbeat every second: one silent for
       // longer is not delivering
       const silent = sources.filter((x) => x.active < 0 || x.active > 3e9);
@@ -258,6 +299,9 @@ async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: 
   const hub = newHubState([0, 1, 2].map((i) => ({ name: `hub${i + 1}`, host: '127.0.0.1', port: port + i, clusterPort: clusterPort + i, leafPort: leafPort + i, httpPort: httpPort + i })));
   const names = Array.from({ length: n }, (_, i) => nodeName(i));
   for (const node of names) hub.nodes[node] = { groups: [GROUP], leafPassword: newSecret() };
+  // BENCH_FLEET_SHARD_SIZE: nodes a hub stream shard sources
+  hub.shardSize = Number(process.env.BENCH_FLEET_SHARD_SIZE ?? DEFAULT_SHARD_SIZE);
+  const shards = shardsOf(hub);
 
   await mkdir(dir, { recursive: true });
   // the nodes reach each member through a link the bench can cut, and the
@@ -278,7 +322,7 @@ async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: 
   const deadline = Date.now() + 60_000;
   for (;;) {
     try {
-      await ensureHubStreams(hubNc, { nodes: names, replicas: hubReplicas(3) });
+      await ensureHubStreams(hubNc, { shards, replicas: hubReplicas(3) });
       break;
     } catch (err) {
       if (Date.now() > deadline) throw new Error(`the hub's JetStream did not come up in 60 s: ${(err as Error).message}`);
@@ -331,18 +375,35 @@ async function startFleet(ctx: BenchContext, dir: string, n: number, trustPath: 
   await Promise.all(workers.map((w) => w.ask(null)));
 
   // every source on the hub active: a node's stream reaches the hub
-  const jsm = await hubNc.jetstreamManager({ checkAPI: false });
-  const until = Date.now() + 180_000;
+  const waitMs = Number(process.env.BENCH_FLEET_SOURCES_WAIT_S ?? 180) * 1000;
+  const until = Date.now() + waitMs;
+  let told = Date.now();
   for (;;) {
     // a hub setting up hundreds of sources may answer late: a timeout is a wait
-    const infos = await Promise.all([hubStreams.audit, hubStreams.events].map((s) => jsm.streams.info(s))).catch(() => null);
+    const infos = await Promise.all([shardInfos(hubNc, shards.length, 'audit'), shardInfos(hubNc, shards.length, 'events')]).then((x) => x.flat(), () => null);
     const idle = infos ? infos.flatMap((s) => s.sources ?? []).filter((s) => s.active < 0).length : 2 * n;
     if (idle === 0) break;
-    if (Date.now() > until) throw new Error(`${idle} of ${2 * n} hub sources never became active in 180 s`);
+    // which shards wait, on which leader, and what their sources last said
+    const where = () =>
+      (infos ?? [])
+        .map((i) => ({ i, idle: (i.sources ?? []).filter((x) => x.active < 0) }))
+        .filter((x) => x.idle.length)
+        .map(({ i, idle: xs }) => `${i.config.name}@${i.cluster?.leader ?? '?'} ${xs.length} idle (e.g. ${(xs[0] as { external?: { api?: string } }).external?.api ?? xs[0].name}${(xs[0] as { error?: { description?: string } }).error ? `: ${(xs[0] as { error?: { description?: string } }).error!.description}` : ''})`)
+        .join('; ') || 'the hub did not answer';
+    if (Date.now() > until) throw new Error(`${idle} of ${2 * n} hub sources never became active in ${waitMs / 1000} s: ${where()}`);
+    if (Date.now() - told > 15_000) {
+      told = Date.now();
+      ctx.log(`fleet ${n}: ${idle} of ${2 * n} sources not active yet: ${where()}`);
+    }
     await sleep(500);
   }
+  // where the shards' leaders are (nats-server places them)
+  const leaders = new Map<string, number>();
+  for (const i of [...(await shardInfos(hubNc, shards.length, 'audit')), ...(await shardInfos(hubNc, shards.length, 'events'))]) leaders.set(i.cluster?.leader ?? '?', (leaders.get(i.cluster?.leader ?? '?') ?? 0) + 1);
+  ctx.log(`fleet ${n}: ${shards.length} shards of ≤ ${hub.shardSize} nodes; stream leaders ${[...leaders].map(([m, c]) => `${m} ${c}`).join(', ')}`);
   return {
     hub,
+    shards: shards.length,
     hubNc,
     memberPids: members.map((m) => m.pid!),
     nodePids,

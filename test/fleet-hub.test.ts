@@ -4,10 +4,11 @@ import { AckPolicy, DeliverPolicy, nanos, StringCodec, type NatsConnection } fro
 import { startHub, startNats, type Hub, type NatsServer } from './helpers/nats.ts';
 import { EventPublisher } from '../services/lib/outbox.ts';
 import { silentLogger } from '../services/lib/log.ts';
-import { answerPrefix, fleetBucket, groupKey, hubStreams, nodesBucket, type FleetNodeConfig, type FleetNodeEntry } from '../services/lib/fleet.ts';
+import { answerPrefix, fleetBucket, groupKey, nodesBucket, type FleetNodeConfig, type FleetNodeEntry } from '../services/lib/fleet.ts';
 import { fleetInboxPrefix, fleetKvOnHub } from '../services/lib/leafconf.ts';
 import { consumerOnLeader, replayStream } from '../services/lib/streams.ts';
 import { streamNames } from '../services/lib/contract.ts';
+import { hubShardNames, shardStream, type HubStreamKind } from '../services/lib/hubshards.ts';
 
 // Three clustered hub members and two real node nats-servers, each node
 // enrolled with its own credentials; the tests run in order on one fleet.
@@ -42,15 +43,21 @@ function rssKb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 }
 
-// Every event id of `node` the hub stream holds, with how often.
-async function hubIds(stream: string, node: string): Promise<Map<string, number>> {
+// Every event id of `node` the hub's streams of a kind hold (every shard),
+// with how often.
+async function hubIds(kind: HubStreamKind, node: string): Promise<Map<string, number>> {
   const ids = new Map<string, number>();
-  await replayStream(admin, stream, '>', (data) => {
-    const ev = JSON.parse(sc.decode(data)) as { id: string; source: string };
-    if (ev.source.endsWith(`/${node}`)) ids.set(ev.id, (ids.get(ev.id) ?? 0) + 1);
-  });
+  for (const stream of await hubShardNames(await admin.jetstreamManager({ checkAPI: false }), kind)) {
+    await replayStream(admin, stream, '>', (data) => {
+      const ev = JSON.parse(sc.decode(data)) as { id: string; source: string };
+      if (ev.source.endsWith(`/${node}`)) ids.set(ev.id, (ids.get(ev.id) ?? 0) + 1);
+    });
+  }
   return ids;
 }
+
+// the shard of the three nodes here (a shard holds 100)
+const AUDIT = shardStream('audit', 0);
 
 async function startNode(name: string, groups: string[]): Promise<FleetNode> {
   const enrolled = await hub.enroll(name, groups);
@@ -115,11 +122,11 @@ test.serial("a node's events reach the hub's streams and a plain audit.* subscri
   nodeinfo.close();
 
   const ids = await until('the audit events on the hub', async () => {
-    const m = await hubIds(hubStreams.audit, 'n1');
+    const m = await hubIds('audit', 'n1');
     return sent.every((id) => m.has(id)) && m;
   });
   t.true(sent.every((id) => ids.get(id) === 1));
-  const events = await until('the node.info event on the hub', async () => (await hubIds(hubStreams.events, 'n1')).has(info.id));
+  const events = await until('the node.info event on the hub', async () => (await hubIds('events', 'n1')).has(info.id));
   t.true(events);
   await until('the live events', async () => sent.every((id) => live.some((e) => e.id === id)));
   t.true(live.filter((e) => sent.includes(e.id)).every((e) => e.source === 'sealkit/auditor/n1'));
@@ -130,10 +137,10 @@ test.serial("time from a node's start to its sources active on the hub", async (
   const n = await startNode('n3', ['web']);
   nodes.n3 = n;
   const first = await n.events.publish('audit.denial', { file: '/bin/first' });
-  await until('the first event of n3 on the hub', async () => (await hubIds(hubStreams.audit, 'n3')).has(first.id));
+  await until('the first event of n3 on the hub', async () => (await hubIds('audit', 'n3')).has(first.id));
   const ms = Date.now() - n.startedAt;
   measured['node start → its first event on the hub'] = `${ms} ms`;
-  t.log(`node start → its first event in ${hubStreams.audit}: ${ms} ms`);
+  t.log(`node start → its first event in ${AUDIT}: ${ms} ms`);
   t.pass();
 });
 
@@ -216,7 +223,7 @@ test.serial("a node's leaf credentials, used as a client of the hub, allow only 
   t.true(await subscribeRefused(leaf, 'fleet.src.n2.>'));
   t.true(await subscribeRefused(leaf, `${fleetInboxPrefix('n2')}.>`));
   const n2event = await nodes.n2.events.publish('audit.denial', { file: '/bin/n2-only' });
-  await until('the n2 event on the hub', async () => (await hubIds(hubStreams.audit, 'n2')).has(n2event.id));
+  await until('the n2 event on the hub', async () => (await hubIds('audit', 'n2')).has(n2event.id));
   const onN1 = await nodes.n1.nats.connectAs('admin');
   const n1ids = new Set<string>();
   await replayStream(onN1, streamNames.audit, 'audit.*', (d) => void n1ids.add((JSON.parse(sc.decode(d)) as { id: string }).id));
@@ -263,7 +270,7 @@ test.serial('the anonymous hub client reads events but changes nothing', async (
   const anon = await hub.connect(null, { maxReconnectAttempts: 0 });
   const kv = await anon.jetstream().views.kv(fleetBucket, { bindOnly: true });
   await t.throwsAsync(kv.put(groupKey('web'), sc.encode('forged')));
-  await t.throwsAsync(anon.jetstreamManager().then((m) => m.streams.delete(hubStreams.audit)));
+  await t.throwsAsync(anon.jetstreamManager().then((m) => m.streams.delete(AUDIT)));
   t.is(sc.decode((await (await admin.jetstream().views.kv(fleetBucket)).get(groupKey('web')))!.value), 'policy of web');
   await anon.close();
 });
@@ -290,14 +297,14 @@ test.serial('a node cut off from the hub mid-storm: after it is back the hub hol
   await Promise.all(hub.members.map((m) => hub.startMember(m)));
   // catch-up counts from the hub's stream answering again (a restarted
   // cluster elects its leaders first)
-  await until('the hub stream back', async () => jsm.streams.info(hubStreams.audit).then(() => true, () => false), 60_000);
+  await until('the hub stream back', async () => jsm.streams.info(AUDIT).then(() => true, () => false), 60_000);
   const back = Date.now();
   measured['hub restart → its stream answers'] = `${back - restarted} ms`;
   const counts = await until(
     'every storm event on the hub',
     async () => {
       try {
-        const m = await hubIds(hubStreams.audit, 'n1');
+        const m = await hubIds('audit', 'n1');
         return ids.every((id) => m.has(id)) && m;
       } catch {
         return false; // the hub's JetStream is electing its leaders
@@ -314,27 +321,27 @@ test.serial('a node cut off from the hub mid-storm: after it is back the hub hol
 
 test.serial("a replay of a hub stream is read on the stream's leader, not on a member that may still be catching up", async (t) => {
   const jsm = await admin.jetstreamManager();
-  const leader = (await jsm.streams.info(hubStreams.audit)).cluster?.leader;
+  const leader = (await jsm.streams.info(AUDIT)).cluster?.leader;
   t.truthy(leader);
   const config = { ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.All, inactive_threshold: nanos(30_000) };
   // the server alone places each reader on any of the three members
   let elsewhere = 0;
   for (let i = 0; i < 12; i++) {
-    const plain = await jsm.consumers.add(hubStreams.audit, config);
+    const plain = await jsm.consumers.add(AUDIT, config);
     if (plain.cluster?.leader !== leader) elsewhere++;
-    await jsm.consumers.delete(hubStreams.audit, plain.name);
-    const placed = await consumerOnLeader(jsm, hubStreams.audit, config, Date.now() + 20_000);
+    await jsm.consumers.delete(AUDIT, plain.name);
+    const placed = await consumerOnLeader(jsm, AUDIT, config, Date.now() + 20_000);
     t.is(placed.cluster?.leader, leader);
-    await jsm.consumers.delete(hubStreams.audit, placed.name);
+    await jsm.consumers.delete(AUDIT, placed.name);
   }
   t.log(`readers placed by the server alone on another member than the leader: ${elsewhere} of 12`);
-  const all = (await jsm.streams.info(hubStreams.audit)).state.messages;
-  t.is(await replayStream(admin, hubStreams.audit, '>', () => {}, { onLeader: true }), all);
+  const all = (await jsm.streams.info(AUDIT)).state.messages;
+  t.is(await replayStream(admin, AUDIT, '>', () => {}, { onLeader: true }), all);
 });
 
 test.serial('one hub member killed: sourcing goes on', async (t) => {
   const jsm = await admin.jetstreamManager();
-  const leader = (await until('a stream leader', async () => (await jsm.streams.info(hubStreams.audit).catch(() => undefined))?.cluster?.leader))!;
+  const leader = (await until('a stream leader', async () => (await jsm.streams.info(AUDIT).catch(() => undefined))?.cluster?.leader))!;
   const pid = hub.pid(leader)!;
   measured['RSS hub member (after the storm)'] = `${rssKb(pid)} kB`;
   measured['RSS node nats-server (after the storm)'] = `${rssKb(nodes.n1.nats.pid())} kB`;
@@ -343,7 +350,7 @@ test.serial('one hub member killed: sourcing goes on', async (t) => {
   for (let i = 0; i < 200; i++) sent.push((await nodes.n2.events.publish('audit.denial', { file: `/after-kill/${i}` })).id);
   const counts = await until('the events after the kill', async () => {
     try {
-      const m = await hubIds(hubStreams.audit, 'n2');
+      const m = await hubIds('audit', 'n2');
       return sent.every((id) => m.has(id)) && m;
     } catch {
       return false;

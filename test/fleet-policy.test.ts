@@ -1,12 +1,11 @@
 import { makeEvent } from '../services/lib/envelope.ts';
 import test from 'ava';
-import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import YAML from 'yaml';
-import { startHub, startNats, freePorts, type Hub, type NatsServer } from './helpers/nats.ts';
+import { startHub, freePorts, type Hub, type NatsServer } from './helpers/nats.ts';
+import { startFleetNode, type FleetNode } from './helpers/fleet.ts';
 import { clientUrls } from '../services/lib/hubstate.ts';
-import { startService, type RunningService } from './helpers/service.ts';
 import { policyYaml, pushPolicy } from './helpers/policy.ts';
 import { sealkit, spawnSealkit } from './helpers/cli.ts';
 import { generateKey, type SecretKeyFile } from '../services/lib/sign.ts';
@@ -14,7 +13,10 @@ import { request } from '../services/lib/bus.ts';
 import { streamNames } from '../services/lib/contract.ts';
 import type { JetStreamManager } from 'nats';
 import { writeFileAtomic } from '../services/lib/atomic.ts';
-import { eventKeyPath, fleetConfigPath, hubStreams } from '../services/lib/fleet.ts';
+import { shardStream } from '../services/lib/hubshards.ts';
+
+// the one shard of the hub's events stream these few nodes are in
+const EVENTS = shardStream('events', 0);
 
 // The fleet's desired state, end to end on real servers: a hub cluster of
 // three, nodes that are each a nats-server leaf of it with the real policy
@@ -24,19 +26,10 @@ let hub: Hub;
 let key: SecretKeyFile;
 let work: string;
 let hubUrls: string[];
-const nodes: Array<{ name: string; nats: NatsServer; policy: RunningService }> = [];
+const nodes: FleetNode[] = [];
 
 async function addNode(name: string, groups: string[]) {
-  const enrolled = await hub.enroll(name, groups);
-  if (!enrolled.config) throw new Error(`sealkit fleet enroll ${name}: ${enrolled.stderr}`);
-  const nats = await startNats({ fleet: enrolled.config });
-  // the node bundle (its enrolment and event key), where the node's services read it
-  await writeFileAtomic(fleetConfigPath(nats.stateDir), JSON.stringify(enrolled.config) + '\n', 0o600);
-  await writeFileAtomic(eventKeyPath(nats.stateDir), await readFile(join(hub.dir, 'nodes', name, 'keys', 'events.json')), 0o600);
-  const trustPath = join(nats.stateDir, 'trust.yaml');
-  await writeFile(trustPath, YAML.stringify({ keys: [{ id: key.id, ed25519: key.ed25519 }] }));
-  const policy = await startService('policy', { SEALKIT_STATE: nats.stateDir, SEALKIT_NATS_URL: nats.url, SEALKIT_TRUST: trustPath, SEALKIT_NODE: name });
-  nodes.push({ name, nats, policy });
+  nodes.push(await startFleetNode(hub, name, groups, key));
 }
 
 let serial = 0;
@@ -133,11 +126,11 @@ test.serial('the same push again, once the hub no longer holds the answers: each
   t.is(first.code, 0, first.stderr);
   // the hub's copy of every answer the nodes hold (the push may have counted them live)
   const all = await onNodes();
-  await until(async () => (await count(jsm, hubStreams.events)) === all, 20_000, "the nodes' answers reach the hub's stream");
+  await until(async () => (await count(jsm, EVENTS)) === all, 20_000, "the nodes' answers reach the hub's stream");
   // as after a hub whose sourcing of the nodes stalled, or a push repeated
   // long after the first: the hub's copy of the answers is gone, and the
   // nodes, which decide a value once, publish nothing new
-  await jsm.streams.purge(hubStreams.events, { filter: 'policy.applied' });
+  await jsm.streams.purge(EVENTS, { filter: 'policy.applied' });
   await admin.close();
   const again = await sealkit(['fleet', 'push', file, '--group', 'web', '--key', keyFile(), ...hubArgs()]);
   t.is(again.code, 0, again.stdout + again.stderr);

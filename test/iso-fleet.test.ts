@@ -133,7 +133,7 @@ test('in QEMU: two nodes built with their own NODE join the hub on the host, one
     // the hub's side of the enrolment: its streams sourcing both nodes, and
     // the registry of their groups and event keys (fleet push counts an
     // answer only when the node's enrolled key signed it)
-    await ensureHubStreams(admin, { nodes: [...nodes], replicas: 1 });
+    await ensureHubStreams(admin, { shards: [[...nodes]], replicas: 1 });
     const registry = await admin.jetstream().views.kv(nodesBucket, { bindOnly: true });
     for (const n of nodes) {
       const entry: FleetNodeEntry = { node: n, groups: [group], eventKey: enrolled[n].eventKey, leafUser: `leaf-${n}`, enrolledAt: new Date().toISOString() };

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StringCodec } from 'nats';
 import { connectBus, type NatsConnection } from '../services/lib/bus.ts';
-import { hubStreams } from '../services/lib/fleet.ts';
+import { shardStream } from '../services/lib/hubshards.ts';
 import { replayStream } from '../services/lib/streams.ts';
 import { freePorts } from './helpers/nats.ts';
 import { freePort } from './helpers/qemu.ts';
@@ -60,7 +60,7 @@ test('make hub runs a hub that a make dev node joins, and Ctrl-C stops it', asyn
   let sources: string[] = [];
   for (;;) {
     sources = [];
-    await replayStream(nc, hubStreams.events, '>', (d) => void sources.push((JSON.parse(sc.decode(d)) as { source: string }).source));
+    await replayStream(nc, shardStream('events', 0), '>', (d) => void sources.push((JSON.parse(sc.decode(d)) as { source: string }).source));
     if (sources.includes('sealkit/nodeinfo/devnode') || Date.now() > deadline) break;
     await new Promise((r) => setTimeout(r, 500));
   }

@@ -6,9 +6,10 @@
 import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { repoRoot } from '../lib/config.ts';
-import { asSealkitError } from '../lib/errors.ts';
+import { asSealkitError, SealkitError } from '../lib/errors.ts';
 import { hubReplicas, leafUrls, newHubState } from '../lib/hubconf.ts';
 import { ensureHubStreams } from '../lib/hubstreams.ts';
+import { shardsOf } from '../lib/hubshards.ts';
 import { clientUrls, hubDir, memberConfigPath, readHubState, runningMember, writeHubState } from '../lib/hubstate.ts';
 import { connectHub } from './commands/fleet-enroll.ts';
 import { defaultHubPorts, hubMembers } from './commands/hub-config.ts';
@@ -51,12 +52,15 @@ async function main(): Promise<void> {
     try {
       const nc = await connectHub(hub, undefined);
       try {
-        await ensureHubStreams(nc, { nodes: Object.keys(hub.nodes), replicas: hubReplicas(hub.members.length) });
+        await ensureHubStreams(nc, { shards: shardsOf(hub), replicas: hubReplicas(hub.members.length) });
       } finally {
         await nc.close();
       }
       break;
     } catch (err) {
+      // a hub this sealkit will not change (the unsharded streams of an
+      // older one) is said at once, not waited on
+      if (err instanceof SealkitError && err.code === 'SEALKIT_CONFIG') throw err;
       if (Date.now() > until) throw new Error(`the hub did not set up its streams in 30 s (its output is above): ${(err as Error).message}`);
       await new Promise((r) => setTimeout(r, 300));
     }

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { specs, streamNames } from './contract.ts';
 import { SealkitError } from './errors.ts';
-import { answerPrefix, checkGroup, checkNode, fleetBucket, groupKey, hubDomain, hubStreams, sourceDeliverPrefix } from './fleet.ts';
+import { answerPrefix, checkGroup, checkNode, fleetBucket, groupKey, hubDomain, sourceDeliverPrefix } from './fleet.ts';
+import { shardsOf, shardStream } from './hubshards.ts';
 import { fleetInboxPrefix } from './leafconf.ts';
 import { permissions as nodePermissions, replayPermissions, type BusCreds, type Permissions } from './natsconf.ts';
 
@@ -23,6 +24,7 @@ export interface HubMember {
 export interface EnrolledNode {
   groups: string[];
   leafPassword: string;
+  shard?: number; // the hub stream shard sourcing its streams (hubshards.ts)
 }
 
 // Everything the hub's configs are generated from (<hub>/hub.json, 0600).
@@ -33,6 +35,7 @@ export interface HubState {
   cluster: BusCreds; // route authentication between members; no node knows it
   nodes: Record<string, EnrolledNode>;
   listen?: string; // the interface members bind when it is not their host (0.0.0.0 behind NAT)
+  shardSize?: number; // nodes a hub stream shard sources (default DEFAULT_SHARD_SIZE)
 }
 
 export const hubClusterName = 'sealkit-hub';
@@ -108,12 +111,16 @@ export function leafPermissions(node: string, groups: string[]): Permissions {
 }
 
 // The hub's anonymous clients: every node's live events and the hub's
-// streams, read only, as the node's own monitor.
-const monitorPermissions: Permissions = {
-  answers: false,
-  publish: replayPermissions([hubStreams.audit, hubStreams.events]),
-  subscribe: nodePermissions.monitor.subscribe,
-};
+// streams (every shard, found by listing the streams' names), read only, as
+// the node's own monitor.
+function monitorPermissions(hub: HubState): Permissions {
+  const shards = shardsOf(hub).flatMap((_, k) => (['audit', 'events'] as const).map((kind) => shardStream(kind, k)));
+  return {
+    answers: false,
+    publish: ['$JS.API.STREAM.NAMES', ...replayPermissions(shards)],
+    subscribe: nodePermissions.monitor.subscribe,
+  };
+}
 
 const q = (s: string) => JSON.stringify(s);
 const list = (xs: string[]) => `[${xs.map(q).join(', ')}]`;
@@ -191,7 +198,7 @@ export function hubMemberConfig(hub: HubState, name: string, o: MemberConfigOpti
   lines.push(`authorization {`);
   lines.push(`  users: [`);
   lines.push(...userBlock(hub.admin, undefined));
-  lines.push(...userBlock(hub.monitor, monitorPermissions));
+  lines.push(...userBlock(hub.monitor, monitorPermissions(hub)));
   for (const [node, n] of Object.entries(hub.nodes).sort(([a], [b]) => a.localeCompare(b))) {
     const p = leafPermissions(node, n.groups.map((g) => checkGroup(g)));
     if (o.leafExtra) {

@@ -6,6 +6,7 @@ import { stateDir } from './config.ts';
 import { SealkitError } from './errors.ts';
 import { hubMemberConfig, type HubMember, type HubState } from './hubconf.ts';
 import { writeCreds } from './natsconf.ts';
+import { assignShards } from './hubshards.ts';
 
 // The hub's state directory, written by `sealkit hub config` and `sealkit
 // fleet enroll`, run by `make hub`:
@@ -42,6 +43,7 @@ export async function readHubState(dir: string): Promise<HubState> {
 // hub.json first, then each member's config from it: a crash in between
 // leaves configs that the next write regenerates, never a half file.
 export async function writeHubState(dir: string, hub: HubState): Promise<string[]> {
+  assignShards(hub);
   await writeFileAtomic(join(dir, 'hub.json'), JSON.stringify(hub, null, 2) + '\n', 0o600);
   await writeCreds(join(dir, 'creds'), { admin: hub.admin, monitor: hub.monitor });
   const written: string[] = [];

@@ -10,7 +10,8 @@ import { ensureStreams } from '../../services/lib/streams.ts';
 import type { FleetNodeConfig } from '../../services/lib/fleet.ts';
 import { hubReplicas, type HubState } from '../../services/lib/hubconf.ts';
 import { ensureHubStreams } from '../../services/lib/hubstreams.ts';
-import { fleetBucket, hubStreams, nodesBucket } from '../../services/lib/fleet.ts';
+import { fleetBucket, nodesBucket } from '../../services/lib/fleet.ts';
+import { hubShardNames } from '../../services/lib/hubshards.ts';
 import { leafServerOptions } from '../../services/lib/leafconf.ts';
 import { memberConfigPath, readHubState } from '../../services/lib/hubstate.ts';
 import { sealkit } from './cli.ts';
@@ -204,10 +205,10 @@ export interface Hub {
   cleanup(): Promise<void>;
 }
 
-export async function startHub(o: { members: number }): Promise<Hub> {
+export async function startHub(o: { members: number; shardSize?: number }): Promise<Hub> {
   const dir = await mkdtemp(join(tmpdir(), 'sealkit-hub-'));
   const [port, clusterPort, leafPort] = [await freePorts(o.members), await freePorts(o.members), await freePorts(o.members)];
-  const made = await sealkit(['hub', 'config', '--dir', dir, '--members', String(o.members), '--port', String(port), '--cluster-port', String(clusterPort), '--leaf-port', String(leafPort)]);
+  const made = await sealkit(['hub', 'config', '--dir', dir, '--members', String(o.members), '--port', String(port), '--cluster-port', String(clusterPort), '--leaf-port', String(leafPort), ...(o.shardSize ? ['--shard-size', String(o.shardSize)] : [])]);
   if (made.code !== 0) throw new Error(`sealkit hub config failed: ${made.stderr}`);
   const initial = await readHubState(dir);
   const members = initial.members.map((m) => m.name);
@@ -246,8 +247,8 @@ export async function startHub(o: { members: number }): Promise<Hub> {
       let why = '';
       try {
         const jsm = await admin.jetstreamManager({ timeout: 2000, checkAPI: false });
-        const names = [hubStreams.audit, hubStreams.events, `KV_${fleetBucket}`, `KV_${nodesBucket}`];
         while (Date.now() - t0 < timeoutMs) {
+          const names = [...(await hubStreamNames(admin).catch(() => [])), `KV_${fleetBucket}`, `KV_${nodesBucket}`];
           const infos = await Promise.all(names.map((n) => jsm.streams.info(n).catch((err: Error) => err)));
           const problems = infos.flatMap((i, k) => {
             if (i instanceof Error) return [`${names[k]}: ${i.message}`];
@@ -287,7 +288,7 @@ export async function startHub(o: { members: number }): Promise<Hub> {
     const deadline = Date.now() + 30_000;
     for (;;) {
       try {
-        await ensureHubStreams(admin, { nodes: [], replicas: hubReplicas(members.length) });
+        await ensureHubStreams(admin, { shards: [[]], replicas: hubReplicas(members.length) });
         break;
       } catch (err) {
         if (Date.now() > deadline) throw new Error(`the hub's JetStream did not come up in 30 s: ${(err as Error).message}`);
@@ -300,4 +301,10 @@ export async function startHub(o: { members: number }): Promise<Hub> {
     throw err;
   }
   return hub;
+}
+
+// Every shard of the hub's streams, audit then events.
+export async function hubStreamNames(nc: NatsConnection): Promise<string[]> {
+  const jsm = await nc.jetstreamManager({ checkAPI: false });
+  return [...(await hubShardNames(jsm, 'audit')), ...(await hubShardNames(jsm, 'events'))];
 }

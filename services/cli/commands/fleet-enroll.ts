@@ -7,6 +7,7 @@ import { SealkitError } from '../../lib/errors.ts';
 import { checkGroup, checkNode, fleetConfigPath, nodesBucket, type EventKeyFile, type FleetNodeConfig, type FleetNodeEntry } from '../../lib/fleet.ts';
 import { hubReplicas, leafUrls, leafUser, newSecret, type HubState } from '../../lib/hubconf.ts';
 import { ensureHubStreams } from '../../lib/hubstreams.ts';
+import { shardsOf } from '../../lib/hubshards.ts';
 import { clientUrls, hubDir, nodeBundleDir, readHubState, reloadMembers, writeHubState } from '../../lib/hubstate.ts';
 import { one, type Command } from './common.ts';
 
@@ -83,9 +84,11 @@ options:
       // the registry and the sources first: a member reloading its
       // accounts answers no JetStream request for a moment
       const entry: FleetNodeEntry = { node, groups, eventKey: key.publicKey, leafUser: cfg.leafUser, enrolledAt: new Date().toISOString() };
-      await ensureHubStreams(nc, { nodes: [...new Set([...Object.keys(hub.nodes), node])], replicas: hubReplicas(hub.members.length) });
+      // enrolled again, a node keeps its shard (moved, its events would be
+      // sourced a second time into another)
+      hub.nodes[node] = { groups, leafPassword, shard: hub.nodes[node]?.shard };
+      await ensureHubStreams(nc, { shards: shardsOf(hub), replicas: hubReplicas(hub.members.length) });
       await (await nc.jetstream().views.kv(nodesBucket)).put(node, encode(entry));
-      hub.nodes[node] = { groups, leafPassword };
       await writeHubState(dir, hub);
       const { reloaded, elsewhere } = reloadMembers(dir, hub);
       await waitAccepted(hub, reloaded, cfg.leafUser, leafPassword);

@@ -7,6 +7,7 @@ import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
 import { consumerOnLeader, whileElecting } from '../../lib/streams.ts';
 import { SealkitError } from '../../lib/errors.ts';
 import { nodesBucket, type FleetNodeEntry } from '../../lib/fleet.ts';
+import { hubShardNames, type HubStreamKind } from '../../lib/hubshards.ts';
 import { exists, type Options, type Values } from './common.ts';
 
 // What the fleet commands share: the operator's connection to the hub, the
@@ -63,6 +64,13 @@ export async function readRegistry(nc: NatsConnection, wait?: { deadline: number
   } catch (err) {
     throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read the fleet registry ${nodesBucket} on the hub: ${(err as Error).message}; has "sealkit hub config" set the hub up, and do a majority of its members run?`);
   }
+}
+
+// The hub's stream shards of one kind, listed on the hub; with a deadline,
+// a hub electing leaders is waited for, as readRegistry does.
+export async function hubShards(nc: NatsConnection, kind: HubStreamKind, wait?: { deadline: number; onWait: (err: Error) => void }): Promise<string[]> {
+  const list = async () => hubShardNames(await nc.jetstreamManager({ checkAPI: false }), kind);
+  return wait ? whileElecting(list, wait.deadline, wait.onWait) : list();
 }
 
 // The node an event names: its source is sealkit/<service>/<node>.

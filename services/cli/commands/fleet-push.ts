@@ -1,7 +1,7 @@
 import { SealkitError } from '../../lib/errors.ts';
 import { sha256Hex } from '../../lib/digest.ts';
 import { parsePolicyYaml } from '../../lib/policy.ts';
-import { answerPrefix, checkGroup, encodeFleetPolicy, fleetBucket, groupKey, hubStreams } from '../../lib/fleet.ts';
+import { answerPrefix, checkGroup, encodeFleetPolicy, fleetBucket, groupKey } from '../../lib/fleet.ts';
 import { subjects } from '../../lib/subjects.ts';
 import { parseEvent, type CloudEvent } from '../../lib/envelope.ts';
 import { streamNames, type PolicyApplied, type PolicyAudit } from '../../lib/contract.ts';
@@ -9,7 +9,7 @@ import { one, readInput, seconds, timeoutMs, type Command } from './common.ts';
 import { signatureOf } from './policy-push.ts';
 import { eventOf } from './watch.ts';
 import { ChainVerifier } from '../../lib/eventverify.ts';
-import { connectHub, eventNode, followHubStream, hubOptions, hubUsage, readRegistry } from './fleet-hub.ts';
+import { connectHub, eventNode, followHubStream, hubOptions, hubShards, hubUsage, readRegistry } from './fleet-hub.ts';
 import { whileElecting } from '../../lib/streams.ts';
 import { nuid, type NatsConnection } from 'nats';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -127,9 +127,11 @@ ${hubUsage}`,
         });
       }
       const since = new Date(Date.now() - CLOCK_SLACK_MS);
+      // every shard of the hub's streams: a group's nodes may be in any
+      const [eventShards, auditShards] = await Promise.all([hubShards(nc, 'events', { deadline, onWait }), hubShards(nc, 'audit', { deadline, onWait })]);
       const reading = [
-        followHubStream(nc, hubStreams.events, subjects.policy.applied, since, stop.signal, deadline, onWait, applied),
-        followHubStream(nc, hubStreams.audit, subjects.audit.policy, since, stop.signal, deadline, onWait, refused),
+        ...eventShards.map((stream) => followHubStream(nc, stream, subjects.policy.applied, since, stop.signal, deadline, onWait, applied)),
+        ...auditShards.map((stream) => followHubStream(nc, stream, subjects.audit.policy, since, stop.signal, deadline, onWait, refused)),
       ].map((p) => p.catch((err: Error) => {
         throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read the nodes' answers from the hub's streams: ${err.message}; has "sealkit hub config" set the hub up?`);
       }));

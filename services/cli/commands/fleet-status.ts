@@ -1,10 +1,10 @@
 import type { CloudEvent } from '../../lib/envelope.ts';
-import { hubStreams } from '../../lib/fleet.ts';
+import type { HubStreamKind } from '../../lib/hubshards.ts';
 import { replayStream } from '../../lib/streams.ts';
 import { parseEvent } from '../../lib/envelope.ts';
 import { subjects } from '../../lib/subjects.ts';
 import { none, timeoutMs, type Command } from './common.ts';
-import { connectHub, eventNode, hubOptions, hubUsage, readRegistry } from './fleet-hub.ts';
+import { connectHub, eventNode, hubOptions, hubShards, hubUsage, readRegistry } from './fleet-hub.ts';
 
 // Where each column comes from: the registry names the nodes; the serial,
 // the enforcement mode and the last denial are the last such event of the
@@ -58,7 +58,12 @@ ${hubUsage}`,
           }
         },
       });
-      const last = async (stream: string, subject: string, take: (r: Row, ev: CloudEvent) => void) =>
+      const shards = { audit: await hubShards(nc, 'audit'), events: await hubShards(nc, 'events') };
+      // oldest first within a shard; a node's events are all in its one shard
+      const last = async (kind: HubStreamKind, subject: string, take: (r: Row, ev: CloudEvent) => void) => {
+        for (const stream of shards[kind]) await replay(stream, subject, take);
+      };
+      const replay = async (stream: string, subject: string, take: (r: Row, ev: CloudEvent) => void) =>
         replayStream(nc, stream, subject, (data) => {
           try {
             const ev = parseEvent(data);
@@ -68,9 +73,9 @@ ${hubUsage}`,
             // a hub stream holds only events
           }
         }, { onLeader: true });
-      await last(hubStreams.events, subjects.policy.applied, (r, ev) => (r.serial = (ev.data as { serial?: number }).serial));
-      await last(hubStreams.events, subjects.ima.enforcing, (r, ev) => (r.mode = String((ev.data as { mode?: unknown }).mode ?? '')));
-      await last(hubStreams.audit, subjects.audit.denial, (r, ev) => (r.denial = `${ev.time} ${(ev.data as { path?: string; file?: string }).path ?? (ev.data as { file?: string }).file ?? ''}`));
+      await last('events', subjects.policy.applied, (r, ev) => (r.serial = (ev.data as { serial?: number }).serial));
+      await last('events', subjects.ima.enforcing, (r, ev) => (r.mode = String((ev.data as { mode?: unknown }).mode ?? '')));
+      await last('audit', subjects.audit.denial, (r, ev) => (r.denial = `${ev.time} ${(ev.data as { path?: string; file?: string }).path ?? (ev.data as { file?: string }).file ?? ''}`));
       await new Promise((r) => setTimeout(r, waitMs));
       heard.unsubscribe();
       for (const [node, r] of rows) {

@@ -2,6 +2,7 @@ import type { NatsConnection } from 'nats';
 import { hubStreams, nodesBucket, type FleetNodeEntry } from '../../lib/fleet.ts';
 import { ChainVerifier, checkEventKey, parseNodeKeys, type Gap, type NodeKeys, type Verdict } from '../../lib/eventverify.ts';
 import { replayStream } from '../../lib/streams.ts';
+import { hubShardNames, isShardStream, type HubStreamKind } from '../../lib/hubshards.ts';
 import { SealkitError } from '../../lib/errors.ts';
 import { busUsage, connect, none, readInput, server, type Command } from './common.ts';
 
@@ -17,8 +18,9 @@ reordered, duplicate, forked), then one summary line per publisher. Exits 1
 on any problem.
 
 options:
-  --stream NAMES   the streams to read, oldest first (default on the hub:
-                   ${hubStreams.audit},${hubStreams.events}; on a node: SEALKIT_AUDIT,SEALKIT_EVENTS)
+  --stream NAMES   the streams to read, oldest first (default on the hub: every
+                   shard, ${hubStreams.audit}_<k> then ${hubStreams.events}_<k>; on a node:
+                   SEALKIT_AUDIT,SEALKIT_EVENTS)
   --file F         read events from F instead, one JSON event a line (- for stdin)
   --keys FILE      the registry: YAML or JSON "node: <base64 ed25519 public key>",
                    or a node's events.json (default: the hub's ${nodesBucket} bucket)
@@ -60,11 +62,12 @@ ${busUsage}`,
           feed(ev);
         });
       } else {
-        const names = o.stream ? String(o.stream).split(',').filter(Boolean) : [hubStreams.audit, hubStreams.events];
+        const shards = async (kind: HubStreamKind) => hubShardNames(await (await bus()).jetstreamManager({ checkAPI: false }), kind);
+        const names = o.stream ? String(o.stream).split(',').filter(Boolean) : [...(await shards('audit')), ...(await shards('events'))];
         for (const name of names) {
           try {
             // the hub's streams are replicated: read from their leaders
-            const hub = (Object.values(hubStreams) as string[]).includes(name);
+            const hub = isShardStream(name) || (Object.values(hubStreams) as string[]).includes(name);
             await replayStream(await bus(), name, '>', (data) => feed(parse(data)), { onLeader: hub });
           } catch (err) {
             throw new SealkitError('SEALKIT_UNAVAILABLE', `cannot read stream ${name} on ${server(o)}: ${(err as Error).message}; name the streams with --stream (a node has SEALKIT_AUDIT,SEALKIT_EVENTS)`);

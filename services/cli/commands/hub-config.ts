@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { SealkitError } from '../../lib/errors.ts';
 import { newHubState, type HubMember } from '../../lib/hubconf.ts';
+import { checkShardSize, DEFAULT_SHARD_SIZE } from '../../lib/hubshards.ts';
 import { clientUrls, hubDir, readHubState, writeHubState } from '../../lib/hubstate.ts';
 import { none, type Command } from './common.ts';
 
@@ -28,7 +29,7 @@ export function hubMembers(o: { hosts: string[]; port: number; clusterPort: numb
 export const hubConfig: Command = {
   name: 'hub config',
   summary: 'write the hub members\' nats-server configs and the operator\'s credentials',
-  usage: `usage: sealkit hub config [--dir DIR] [--members N | --hosts H1,H2,H3] [ports] [--listen IP] [--force]
+  usage: `usage: sealkit hub config [--dir DIR] [--members N | --hosts H1,H2,H3] [ports] [--listen IP] [--shard-size N] [--force]
 
 Writes, in the hub directory: hub.json (what the configs are made from),
 members/<name>/nats-server.conf for each member (start each with
@@ -45,6 +46,9 @@ options:
   --cluster-port N     route port (default ${defaultHubPorts.clusterPort})
   --leaf-port N        leaf-node port the nodes join (default ${defaultHubPorts.leafPort})
   --listen IP          interface to bind, when not the host (e.g. 0.0.0.0 behind NAT)
+  --shard-size N       nodes each of the hub's stream shards (FLEET_AUDIT_<k>,
+                       FLEET_EVENTS_<k>) sources (default ${DEFAULT_SHARD_SIZE}); nodes enrolled
+                       from now on fill shards of this size, enrolled ones keep theirs
   --force              new credentials; forgets every enrolled node
   -h, --help           this help
 `,
@@ -56,6 +60,7 @@ options:
     'cluster-port': { type: 'string' },
     'leaf-port': { type: 'string' },
     listen: { type: 'string' },
+    'shard-size': { type: 'string' },
     force: { type: 'boolean' },
   },
   async run(o, positionals) {
@@ -77,6 +82,7 @@ options:
     const memberFlags = ['members', 'hosts', 'port', 'cluster-port', 'leaf-port'].some((f) => o[f] !== undefined);
     if (!keep || memberFlags) hub.members = newHubState(members).members;
     if (o.listen !== undefined) hub.listen = o.listen as string;
+    if (o['shard-size'] !== undefined) hub.shardSize = checkShardSize(o['shard-size'], 'hub config: --shard-size');
     const written = await writeHubState(dir, hub);
     process.stdout.write(
       [
