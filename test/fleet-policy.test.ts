@@ -1,10 +1,10 @@
 import { makeEvent } from '../services/lib/envelope.ts';
 import test from 'ava';
-import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { writeFile, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHub, freePorts, type Hub, type NatsServer } from './helpers/nats.ts';
-import { startFleetNode, type FleetNode } from './helpers/fleet.ts';
+import { startFleetNode, stopFleet, type FleetNode } from './helpers/fleet.ts';
 import { clientUrls } from '../services/lib/hubstate.ts';
 import { policyYaml, pushPolicy } from './helpers/policy.ts';
 import { sealkit, spawnSealkit } from './helpers/cli.ts';
@@ -83,14 +83,7 @@ test.before(async () => {
   await addNode('node-c', ['web']);
 });
 
-test.after.always(async () => {
-  for (const n of nodes) {
-    await n.policy.stop();
-    await n.nats.cleanup();
-  }
-  await hub?.cleanup();
-  if (work) await rm(work, { recursive: true, force: true });
-});
+test.after.always(() => stopFleet(nodes, hub, work));
 
 test.serial('a fleet push is applied by every node of the group, each answer read from the hub', async (t) => {
   const times: number[] = [];

@@ -1,10 +1,10 @@
 import test from 'ava';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StringCodec, type NatsConnection } from 'nats';
 import { startHub, hubStreamNames, type Hub } from './helpers/nats.ts';
-import { startFleetNode, type FleetNode } from './helpers/fleet.ts';
+import { startFleetNode, stopFleet, type FleetNode } from './helpers/fleet.ts';
 import { sealkit } from './helpers/cli.ts';
 import { policyYaml } from './helpers/policy.ts';
 import { generateKey, type SecretKeyFile } from '../services/lib/sign.ts';
@@ -64,14 +64,7 @@ test.before(async () => {
   for (const n of names) nodes.push(await startFleetNode(hub, n, ['web'], key));
 });
 
-test.after.always(async () => {
-  for (const n of nodes) {
-    await n.policy.stop();
-    await n.nats.cleanup();
-  }
-  await hub?.cleanup();
-  if (work) await rm(work, { recursive: true, force: true });
-});
+test.after.always(() => stopFleet(nodes, hub, work));
 
 test.serial('enrolment fills shards of the configured size, in order, each sourcing only its own nodes', async (t) => {
   const state = await hub.state();

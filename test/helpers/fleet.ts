@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { writeFileAtomic } from '../../services/lib/atomic.ts';
@@ -27,4 +27,14 @@ export async function startFleetNode(hub: Hub, name: string, groups: string[], k
   await writeFile(trustPath, YAML.stringify({ keys: [{ id: key.id, ed25519: key.ed25519 }] }));
   const policy = await startService('policy', { SEALKIT_STATE: nats.stateDir, SEALKIT_NATS_URL: nats.url, SEALKIT_TRUST: trustPath, SEALKIT_NODE: name });
   return { name, nats, policy };
+}
+
+// Teardown of a fleet test file: its nodes, the hub, its work folder.
+export async function stopFleet(nodes: FleetNode[], hub: Hub | undefined, work: string | undefined): Promise<void> {
+  for (const n of nodes) {
+    await n.policy.stop();
+    await n.nats.cleanup();
+  }
+  await hub?.cleanup();
+  if (work) await rm(work, { recursive: true, force: true });
 }
