@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import nacl from 'tweetnacl';
-import { bootVm, ensureFleetIso, freePort, testStateDir, type Vm } from './helpers/qemu.ts';
+import { bootVm, ensureFleetIso, freePort, takeTestStateTurn, testStateDir, type Vm } from './helpers/qemu.ts';
 import { EventLog } from './helpers/events.ts';
 import { spawnReadme } from './helpers/readme.ts';
 import { cmdline, killAll, type Shell } from './helpers/make.ts';
@@ -113,6 +113,7 @@ test('in QEMU: two nodes built with their own NODE join the hub on the host, one
   let events: EventLog | undefined;
   let run: Shell | undefined;
   let qemuPid: number | undefined;
+  let endTurn: (() => Promise<void>) | undefined;
   try {
     // the guests dial the hub where the guestfwd is, as make run builds them
     const guestUrl = [`nats-leaf://${guestHub.host}:${guestHub.port}`];
@@ -145,6 +146,7 @@ test('in QEMU: two nodes built with their own NODE join the hub on the host, one
     // n1 as the README boots it against a hub on this machine (HUB: where
     // that hub's leaf port is here); n2 alongside, from its test image
     const leafPort = hub.state.members[0].leafPort;
+    endTurn = await takeTestStateTurn();
     run = spawnReadme('make run NODE=n1', { cwd: repoRoot, env: { ...process.env, SEALKIT_STATE: testStateDir, SEALKIT_BUS_PORT: String(await freePort()), HUB: `127.0.0.1:${leafPort}` } });
     qemuPid = Number((await run.waitFor(/booting in QEMU \(pid (\d+)\)/, minutes(20)))[1]);
     const built = run.output().match(/iso: \S+ [\d.]+ MB sha256 \w+ in ([\d.]+)s/);
@@ -200,6 +202,7 @@ test('in QEMU: two nodes built with their own NODE join the hub on the host, one
       await Promise.race([run.exited, new Promise((r) => setTimeout(r, 60_000))]);
     }
     if (qemuPid) killAll([qemuPid]);
+    await endTurn?.();
     for (const vm of vms) t.log(`power off: ${await vm.powerOff()}`);
     await hub?.stop();
     await rm(dir, { recursive: true, force: true });

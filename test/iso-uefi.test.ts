@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { repoRoot } from '../services/lib/config.ts';
 import { kernelCmdline } from '../iso/archive.ts';
 import { ovmfCode } from '../iso/vm.ts';
-import { busAnswers, ensureIso, freePort, testIsoDir, testStateDir } from './helpers/qemu.ts';
+import { busAnswers, ensureIso, freePort, takeTestStateTurn, testIsoDir, testStateDir } from './helpers/qemu.ts';
 import { spawnReadme } from './helpers/readme.ts';
 import { cmdline, killAll, running, type Shell } from './helpers/make.ts';
 
@@ -27,9 +27,11 @@ test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line
   const port = await freePort();
   let run: Shell | undefined;
   let qemuPid: number | undefined;
-  t.teardown(() => {
+  const endTurn = await takeTestStateTurn();
+  t.teardown(async () => {
     if (run && !run.done()) run.signal('SIGKILL');
     if (qemuPid) killAll([qemuPid]);
+    await endTurn();
   });
 
   // the tests' ISO and state: make run finds the ISO up to date and boots it

@@ -6,6 +6,7 @@ import { pingAll } from '../../services/lib/bus.ts';
 import { build, isStale, kernelVersion, repoRoot, type BuildResult, type FleetOptions } from '../../iso/build.ts';
 import { ensureNodeKeys } from '../../iso/keys.ts';
 import { builtFor, withIsoBuildLock } from '../../iso/run.ts';
+import { isHeld, lockFile } from '../../services/cli/lock.ts';
 
 // QEMU boots for the tests (the machinery is iso/vm.ts, shared with make run)
 // and the one ISO the test files share: built once per change of its inputs,
@@ -64,4 +65,14 @@ export async function untilAnswering(nc: NatsConnection, service: string, timeou
     if (up.includes(service)) return up;
     if (Date.now() > until) throw new Error(`${service} did not answer sealkit.ping within ${timeoutMs / 1000} s; answering: ${up.join(', ') || 'none'}`);
   }
+}
+
+// `make run` on the tests' state takes that state's node lock, and a second
+// one is refused (SEALKIT_STATE_LOCKED): the test files that run it there
+// (iso-uefi, iso-fleet) take turns through this lock, held until their
+// make run has stopped.
+export async function takeTestStateTurn(): Promise<() => Promise<void>> {
+  const lock = await lockFile(join(repoRoot, 'build', 'test-state-run.lock'), { wait: true });
+  if (!isHeld(lock)) throw new Error('build/test-state-run.lock: not locked');
+  return () => lock.release();
 }
