@@ -1,49 +1,61 @@
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { recheck, type CachedArchive } from '../services/importer/archive.ts';
+import { sha256OfFile } from '../services/importer/sha256.ts';
 import { isSealkitError } from '../services/lib/errors.ts';
 
-// The re-hash before an import runs through `openssl dgst` when the node has
-// openssl and through Node's own hash when it does not; both must accept the
-// verified bytes and refuse a one-byte change.
+// The re-hash before an import (on a worker thread, through the descriptor
+// the import then reads) accepts the verified bytes, refuses a one-byte
+// change, and hashes the file it opened, not whatever the path names later.
 
 let dir: string;
+let bytes: Buffer;
 let good: CachedArchive;
 let bad: CachedArchive;
 
 test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sealkit-rehash-'));
-  const bytes = randomBytes(3 << 20);
+  bytes = randomBytes(3 << 20);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   good = { path: join(dir, 'good'), sha256, size: bytes.length, format: 'docker-archive', compression: 'none' };
   await writeFile(good.path, bytes);
-  bytes[bytes.length >> 1] ^= 1;
+  const changed = Buffer.from(bytes);
+  changed[changed.length >> 1] ^= 1;
   bad = { ...good, path: join(dir, 'bad') };
-  await writeFile(bad.path, bytes);
+  await writeFile(bad.path, changed);
 });
 
 test.after.always(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const verdicts = async (t: import('ava').ExecutionContext) => {
+test('the re-hash accepts the verified bytes and refuses a changed byte with SEALKIT_CACHE_CORRUPT', async (t) => {
   const ok = await recheck(good, 'x/y:1');
   await ok.close();
   const err = await t.throwsAsync(recheck(bad, 'x/y:1'));
   t.true(isSealkitError(err) && err.code === 'SEALKIT_CACHE_CORRUPT', String(err));
-};
+});
 
-test.serial('the re-hash accepts the verified bytes and refuses a changed byte, with openssl', verdicts);
-
-test.serial('the re-hash accepts the verified bytes and refuses a changed byte, without openssl on PATH', async (t) => {
-  const path = process.env.PATH;
-  process.env.PATH = join(dir, 'no-such-bin');
+test('the hash is of the open file, even after another file was renamed over its path', async (t) => {
+  const path = join(dir, 'renamed');
+  await writeFile(path, bytes);
+  const fh = await open(path, 'r');
   try {
-    await verdicts(t);
+    await writeFile(join(dir, 'other'), 'other bytes');
+    await rename(join(dir, 'other'), path);
+    t.deepEqual(await sha256OfFile(fh), { sha256: good.sha256, size: bytes.length });
   } finally {
-    process.env.PATH = path;
+    await fh.close();
   }
+});
+
+test('an aborted re-hash rejects with the abort reason and hands back no checked archive', async (t) => {
+  const stop = new AbortController();
+  const checking = recheck(good, 'x/y:1', stop.signal);
+  stop.abort(new Error('no longer wanted'));
+  const err = await t.throwsAsync(checking);
+  t.is(err?.message, 'no longer wanted');
 });
