@@ -45,11 +45,12 @@ export async function recheck(a: CachedArchive, image: string, signal?: AbortSig
   try {
     const st = await fh.stat({ bigint: true });
     const before = stampOf(st);
-    // a file growing or shrinking meanwhile changes the size read or the stamp
-    const got = await sha256OfFile(fh, signal).catch((err: Error) => {
+    // the size as fstat saw it: a file growing or shrinking meanwhile changes the stamp
+    const sha256 = await sha256OfFile(fh, signal).catch((err: Error) => {
       if (signal?.aborted) throw err;
       throw new SealkitError('SEALKIT_CACHE_CORRUPT', `cached archive ${a.path} for ${image} cannot be read (${err.message}); fetch the image again`, { path: a.path });
     });
+    const got = { sha256, size: Number(st.size) };
     if (got.sha256 !== a.sha256 || got.size !== a.size) throw corrupt(a, image, got);
     if (stampOf(await fh.stat({ bigint: true })) !== before) throw changed(a, image);
     return { archive: a, image, fh, stamp: before, close: () => fh.close() };

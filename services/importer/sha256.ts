@@ -1,45 +1,37 @@
-import { Worker } from 'node:worker_threads';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 
 // SHA-256 of a whole open file, read through that descriptor (a rename over
-// the path changes nothing) on a thread of its own, so the event loop stays
-// free. In-process: Node's OpenSSL here hashes at 1.6 GB/s with the SHA
-// extensions (0.08 s per 128 MiB), and spawning `openssl dgst` instead cost
-// 0.1–0.5 s per import under load. Plain JavaScript evaluated in the worker:
-// no loader, positional reads into one reused buffer.
-const SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-const { readSync } = require('node:fs');
-try {
-  const hash = createHash('sha256');
-  const buf = Buffer.allocUnsafe(1 << 20);
-  let pos = 0;
-  for (let n; (n = readSync(workerData.fd, buf, 0, buf.length, pos)) > 0; pos += n) hash.update(buf.subarray(0, n));
-  parentPort.postMessage({ sha256: hash.digest('hex'), size: pos });
-} catch (err) {
-  parentPort.postMessage({ error: err.message });
-}
-`;
+// the path changes nothing). `openssl dgst` reads it as its stdin when it is
+// installed: measured 2026-12-07 on 128 MiB, it spends 0.07–0.08 s of CPU
+// against 0.15 s for Node's hash on a worker thread, and the spawn with the
+// hash took 227–343 ms of wall against 253–620 ms for the worker (load 6).
+// Without openssl, Node hashes it. An abort stops either (the result is no
+// longer wanted).
 
-// The digest and the bytes read, to end of file as it is while hashed; an
-// abort stops the thread (its result is no longer wanted).
-export function sha256OfFile(fh: FileHandle, signal?: AbortSignal): Promise<{ sha256: string; size: number }> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    // the worker shares this process's descriptor table: fh.fd is the same open file
-    const w = new Worker(SOURCE, { eval: true, workerData: { fd: fh.fd }, execArgv: [] });
-    const stop = () => void w.terminate();
-    signal?.addEventListener('abort', stop, { once: true });
-    let got: { sha256: string; size: number; error?: string } | undefined;
-    w.once('message', (m: typeof got) => (got = m));
-    w.once('error', reject);
-    w.once('exit', (code) => {
-      signal?.removeEventListener('abort', stop);
-      if (signal?.aborted) reject(signal.reason);
-      else if (got?.error) reject(new Error(`hashing descriptor ${fh.fd}: ${got.error}`));
-      else if (got) resolve({ sha256: got.sha256, size: got.size });
-      else reject(new Error(`hashing descriptor ${fh.fd} stopped (exit ${code})`));
-    });
+export async function sha256OfFile(fh: FileHandle, signal?: AbortSignal): Promise<string> {
+  const viaChild = await viaOpenssl(fh, signal);
+  if (signal?.aborted) throw signal.reason;
+  return viaChild ?? viaNode(fh, signal);
+}
+
+// undefined when openssl cannot be run or fails (Node then hashes, and
+// reports a read error itself); the child shares the descriptor's offset,
+// which nothing else uses: every read of ours is positional
+function viaOpenssl(fh: FileHandle, signal?: AbortSignal): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const child = spawn('openssl', ['dgst', '-sha256', '-r'], { stdio: [fh.fd, 'pipe', 'pipe'], signal });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d));
+    child.stderr!.resume();
+    child.once('error', () => resolve(undefined));
+    child.once('close', (code) => resolve(code === 0 ? /^([0-9a-f]{64})\b/.exec(out)?.[1] : undefined));
   });
+}
+
+async function viaNode(fh: FileHandle, signal?: AbortSignal): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of fh.createReadStream({ start: 0, autoClose: false, highWaterMark: 1 << 20, signal })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
