@@ -1,28 +1,32 @@
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { recheck, type CachedArchive } from '../services/importer/archive.ts';
+import { sha256OfFile } from '../services/importer/sha256.ts';
 import { isSealkitError } from '../services/lib/errors.ts';
 
-// The re-hash before an import runs through `openssl dgst` when the node has
-// openssl and through Node's own hash when it does not; both must accept the
-// verified bytes and refuse a one-byte change.
+// The re-hash before an import (through the descriptor the import then
+// reads: `openssl dgst` when the node has it, Node's own hash when not)
+// accepts the verified bytes, refuses a one-byte change, and hashes the file
+// it opened, not whatever the path names later.
 
 let dir: string;
+let bytes: Buffer;
 let good: CachedArchive;
 let bad: CachedArchive;
 
 test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sealkit-rehash-'));
-  const bytes = randomBytes(3 << 20);
+  bytes = randomBytes(3 << 20);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   good = { path: join(dir, 'good'), sha256, size: bytes.length, format: 'docker-archive', compression: 'none' };
   await writeFile(good.path, bytes);
-  bytes[bytes.length >> 1] ^= 1;
+  const changed = Buffer.from(bytes);
+  changed[changed.length >> 1] ^= 1;
   bad = { ...good, path: join(dir, 'bad') };
-  await writeFile(bad.path, bytes);
+  await writeFile(bad.path, changed);
 });
 
 test.after.always(async () => {
@@ -36,7 +40,7 @@ const verdicts = async (t: import('ava').ExecutionContext) => {
   t.true(isSealkitError(err) && err.code === 'SEALKIT_CACHE_CORRUPT', String(err));
 };
 
-test.serial('the re-hash accepts the verified bytes and refuses a changed byte, with openssl', verdicts);
+test.serial('the re-hash accepts the verified bytes and refuses a changed byte with SEALKIT_CACHE_CORRUPT, with openssl', verdicts);
 
 test.serial('the re-hash accepts the verified bytes and refuses a changed byte, without openssl on PATH', async (t) => {
   const path = process.env.PATH;
@@ -46,4 +50,25 @@ test.serial('the re-hash accepts the verified bytes and refuses a changed byte, 
   } finally {
     process.env.PATH = path;
   }
+});
+
+test.serial('the hash is of the open file, even after another file was renamed over its path', async (t) => {
+  const path = join(dir, 'renamed');
+  await writeFile(path, bytes);
+  const fh = await open(path, 'r');
+  try {
+    await writeFile(join(dir, 'other'), 'other bytes');
+    await rename(join(dir, 'other'), path);
+    t.is(await sha256OfFile(fh), good.sha256);
+  } finally {
+    await fh.close();
+  }
+});
+
+test.serial('an aborted re-hash rejects with the abort reason and hands back no checked archive', async (t) => {
+  const stop = new AbortController();
+  const checking = recheck(good, 'x/y:1', stop.signal);
+  stop.abort(new Error('no longer wanted'));
+  const err = await t.throwsAsync(checking);
+  t.is(err?.message, 'no longer wanted');
 });

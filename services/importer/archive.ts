@@ -35,7 +35,7 @@ export interface CheckedArchive {
 
 const stampOf = (st: { ino: bigint; size: bigint; mtimeNs: bigint; ctimeNs: bigint }) => `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 
-export async function recheck(a: CachedArchive, image: string): Promise<CheckedArchive> {
+export async function recheck(a: CachedArchive, image: string, signal?: AbortSignal): Promise<CheckedArchive> {
   let fh: FileHandle;
   try {
     fh = await open(a.path, 'r');
@@ -46,7 +46,11 @@ export async function recheck(a: CachedArchive, image: string): Promise<CheckedA
     const st = await fh.stat({ bigint: true });
     const before = stampOf(st);
     // the size as fstat saw it: a file growing or shrinking meanwhile changes the stamp
-    const got = { sha256: await sha256OfFile(fh), size: Number(st.size) };
+    const sha256 = await sha256OfFile(fh, signal).catch((err: Error) => {
+      if (signal?.aborted) throw err;
+      throw new SealkitError('SEALKIT_CACHE_CORRUPT', `cached archive ${a.path} for ${image} cannot be read (${err.message}); fetch the image again`, { path: a.path });
+    });
+    const got = { sha256, size: Number(st.size) };
     if (got.sha256 !== a.sha256 || got.size !== a.size) throw corrupt(a, image, got);
     if (stampOf(await fh.stat({ bigint: true })) !== before) throw changed(a, image);
     return { archive: a, image, fh, stamp: before, close: () => fh.close() };
