@@ -13,13 +13,14 @@ import { memory } from './memory.ts';
 import { registry } from './registry.ts';
 import { runner } from './runner.ts';
 import { verify } from './verify.ts';
+import { verity } from './verity.ts';
 import { row, type BenchContext, type Group, type Row } from './measure.ts';
 
 // make bench: every row group measured against its peer in the same run, on
 // the same input, interleaved. BENCH_QUICK=1 for small inputs; ROWS=verify,label
 // (or --rows=…) for some groups; --markdown for the README.
 
-const groups: Record<string, Group> = { verify, registry, import: imports, label, audit, bus, memory, runner, fleet, iso };
+const groups: Record<string, Group> = { verify, registry, import: imports, label, audit, bus, memory, runner, fleet, iso, verity };
 
 const args = process.argv.slice(2);
 const markdown = args.includes('--markdown');

@@ -50,3 +50,17 @@ export function bootKernel(args: string[], limitMs = 150_000): Promise<string> {
 }
 
 export const results = (out: string): Record<string, string> => Object.fromEntries([...out.matchAll(/RESULT (\S+) ?(.*?)\r?$/gm)].map((m) => [m[1], m[2]]));
+
+// Node.js and the compiled project (dist/, with fs-xattr) copied into
+// <store>/app, so a guest can run the services' own code from the store
+// disk; the shared libraries Node needs are files for buildInitrd.
+export const NODE_LIBS = ['/lib/x86_64-linux-gnu/libc.so.6', '/lib64/ld-linux-x86-64.so.2', '/lib/x86_64-linux-gnu/libdl.so.2', '/lib/x86_64-linux-gnu/libstdc++.so.6',
+  '/lib/x86_64-linux-gnu/libm.so.6', '/lib/x86_64-linux-gnu/libgcc_s.so.1', '/lib/x86_64-linux-gnu/libpthread.so.0'];
+export function nodeInGuest(store: string, repo: string): void {
+  for (const f of [process.execPath, join(repo, 'dist'), join(repo, 'node_modules/fs-xattr/package.json')]) if (!existsSync(f)) throw new Error(`${f} is missing: run make build`);
+  mkdirSync(join(store, 'app/node_modules'), { recursive: true });
+  execFileSync('cp', ['-a', join(repo, 'dist'), join(store, 'app/dist')]);
+  execFileSync('cp', ['-a', join(repo, 'node_modules/fs-xattr'), join(store, 'app/node_modules/fs-xattr')]);
+  copyFileSync(process.execPath, join(store, 'app/node'));
+  chmodSync(join(store, 'app/node'), 0o755);
+}

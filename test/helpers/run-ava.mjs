@@ -80,6 +80,9 @@ const read = (stream, out) =>
       .on('line', (line) => {
         lastOutput = Date.now();
         out.write(line + '\n');
+        // only the reporter's own result lines (indented at most two
+        // spaces): a test's logged output, indented deeper, may quote them
+        if (!/^ {0,2}\S/.test(line)) return;
         const t = line.trim();
         if (t.startsWith('✔')) pass++;
         else if (t.startsWith('✘') && !/^✘ (Timed out|Exiting due to SIGINT)/.test(t) && !/exited with a non-zero/.test(t)) (fail++, failed.push(t));
