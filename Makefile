@@ -9,7 +9,7 @@ SHELL := /bin/bash
 APT_PACKAGES := nats-server containerd runc docker.io docker-registry skopeo \
   qemu-system-x86 linux-image-amd64 busybox-static xorriso isolinux syslinux-common \
   grub-efi-amd64-bin mtools dosfstools ovmf fsverity \
-  ima-evm-utils attr keyutils cpio zstd lz4 xz-utils curl openssl ca-certificates e2fsprogs
+  ima-evm-utils attr keyutils gcc libc6-dev cpio zstd lz4 xz-utils curl openssl ca-certificates e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # not NODE: that is the fleet node's name (make iso NODE=…)
 TSX := node --import tsx
@@ -72,10 +72,11 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-# under the ISO build lock: an ISO build copies dist/ into the image
+# under the ISO build lock: an ISO build copies dist/ into the image; the
+# C helper (fs-verity on many files in one process) is built beside its module
 build: npm
-	@mkdir -p build
-	flock build/iso-build.lock npx tsc -p tsconfig.json
+	@mkdir -p build dist/services/ima
+	flock build/iso-build.lock sh -c 'npx tsc -p tsconfig.json && cc -O2 -Wall -Werror -o dist/services/ima/sealkit-verity-enable services/ima/verity-enable.c'
 
 typecheck: npm
 	npx tsc -p tsconfig.json --noEmit

@@ -14,7 +14,7 @@
 //
 // Same inputs and SOURCE_DATE_EPOCH, same ISO bytes.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readlink, rm, writeFile, copyFile, chmod } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
@@ -154,9 +154,28 @@ export function compile(repo: string, log: (line: string) => void): void {
       log(`iso: tsc failed${files.length ? ` in ${files.join(', ')}` : ''}`);
       throw new SealkitError('SEALKIT_CONFIG', `tsc -p tsconfig.json failed in ${repo}; fix the type errors and build again:\n${text}`, { files });
     }
+    buildHelpers(repo, fresh, log);
     syncChanged(fresh, join(repo, 'dist'));
   } finally {
     rmSync(fresh, { recursive: true, force: true });
+  }
+}
+
+// The C helpers the services run, built beside their modules in dist/ (so
+// the ISO carries them with dist/services): sealkit-verity-enable, fs-verity
+// on many files in one process (Node has no ioctl).
+export const HELPERS = [{ src: 'services/ima/verity-enable.c', out: 'services/ima/sealkit-verity-enable' }];
+function buildHelpers(repo: string, outDir: string, log: (line: string) => void): void {
+  for (const h of HELPERS) {
+    mkdirSync(dirname(join(outDir, h.out)), { recursive: true });
+    try {
+      execFileSync('cc', ['-O2', '-Wall', '-Werror', '-o', join(outDir, h.out), join(repo, h.src)], { cwd: repo, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { stderr?: string };
+      log(`iso: cc failed on ${h.src}`);
+      const what = e.code === 'ENOENT' ? 'there is no cc: install gcc and libc6-dev (make deps does)' : `${String(e.stderr ?? '').trim() || e.message}; fix it (or install gcc and libc6-dev, which make deps does)`;
+      throw new SealkitError('SEALKIT_CONFIG', `cc could not build ${h.src}: ${what}, and build again`, { file: h.src });
+    }
   }
 }
 
@@ -170,9 +189,11 @@ function syncChanged(from: string, to: string): void {
       continue;
     }
     const next = readFileSync(src);
-    if (existsSync(dst) && readFileSync(dst).equals(next)) continue;
+    const mode = statSync(src).mode & 0o777; // a helper stays executable
+    if (existsSync(dst) && readFileSync(dst).equals(next) && (statSync(dst).mode & 0o777) === mode) continue;
     const tmp = `${dst}.${process.pid}.tmp`;
-    writeFileSync(tmp, next);
+    writeFileSync(tmp, next, { mode });
+    chmodSync(tmp, mode);
     renameSync(tmp, dst);
   }
 }

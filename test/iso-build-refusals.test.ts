@@ -1,6 +1,6 @@
 import test from 'ava';
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build, compile, repoRoot } from '../iso/build.ts';
@@ -21,6 +21,8 @@ async function scratchRepo(t: { teardown: (fn: () => Promise<void>) => void }): 
   await copyFile(join(repoRoot, 'iso', 'linuxkit', 'schema.json'), join(repo, 'iso', 'linuxkit', 'schema.json'));
   await mkdir(join(repo, 'services', 'lib'), { recursive: true });
   await writeFile(join(repo, 'services', 'lib', 'ok.ts'), 'export const ok: number = 1;\n');
+  await mkdir(join(repo, 'services', 'ima'), { recursive: true });
+  await copyFile(join(repoRoot, 'services', 'ima', 'verity-enable.c'), join(repo, 'services', 'ima', 'verity-enable.c'));
   return repo;
 }
 
@@ -37,6 +39,23 @@ test('a type error in iso/ fails the compile step, with the file named', async (
   t.is(err!.code, 'SEALKIT_CONFIG');
   t.deepEqual(err!.data?.files, ['iso/bad.ts']);
   t.true(lines.some((l) => l.includes('iso/bad.ts')), 'the build log names the file');
+});
+
+test('the C helper is built executable beside its module, and a C error fails the compile step with the file named', async (t) => {
+  t.timeout(5 * 60_000);
+  const repo = await scratchRepo(t);
+  compile(repo, () => {});
+  const helper = join(repo, 'dist', 'services', 'ima', 'sealkit-verity-enable');
+  t.true(existsSync(helper), 'dist/services/ima/sealkit-verity-enable is built');
+  t.is(statSync(helper).mode & 0o111, 0o111, 'and executable');
+
+  await writeFile(join(repo, 'services', 'ima', 'verity-enable.c'), 'int main(void) { return missing; }\n');
+  const lines: string[] = [];
+  const err = t.throws<SealkitError>(() => compile(repo, (l) => lines.push(l)));
+  t.is(err!.code, 'SEALKIT_CONFIG');
+  t.is(err!.data?.file, 'services/ima/verity-enable.c');
+  t.regex(err!.message, /'missing' undeclared/);
+  t.true(lines.some((l) => l.includes('services/ima/verity-enable.c')), 'the build log names the file');
 });
 
 test('a test case with a key LinuxKit does not know is refused before anything is built', async (t) => {
