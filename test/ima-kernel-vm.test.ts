@@ -39,6 +39,10 @@ try() { if cat "$1" >/dev/null 2>&1; then echo "RESULT $1 ok"; else echo "RESULT
 for f in /d/good /d/forged /d/unlabelled /s/signed /s/hashonly; do try $f; done
 if /d/bin/tool >/dev/null 2>&1; then echo "RESULT exec ok"; else echo "RESULT exec denied"; fi
 [ -e /sys/kernel/security/ima/policy ] && echo "RESULT policy-file present" || echo "RESULT policy-file gone"
+# the kernel prints audit records from its kauditd thread, after the read
+# that caused them returned: wait for the three denials (a CI run read
+# dmesg before the last one was there)
+i=0; while [ $(dmesg | grep -c 'type=1800') -lt 3 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 dmesg | grep 'type=1800'
 poweroff -f
 `;
