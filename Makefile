@@ -73,10 +73,11 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@touch $@
 
 # under the ISO build lock: an ISO build copies dist/ into the image; the
-# C helper (fs-verity on many files in one process) is built beside its module
+# same compile step as the ISO build's (tsc, then the C helpers beside their
+# modules, each changed file moved into dist/ by rename)
 build: npm
-	@mkdir -p build dist/services/ima
-	flock build/iso-build.lock sh -c 'npx tsc -p tsconfig.json && cc -O2 -Wall -Werror -o dist/services/ima/sealkit-verity-enable services/ima/verity-enable.c'
+	@mkdir -p build
+	flock build/iso-build.lock $(TSX) iso/build.ts --compile-only
 
 typecheck: npm
 	npx tsc -p tsconfig.json --noEmit

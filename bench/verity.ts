@@ -1,11 +1,10 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../services/lib/config.ts';
 import { composeIpePolicy, signIpePolicy } from '../services/ima/ipe.ts';
 import { verityDigestOfFile } from '../services/ima/verity.ts';
-import { bootKernel, buildInitrd, debianKernel, NODE_LIBS, nodeInGuest, results } from '../test/helpers/kernel-vm.ts';
+import { bootKernel, buildInitrd, debianKernel, EXT4_VIRTIO_MODULES, NODE_LIBS, nodeInGuest, OVMF_CODE, OVMF_VARS, ovmfWithOwner, ownerCert, results } from '../test/helpers/kernel-vm.ts';
 import { fmt, median, MiB, row, sh, type BenchContext, type Row } from './measure.ts';
 
 // The IPE + fs-verity tier's costs, measured where they can be: this host's
@@ -24,12 +23,8 @@ import { fmt, median, MiB, row, sh, type BenchContext, type Row } from './measur
 // ratios are what the rows compare.
 
 const G = 'verity';
-const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
-const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
-const OWNER_GUID = '5ea1c0de-0000-4000-8000-000000000014';
 const EXECS = 200; // per round
 const ROUNDS = 5;
-const MODULES = ['drivers/block/virtio_blk.ko', 'lib/crc16.ko', 'fs/mbcache.ko', 'fs/jbd2/jbd2.ko', 'crypto/crc32c_generic.ko', 'fs/ext4/ext4.ko'];
 const LIBS = ['/lib/x86_64-linux-gnu/libfsverity.so.0', '/lib/x86_64-linux-gnu/libcrypto.so.3', ...NODE_LIBS];
 
 // centiseconds since boot (busybox date has no %N; each timed span is seconds)
@@ -91,20 +86,18 @@ export async function verity(ctx: BenchContext): Promise<Row[]> {
   // the owner's certificate in db, and a policy listing the fs-verity binary
   const p = join(ctx.tmp, 'p');
   mkdirSync(p);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(p, 'owner.key'), '-out', join(p, 'owner.pem'), '-days', '2', '-subj', '/CN=sealkit bench owner',
-    '-addext', 'extendedKeyUsage=codeSigning', '-addext', 'keyUsage=digitalSignature'], { stdio: 'ignore' });
+  const owner = ownerCert(p, 'owner');
   writeFileSync(join(p, 'policy.txt'), composeIpePolicy({ serial: 1, digests: [await verityDigestOfFile(join(s, 'x/verity.bb'))] }));
-  await signIpePolicy(join(p, 'policy.txt'), join(p, 'owner.pem'), join(p, 'owner.key'), join(p, 'policy.p7b'));
-  const vars = join(ctx.tmp, 'vars.fd');
-  execFileSync('virt-fw-vars', ['--input', OVMF_VARS, '--output', vars, '--add-db', OWNER_GUID, join(p, 'owner.pem')], { stdio: 'ignore' });
+  await signIpePolicy(join(p, 'policy.txt'), owner.cert, owner.key, join(p, 'policy.p7b'));
+  const ovmf = ovmfWithOwner(ctx.tmp, owner.cert);
 
   const files: Record<string, string> = { '/usr/bin/fsverity': '/usr/bin/fsverity', [join(p, 'policy.p7b')]: '/p/policy.p7b' };
   for (const l of LIBS) files[l] = l;
-  const initrd = buildInitrd(ctx.tmp, { init: INIT, modulesDir: k.modules, modules: MODULES, files });
+  const initrd = buildInitrd(ctx.tmp, { init: INIT, modulesDir: k.modules, modules: EXT4_VIRTIO_MODULES, files });
 
   ctx.log(`verity: booting ${k.version} under OVMF (TCG, 2 vCPUs) on a ${(du / MiB).toFixed(0)} MiB store`);
   const load = loadavg()[0];
-  const out = await bootKernel(['-m', '2048', '-smp', '2', '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${vars}`,
+  const out = await bootKernel(['-m', '2048', '-smp', '2', ...ovmf,
     '-kernel', k.kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1 loglevel=1',
     '-drive', `file=${img},format=raw,if=virtio`], 40 * 60_000);
   const r = results(out);

@@ -164,7 +164,7 @@ export function compile(repo: string, log: (line: string) => void): void {
 // The C helpers the services run, built beside their modules in dist/ (so
 // the ISO carries them with dist/services): sealkit-verity-enable, fs-verity
 // on many files in one process (Node has no ioctl).
-export const HELPERS = [{ src: 'services/ima/verity-enable.c', out: 'services/ima/sealkit-verity-enable' }];
+const HELPERS = [{ src: 'services/ima/verity-enable.c', out: 'services/ima/sealkit-verity-enable' }];
 function buildHelpers(repo: string, outDir: string, log: (line: string) => void): void {
   for (const h of HELPERS) {
     mkdirSync(dirname(join(outDir, h.out)), { recursive: true });
@@ -702,6 +702,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     return i >= 0 ? args[i + 1] : undefined;
   };
   try {
+    // make build: dist/ and the C helpers, as an ISO build makes them
+    if (args.includes('--compile-only')) {
+      compile(repoRoot, (l) => console.log(l));
+      process.exit(0);
+    }
     const fleet = fleetOptions(opt('--node'), opt('--hub'), opt('--bundle'));
     await build({
       out: opt('--out') ?? (fleet ? fleetIsoDir(repoRoot, fleet.node) : undefined),

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { verityDigestOfFile } from '../services/ima/verity.ts';
 import { composeIpePolicy, signIpePolicy } from '../services/ima/ipe.ts';
-import { bootKernel, buildInitrd, debianKernel, results } from './helpers/kernel-vm.ts';
+import { bootKernel, buildInitrd, debianKernel, EXT4_VIRTIO_MODULES, OVMF_CODE, OVMF_VARS, ovmfWithOwner, ownerCert, results } from './helpers/kernel-vm.ts';
 
 // Debian's 6.12 kernel (IPE built in) under OVMF with a throwaway owner
 // certificate enrolled in db, so the kernel loads it into .platform: the IPE
@@ -14,9 +14,6 @@ import { bootKernel, buildInitrd, debianKernel, results } from './helpers/kernel
 // -O verity. Refusals are the kernel's; their audit records are printed.
 
 const K612 = debianKernel(/^6\.12\.\S+-amd64$/);
-const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
-const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
-const OWNER_GUID = '5ea1c0de-0000-4000-8000-000000000014';
 const SECURITYFS = '/sys/kernel/security/ipe';
 const dir = mkdtempSync(join(tmpdir(), 'sealkit-ipe-vm-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
@@ -60,13 +57,6 @@ timeout 2 cat /dev/kmsg | grep -E 'audit: type=14(04|20) ' | sed 's/^/KMSG /'
 poweroff -f
 `;
 
-function cert(name: string): { cert: string; key: string } {
-  const c = { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', c.key, '-out', c.cert, '-days', '2', '-subj', `/CN=sealkit test ${name}`,
-    '-addext', 'extendedKeyUsage=codeSigning', '-addext', 'keyUsage=digitalSignature'], { stdio: 'ignore' });
-  return c;
-}
-
 test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and refuses what it does not list', async (t) => {
   // make deps installs these: a missing one is a broken set-up, not a pass
   const missing = [!K612 && 'a Debian 6.12 kernel (/boot/vmlinuz-6.12.*)', !existsSync(OVMF_CODE) && OVMF_CODE, !existsSync(OVMF_VARS) && OVMF_VARS,
@@ -94,8 +84,8 @@ test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and
   execFileSync('mkfs.ext4', ['-q', '-b', '4096', '-O', 'verity', '-d', s, join(dir, 's.img'), '32M']);
   const digest = await verityDigestOfFile(join(s, 'ok'));
 
-  const owner = cert('owner');
-  const other = cert('other');
+  const owner = ownerCert(dir, 'owner');
+  const other = ownerCert(dir, 'other');
   const p = join(dir, 'p');
   mkdirSync(p);
   writeFileSync(join(p, 'v1.txt'), composeIpePolicy({ serial: 1, digests: [] }));
@@ -105,8 +95,7 @@ test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and
   await signIpePolicy(join(p, 'v2.txt'), other.cert, other.key, join(p, 'other.p7b'));
   writeFileSync(join(p, 'one'), '1');
 
-  const vars = join(dir, 'vars.fd');
-  execFileSync('virt-fw-vars', ['--input', OVMF_VARS, '--output', vars, '--add-db', OWNER_GUID, owner.cert], { stdio: 'ignore' });
+  const ovmf = ovmfWithOwner(dir, owner.cert);
 
   const files: Record<string, string> = {
     '/usr/bin/fsverity': '/usr/bin/fsverity',
@@ -121,14 +110,14 @@ test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and
   const initrd = buildInitrd(dir, {
     init: INIT,
     modulesDir: K612.modules,
-    modules: ['drivers/block/virtio_blk.ko', 'lib/crc16.ko', 'fs/mbcache.ko', 'fs/jbd2/jbd2.ko', 'crypto/crc32c_generic.ko', 'fs/ext4/ext4.ko', 'fs/efivarfs/efivarfs.ko'],
+    modules: [...EXT4_VIRTIO_MODULES, 'fs/efivarfs/efivarfs.ko'],
     files,
   });
 
   // loglevel=1: a kernel warning printed mid-line (a TCG guest on a loaded
   // host warns about its clock) would cut a RESULT line; init prints the
   // records it needs with dmesg
-  const out = await bootKernel(['-m', '512', '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${vars}`,
+  const out = await bootKernel(['-m', '512', ...ovmf,
     '-kernel', K612.kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1 loglevel=1 audit_backlog_limit=8192',
     '-drive', `file=${join(dir, 's.img')},format=raw,if=virtio`]);
   const r = results(out);

@@ -4,7 +4,7 @@ import { existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../services/lib/config.ts';
-import { bootKernel, buildInitrd, debianKernel, NODE_LIBS, nodeInGuest, results } from './helpers/kernel-vm.ts';
+import { bootKernel, buildInitrd, debianKernel, EXT4_VIRTIO_MODULES, NODE_LIBS, nodeInGuest, results } from './helpers/kernel-vm.ts';
 
 // The ima service's enableVerity (services/ima/fsverity.ts) against a kernel
 // that has fs-verity, which this host's does not: Debian's 6.12 in QEMU, a
@@ -50,7 +50,7 @@ test('enableVerity gives every file of a tree fs-verity once, hard links and all
   execFileSync('mkfs.ext4', ['-q', '-b', '4096', '-O', 'verity', '-d', s, img, '512M']);
   const files: Record<string, string> = { '/usr/bin/fsverity': '/usr/bin/fsverity', '/lib/x86_64-linux-gnu/libfsverity.so.0': '/lib/x86_64-linux-gnu/libfsverity.so.0', '/lib/x86_64-linux-gnu/libcrypto.so.3': '/lib/x86_64-linux-gnu/libcrypto.so.3' };
   for (const l of NODE_LIBS) files[l] = l;
-  const initrd = buildInitrd(dir, { init: INIT, modulesDir: K612.modules, modules: ['drivers/block/virtio_blk.ko', 'lib/crc16.ko', 'fs/mbcache.ko', 'fs/jbd2/jbd2.ko', 'crypto/crc32c_generic.ko', 'fs/ext4/ext4.ko'], files });
+  const initrd = buildInitrd(dir, { init: INIT, modulesDir: K612.modules, modules: EXT4_VIRTIO_MODULES, files });
   const out = await bootKernel(['-m', '1024', '-smp', '2', '-kernel', K612.kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1 loglevel=1', '-drive', `file=${img},format=raw,if=virtio`], 8 * 60_000);
   const r = results(out);
   const tail = out.slice(-3000);

@@ -64,3 +64,24 @@ export function nodeInGuest(store: string, repo: string): void {
   copyFileSync(process.execPath, join(store, 'app/node'));
   chmodSync(join(store, 'app/node'), 0o755);
 }
+
+// ext4 on a virtio disk, for a 6.12 guest's store (busybox insmod, in order)
+export const EXT4_VIRTIO_MODULES = ['drivers/block/virtio_blk.ko', 'lib/crc16.ko', 'fs/mbcache.ko', 'fs/jbd2/jbd2.ko', 'crypto/crc32c_generic.ko', 'fs/ext4/ext4.ko'];
+
+// OVMF with an owner certificate in db: the kernel loads it into .platform,
+// the keyring IPE policies must be signed from
+export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+const OWNER_GUID = '5ea1c0de-0000-4000-8000-000000000014';
+export function ownerCert(dir: string, name: string): { cert: string; key: string } {
+  const c = { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', c.key, '-out', c.cert, '-days', '2', '-subj', `/CN=sealkit test ${name}`,
+    '-addext', 'extendedKeyUsage=codeSigning', '-addext', 'keyUsage=digitalSignature'], { stdio: 'ignore' });
+  return c;
+}
+// a copy of OVMF's variable store with cert in db, and the QEMU arguments to boot with it
+export function ovmfWithOwner(dir: string, cert: string): string[] {
+  const vars = join(dir, 'vars.fd');
+  execFileSync('virt-fw-vars', ['--input', OVMF_VARS, '--output', vars, '--add-db', OWNER_GUID, cert], { stdio: 'ignore' });
+  return ['-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${vars}`];
+}
