@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := nats-server containerd runc docker.io docker-registry skopeo \
+APT_PACKAGES := nats-server containerd runc crun docker.io docker-registry skopeo \
   qemu-system-x86 linux-image-amd64 busybox-static xorriso isolinux syslinux-common \
   grub-efi-amd64-bin mtools dosfstools ovmf fsverity \
   ima-evm-utils attr keyutils gcc libc6-dev cpio zstd lz4 xz-utils curl openssl ca-certificates e2fsprogs

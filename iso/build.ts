@@ -114,6 +114,17 @@ export function sourceDateEpoch(repo: string): number {
   return 1700000000;
 }
 
+export const JITLESS = '--jitless';
+
+// Whether a kernel has IPE built in (its config beside it in /boot, as
+// Debian installs it; 6.12 and later when there is none).
+export function kernelHasIpe(version: string, boot = '/boot'): boolean {
+  const config = join(boot, `config-${version}`);
+  if (existsSync(config)) return /^CONFIG_SECURITY_IPE=y$/m.test(readFileSync(config, 'utf8'));
+  const [major, minor] = version.split('.').map(Number);
+  return major > 6 || (major === 6 && minor >= 12);
+}
+
 // The node kernel: the newest installed /boot/vmlinuz-* with its modules
 // (bookworm-backports' 6.12 once make deps has installed it), or the one
 // `choice` names: an exact version (6.1.0-57-amd64) or a series (6.1, 6.12).
@@ -156,10 +167,15 @@ export function compile(repo: string, log: (line: string) => void): void {
     }
     buildHelpers(repo, fresh, log);
     syncChanged(fresh, join(repo, 'dist'));
+    // unchanged outputs keep their times: this says when dist/ was last
+    // made from the sources (tests compare it with them)
+    writeFileSync(compiledStamp(repo), `${new Date().toISOString()}\n`);
   } finally {
     rmSync(fresh, { recursive: true, force: true });
   }
 }
+
+export const compiledStamp = (repo: string) => join(repo, 'dist', '.compiled');
 
 // The C helpers the services run, built beside their modules in dist/ (so
 // the ISO carries them with dist/services): sealkit-verity-enable, fs-verity
@@ -546,6 +562,16 @@ async function addBundle(ctx: Ctx, bases: Bases, kind: 'onboot' | 'service', ent
   const r = await resolveImage(repo, entry.image, ctx.pkgRoots);
   const c = mergeConfig(r.defaults.config, entry);
   const spec = ociSpec(c, r.defaults, kind);
+  // IPE refuses executable memory that no file backs (its policy allows
+  // files by fs-verity digest and the initramfs): V8's JIT would be denied
+  // its next code page once the owner's policy is active, so on a kernel
+  // with IPE every Node.js process of the node runs interpreted only
+  if (r.base === 'node' && kernelHasIpe(ctx.kernel)) {
+    const p = spec.process as { env?: string[]; args: string[] };
+    p.env = [...(p.env ?? []).filter((e) => !e.startsWith('NODE_OPTIONS=')), `NODE_OPTIONS=${JITLESS}`];
+    // jitless turns WebAssembly off, with a warning unless it is off already
+    if (p.args[0] === 'node' && !p.args.includes('--no-expose-wasm')) p.args.splice(1, 0, '--no-expose-wasm');
+  }
   const args = (spec.process as { args: string[] }).args;
   const main = args.find((a) => a.startsWith('/opt/sealkit/dist/services/'));
   if (kind === 'service' && main && !existsSync(join(repo, main.replace('/opt/sealkit/', '')))) {
@@ -621,7 +647,7 @@ async function writeManifest(ctx: Ctx, yml: LinuxkitYml, kernel: Kernel, service
     ...(ctx.testCase ? { testCase: ctx.testCase } : {}),
     ...(ctx.fleet ? { fleet: manifestEntry(ctx.fleet) } : {}),
     sourceDateEpoch: ctx.epoch,
-    kernel: { image: yml.kernel.image, version: kernel.version, cmdline: yml.kernel.cmdline ?? '' },
+    kernel: { image: yml.kernel.image, version: kernel.version, cmdline: yml.kernel.cmdline ?? '', ipe: kernelHasIpe(kernel.version) },
     initrd: { compression: `lz4 -l -${ctx.level}`, format: 'newc' },
     boot: { bios: 'isolinux', uefi: 'GRUB x86_64-efi (grub-mkimage)' },
     images: {

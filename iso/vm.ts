@@ -15,6 +15,7 @@ import { guestHub } from './fleet.ts';
 export interface BootOptions {
   iso?: string; // boot the ISO (-cdrom), as a user would
   firmware?: Firmware; // for the ISO: SeaBIOS (QEMU's default) or OVMF
+  ovmfVars?: string; // under OVMF, the variable store a copy of which is booted (default: Debian's empty one); one with the owner's certificate in db for IPE
   kernel?: string; // or boot kernel + initrd directly, with a command line
   initrd?: string;
   append?: string;
@@ -58,12 +59,12 @@ export function parseFirmware(value: string | undefined): Firmware {
   throw new Error(`FIRMWARE="${value}" is not a firmware this can boot: use bios (SeaBIOS, the default) or uefi (OVMF)`);
 }
 
-async function uefiArgs(dir: string): Promise<string[]> {
-  for (const f of [ovmfCode, ovmfVars]) {
+async function uefiArgs(dir: string, from = ovmfVars): Promise<string[]> {
+  for (const f of [ovmfCode, from]) {
     if (!existsSync(f)) throw new Error(`${f} is missing: booting under UEFI needs Debian's ovmf; run "make deps" (apt-get install ovmf)`);
   }
   const vars = join(dir, 'OVMF_VARS_4M.fd');
-  await copyFile(ovmfVars, vars);
+  await copyFile(from, vars);
   return ['-drive', `if=pflash,format=raw,readonly=on,file=${ovmfCode}`, '-drive', `if=pflash,format=raw,file=${vars}`];
 }
 
@@ -124,7 +125,7 @@ export async function bootVm(o: BootOptions): Promise<Vm> {
     '-serial', `file:${consoleLog}`,
     '-monitor', `unix:${monitor},server,nowait`,
   ];
-  if (o.iso) args.push(...(o.firmware === 'uefi' ? await uefiArgs(dir) : []), '-cdrom', o.iso, '-boot', 'd');
+  if (o.iso) args.push(...(o.firmware === 'uefi' ? await uefiArgs(dir, o.ovmfVars) : []), '-cdrom', o.iso, '-boot', 'd');
   else if (o.firmware === 'uefi') throw new Error('bootVm: firmware uefi boots the ISO (iso), not a kernel and initrd');
   else if (o.kernel && o.initrd) args.push('-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append ?? 'console=ttyS0');
   else throw new Error('bootVm needs iso, or kernel and initrd');

@@ -274,6 +274,22 @@ serial('a denial inside a container the runner started names it, its image diges
   });
   // a process of the container gone before its record is read: its path in the container's rootfs
   t.like(await denied(n, denials, exitedPid(), '/bin/busybox'), { workload: 'app', match: 'rootfs-path', file: join(run.rootfs, 'bin/busybox') });
+  // a binary written into the rootfs after it was labelled, which no
+  // manifest lists, refused by IPE in a process gone before its record is
+  // read: the rootfs that holds that path with that inode
+  const added = join(run.rootfs, 'bin/added');
+  await writeFile(added, busybox);
+  const k = ++seq;
+  await appendFile(kmsg, `5,${k},${k * 1000},-;audit: type=1420 audit(1796621853.${String(k % 1000).padStart(3, '0')}:${k}): ` +
+    `ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=${exitedPid()} comm="added-${k}" path="/bin/added" dev="loop0" ino=${(await stat(added)).ino} rule="DEFAULT op=EXECUTE action=DENY"\n`);
+  const ipe = (await denials.wait((e) => e.type === 'audit.denial' && e.data.kernel.seq === k)).data;
+  t.like(ipe, { mechanism: 'ipe', workload: 'app', container: labeled.container, match: 'rootfs-path', file: added, path: '/bin/added' });
+  // and by a process of the container still there
+  const k2 = ++seq;
+  await appendFile(kmsg, `5,${k2},${k2 * 1000},-;audit: type=1420 audit(1796621853.${String(k2 % 1000).padStart(3, '0')}:${k2}): ` +
+    `ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=${app} comm="added-${k2}" path="/bin/added" dev="loop0" ino=${(await stat(added)).ino} rule="DEFAULT op=EXECUTE action=DENY"\n`);
+  const live = (await denials.wait((e) => e.type === 'audit.denial' && e.data.kernel.seq === k2)).data;
+  t.like(live, { mechanism: 'ipe', workload: 'app', match: 'pid', file: added, path: '/bin/added' });
 });
 
 serial('a denial by a process inside the container names the container, its image digest and policy serial, and the file on the host', async (t) => {

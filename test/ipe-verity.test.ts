@@ -126,7 +126,7 @@ test('IPE switched off, another policy active, a signature rule, Setup Mode firm
   t.is(rootWritable('1 0 0:1 / /sys rw - sysfs sysfs rw\n'), null);
 });
 
-test.serial('the boot step activates nothing with a runc IPE refuses or on a store without fs-verity, and says why with a code', async (t) => {
+test.serial('the boot step activates nothing with a runtime IPE refuses (runc 1.1, crun not on a read-only mount, one it cannot ask) or on a store without fs-verity, and says why with a code', async (t) => {
   const ipe = makeIpeVerity();
   const tree = ipeTree('boot', {});
   const imaDir = join(dir, 'boot-ima');
@@ -153,6 +153,22 @@ test.serial('the boot step activates nothing with a runc IPE refuses or on a sto
   if ('declined' in step) return;
   t.is(step.exitCode, 1);
   t.like(step.line, { written: false, mode: 'ipe-verity', error: { code: 'SEALKIT_VERITY_FAILED' } });
+  t.is(readFileSync(join(tree.securityfs, 'ipe/policies/sealkit/update'), 'utf8'), '', 'the policy was not written');
+
+  // on the node, rcS says which runtime it set up (/run/sealkit/runtime.env)
+  delete process.env.SEALKIT_RUNC;
+  const runtimeEnv = join(dir, 'runtime.env');
+  process.env.SEALKIT_RUNTIME_ENV = runtimeEnv;
+  t.teardown(() => delete process.env.SEALKIT_RUNTIME_ENV);
+  const missing = await ipe.prepareBoot(ctx);
+  t.like(missing, { exitCode: 1, line: { written: false, error: { code: 'SEALKIT_IPE_RUNTIME', data: { version: null } } } });
+  t.regex(JSON.stringify(missing), /runtime\.env.*cannot be read/);
+  // what rcS writes where crun's binary did not end up on a read-only mount
+  writeFileSync(runtimeEnv, 'SEALKIT_RUNTIME=/usr/bin/crun\nSEALKIT_RUNTIME_VERSION=1.8.1\nSEALKIT_RUNTIME_CLONE=memfd\n');
+  t.like(await ipe.prepareBoot(ctx), { exitCode: 1, line: { written: false, error: { code: 'SEALKIT_IPE_RUNTIME', data: { runtime: '/usr/bin/crun', version: '1.8.1' } } } });
+  // and where it did: the runtime passes; this machine's store still takes no fs-verity
+  writeFileSync(runtimeEnv, 'SEALKIT_RUNTIME=/usr/bin/crun\nSEALKIT_RUNTIME_VERSION=1.8.1\nSEALKIT_RUNTIME_CLONE=none\n');
+  t.like(await ipe.prepareBoot(ctx), { exitCode: 1, line: { written: false, error: { code: 'SEALKIT_VERITY_FAILED' } } });
   t.is(readFileSync(join(tree.securityfs, 'ipe/policies/sealkit/update'), 'utf8'), '', 'the policy was not written');
 });
 

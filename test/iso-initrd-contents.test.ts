@@ -107,7 +107,7 @@ test('the production initrd carries no test-case file, no selftest and no selfte
   t.deepEqual(found.testBundles, [], 'no onboot or service bundle of a test case');
 
   const rcS = initrd.text('/etc/init.d/rcS');
-  t.regex(rcS, /runc --root \/run\/runc run --bundle/, 'this is the real rcS');
+  t.regex(rcS, /crun --root \/run\/crun run --bundle/, 'this is the real rcS');
   t.notRegex(rcS, /selftest|sealkit\.test/i, 'rcS has no switch that starts a test step');
 
   const manifest = JSON.parse(initrd.text('/etc/sealkit/build-manifest.json')) as { testCase?: string; inputs: Array<{ path: string }> };

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -264,4 +264,39 @@ test.serial('a runner stopped (SIGTERM) or killed (SIGKILL) and started again ad
   t.is(events.of('container.started').length, startedBefore, 'no second container.started');
   t.false(events.of('container.stopped').some((e) => e.data.name === 'guard' && e.data.reason === 'shutdown'));
   t.deepEqual(await containerIds(), ['guard']);
+});
+
+test.serial('IPE switched off while the node runs (audit.tamper of scope node) stops the containers whose policy says stop until the reboot, others keep running, and a restarted runner keeps them stopped', async (t) => {
+  const s = await push(v2, [guard, web]);
+  const w = await events.wait(of('container.started', 'web', (d) => d.policySerial === s), 60_000);
+  t.is((await tasks()).get('guard')?.status, 'RUNNING');
+  // the ima service of a 6.12 node the owner gave an IPE policy finds IPE
+  // switched to permissive: what root's echo 0 > /sys/kernel/security/ipe/enforce
+  // leaves, as a securityfs tree (this kernel has no IPE)
+  const sfs = join(work, 'securityfs');
+  await mkdir(join(sfs, 'ipe', 'policies'), { recursive: true });
+  await writeFile(join(sfs, 'ipe', 'enforce'), '0\n');
+  await mkdir(join(nats.stateDir, 'ima', 'ipe'), { recursive: true });
+  await writeFile(join(nats.stateDir, 'ima', 'ipe', 'policy.p7b'), 'the owner-signed policy');
+  const i = 3; // policy, fetcher, importer, ima (before)
+  await services[i].stop();
+  services[i] = await startService('ima', { ...env, SEALKIT_SECURITYFS: sfs, SEALKIT_IPE_CHECK_MS: '200' });
+
+  const tamper = await events.wait((e) => e.type === 'audit.tamper' && e.data.kind === 'ipe-enforce-off', 30_000);
+  t.like(tamper.data, { scope: 'node', mechanism: 'ipe-verity' });
+  const stopped = await events.wait(of('container.stopped', 'guard', (d) => d.reason === 'tamper' && /stopped enforcing/.test(d.detail)), 60_000);
+  t.regex(stopped.data.detail, /ipe-(enforce-off|policy-inactive)/);
+  const refused = await events.wait(of('container.refused', 'guard', (d) => d.code === 'SEALKIT_NODE_TAMPER'), 30_000);
+  t.regex(refused.data.reason, /not started again until the node reboots/);
+  t.false((await tasks()).has('guard'), 'no guard task in containerd');
+  t.is((await tasks()).get('web')?.pid, w.data.pid, 'web (onTamper: report) keeps running');
+
+  // the runner's record of this boot outlives the runner
+  await runner.stop('SIGTERM');
+  runner = await startService('runner', env);
+  await runner.waitForLog((r) => r.msg === 'reconciled');
+  t.is((await ps()).find((r) => r.name === 'guard')?.state, 'refused');
+  t.false((await tasks()).has('guard'));
+  t.false(events.of('container.started').some((e) => e.data.name === 'guard' && Date.parse(e.time) > Date.parse(refused.time)), 'guard was not started again');
+  t.is((await ps()).find((r) => r.name === 'web')?.state, 'running');
 });

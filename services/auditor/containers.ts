@@ -205,7 +205,11 @@ export class Containers {
     const rel = d.path.replace(/^\/+/, '');
     if (hit === 'gone') return this.byPath(rel, d.ino, batch);
     const m = await this.manifests.ofRootfs(hit.w.rootfs, batch);
-    return m ? inWorkload(hit.w, m, rel, hit.match) : null;
+    if (!m) return null;
+    // a file the manifest does not list, but there in the rootfs (written
+    // after labelling): the same path with the record's inode
+    const inRootfs = !Object.hasOwn(m.files, rel) && d.ino !== null && (await lstat(join(m.rootfs, rel)).catch(() => null))?.ino === d.ino;
+    return inWorkload(hit.w, m, rel, hit.match, inRootfs);
   }
 
   private inProcess(d: Denied, batch: ProcessBatch): InProcess {
@@ -260,6 +264,18 @@ export class Containers {
       if (m && Object.hasOwn(m.files, rel)) holders.push({ w, m });
     }
     let found = holders;
+    let unlisted = false;
+    if (found.length === 0 && ino !== null) {
+      // a file no manifest lists, written into a rootfs after it was
+      // labelled (IPE refuses to execute it): the rootfs that holds this
+      // path with this inode
+      for (const w of this.known) {
+        const st = await lstat(join(w.rootfs, rel)).catch(() => null);
+        const m = st?.ino === ino ? await this.manifests.ofRootfs(w.rootfs, batch) : null;
+        if (m) found.push({ w, m });
+      }
+      unlisted = true;
+    }
     if (new Set(found.map((h) => h.m.rootfs)).size > 1 && ino !== null) {
       const same: typeof holders = [];
       for (const h of found) {
@@ -269,12 +285,13 @@ export class Containers {
       found = same;
     }
     if (found.length !== 1) return null;
-    return inWorkload(found[0].w, found[0].m, rel, 'rootfs-path');
+    return inWorkload(found[0].w, found[0].m, rel, 'rootfs-path', unlisted);
   }
 }
 
-function inWorkload(w: Workload, m: LabelManifest, rel: string, match: MatchKind): WorkloadOwner {
-  const listed = Object.hasOwn(m.files, rel);
+// inRootfs: the file was found in the rootfs, though its manifest does not list it
+function inWorkload(w: Workload, m: LabelManifest, rel: string, match: MatchKind, inRootfs = false): WorkloadOwner {
+  const listed = inRootfs || Object.hasOwn(m.files, rel);
   return {
     ...owner(m, rel, match),
     // the run's own facts: the runner started it from this image under this serial

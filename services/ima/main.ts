@@ -83,7 +83,7 @@ await runService('ima', async ({ nc, events, log, state, root, node }) => {
   const nodeReported = new Set<string>();
   const checkNode = async () => {
     if (!selected.report.kernel.ipe || !(await exists(ipePolicyFile(state)))) return;
-    const found = await ipeTamper();
+    const found = await ipeTamper({ efivars: process.env.SEALKIT_EFIVARS, mountinfo: process.env.SEALKIT_HOST_MOUNTINFO });
     const fresh = found.filter((t) => !nodeReported.has(t.kind));
     for (const t of fresh) {
       nodeReported.add(t.kind);

@@ -50,6 +50,7 @@ export const codes = {
   SEALKIT_VERITY_FAILED: 'enabling or measuring fs-verity on a file failed',
   // runner
   SEALKIT_START_FAILED: 'the runtime could not create or start a container',
+  SEALKIT_NODE_TAMPER: "the node's kernel enforcement was weakened while it ran",
 } as const;
 
 export type ErrorCode = keyof typeof codes;

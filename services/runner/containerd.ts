@@ -29,6 +29,9 @@ export class Ctr {
     readonly sock: string,
     readonly namespace: string,
     private readonly bin = process.env.SEALKIT_CTR ?? 'ctr',
+    // the OCI runtime binary containerd's runc shim runs (its BinaryName):
+    // crun on the node (iso/parts/runc), the shim's default runc elsewhere
+    private readonly runtime = process.env.SEALKIT_OCI_RUNTIME || undefined,
   ) {}
 
   private base(): string[] {
@@ -57,7 +60,7 @@ export class Ctr {
   // logFile itself; the task's pid lands in pidFile. On failure the caller
   // removes whatever was made.
   async run(id: string, specFile: string, labels: Record<string, string>, logFile: string, pidFile: string): Promise<void> {
-    await this.exec(['run', '--detach', '--config', specFile, '--log-uri', `file://${logFile}`, '--pid-file', pidFile, ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]), id]);
+    await this.exec(['run', '--detach', ...(this.runtime ? ['--runc-binary', this.runtime] : []), '--config', specFile, '--log-uri', `file://${logFile}`, '--pid-file', pidFile, ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]), id]);
   }
 
   async tasks(): Promise<Map<string, Task>> {

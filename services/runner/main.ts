@@ -46,7 +46,9 @@ await runService('runner', async ({ nc, events, log, state, root }) => {
     policy: () => policy.policy,
     imaNamespace,
     stopGraceMs: envInt('SEALKIT_RUNNER_STOP_GRACE_MS', 10_000),
+    nodeTamperFile: join(state, 'node-tamper.json'),
   });
+  await runner.loadNodeTamper();
 
   const stopping = new AbortController();
   let adopted = false;
@@ -97,8 +99,11 @@ await runService('runner', async ({ nc, events, log, state, root }) => {
       try {
         const ev = checkEvent(contract.audit.tamper, parseEvent(msg.data));
         if ((ev.data as { scope?: unknown }).scope === 'node') {
-          // IPE turned off, Setup Mode firmware…: no rootfs changed; workloads keep running
-          log.warn('node-level tamper reported; workloads are not stopped for it', { ...ev.data });
+          // no rootfs changed: IPE switched off stops what the policy says
+          // to stop; Setup Mode firmware or a writable initramfs stop nothing
+          const n = ev.data as { kind?: unknown; detail?: unknown };
+          if (typeof n.kind !== 'string') throw new Error('audit.tamper of scope node without kind');
+          if (!runner.onNodeTamper({ kind: n.kind, detail: String(n.detail ?? '') })) log.warn('node-level tamper reported; it stops no container', { ...ev.data });
           return;
         }
         if (typeof ev.data?.container !== 'string' || typeof ev.data.file !== 'string') throw new Error('audit.tamper without container and file');

@@ -40,6 +40,21 @@ export const LABELS = {
 } as const;
 
 const TAMPER_KINDS = new Set(['modified', 'added', 'removed']);
+// audit.tamper of scope node that mean the kernel stopped enforcing while
+// the node ran (IPE switched to permissive, the owner's policy no longer
+// the active one, a policy trusting any fs-verity signature): whatever ran
+// since may have been anything, and nothing the node does now brings the
+// owner's policy back before a reboot. The standing weaknesses the same
+// check reports (firmware in Setup Mode, a read-write initramfs root) are
+// there from boot on and stop nothing.
+export const NODE_STOP_KINDS: ReadonlySet<string> = new Set(['ipe-enforce-off', 'ipe-policy-inactive', 'ipe-signature-rule']);
+
+export interface NodeTamper {
+  kind: string;
+  detail: string;
+  bootId: string; // the boot it happened in: a reboot deploys the owner's policy again
+  at: string;
+}
 // audit.tamper events published for one refused start; the refusal names the first
 const MAX_TAMPER_EVENTS = 16;
 
@@ -53,6 +68,7 @@ export interface RunnerOptions {
   policy: () => Policy | null;
   imaNamespace: ImaNamespaceUse;
   stopGraceMs: number;
+  nodeTamperFile?: string; // where a node tamper is kept, so a restarted runner keeps refusing until the reboot
 }
 
 interface Run {
@@ -95,8 +111,48 @@ export class Runner {
   private queue: Promise<void> = Promise.resolve();
   private readonly exitWaiters = new Map<string, () => void>();
   private closed = false;
+  private nodeTamper: NodeTamper | null = null;
 
   constructor(private readonly o: RunnerOptions) {}
+
+  // A node tamper recorded in this boot, by this runner before it restarted.
+  async loadNodeTamper(): Promise<void> {
+    if (!this.o.nodeTamperFile) return;
+    const kept = await readFile(this.o.nodeTamperFile, 'utf8').then((t) => JSON.parse(t) as NodeTamper, () => null);
+    if (kept && kept.bootId === (await bootId())) {
+      this.nodeTamper = kept;
+      this.o.log.warn('the kernel stopped enforcing earlier in this boot; containers whose policy says onTamper: stop stay stopped until the node reboots', { ...kept });
+    }
+  }
+
+  // audit.tamper of scope node: every container whose policy says
+  // onTamper: stop is stopped and refused until the node reboots. False:
+  // a kind that stops nothing.
+  onNodeTamper(t: { kind: string; detail: string }): boolean {
+    if (!NODE_STOP_KINDS.has(t.kind)) return false;
+    void this.serial(`node tamper ${t.kind}`, async () => {
+      if (!this.nodeTamper) {
+        this.nodeTamper = { kind: t.kind, detail: t.detail, bootId: await bootId(), at: new Date().toISOString() };
+        if (this.o.nodeTamperFile) await writeFileAtomic(this.o.nodeTamperFile, JSON.stringify(this.nodeTamper));
+      }
+      const policy = this.o.policy();
+      for (const w of this.workloads.values()) {
+        const c = policy?.containers.find((x) => x.name === w.name);
+        if (!c || c.onTamper !== 'stop' || !w.run) continue;
+        const run = w.run;
+        await this.stop(w, 'tamper', `the node's kernel stopped enforcing (${t.kind}: ${t.detail})`);
+        const image = policy!.images.find((i) => i.name === c.image)!;
+        await this.refuseForNode(w, this.plan(c, image), run.serial);
+      }
+    });
+    return true;
+  }
+
+  private async refuseForNode(w: Workload, p: Plan, serial: number): Promise<void> {
+    const n = this.nodeTamper!;
+    w.blocked = true;
+    await this.refuse(w, p, serial, 'SEALKIT_NODE_TAMPER', `the node's kernel stopped enforcing at ${n.at} (${n.kind}: ${n.detail}); container "${w.name}" (onTamper: stop) is not started again until the node reboots and its boot step deploys the owner's policy`, null, null);
+  }
 
   // One decision at a time, in arrival order; a failure is logged, never
   // stops the queue.
@@ -207,6 +263,11 @@ export class Runner {
     }
     w.image = { name: p.image.name, tag: p.image.tag, digest: p.image.sha256 };
 
+    if (w.run && this.nodeTamper && p.c.onTamper === 'stop') {
+      const run = w.run;
+      await this.stop(w, 'tamper', `the node's kernel stopped enforcing earlier in this boot (${this.nodeTamper.kind})`);
+      return this.refuseForNode(w, p, run.serial);
+    }
     if (w.run) {
       if (w.run.unchecked) {
         delete w.run.unchecked;
@@ -231,6 +292,7 @@ export class Runner {
       if (w.blocked) return;
       if ((await mtimeOf(p.paths.manifest)) === w.refusedAt) return;
     }
+    if (this.nodeTamper && p.c.onTamper === 'stop') return this.refuseForNode(w, p, serial);
     await this.start(w, p, serial);
   }
 
@@ -584,6 +646,10 @@ export class Runner {
     }
     return w;
   }
+}
+
+async function bootId(): Promise<string> {
+  return readFile('/proc/sys/kernel/random/boot_id', 'utf8').then((t) => t.trim(), () => 'unknown');
 }
 
 async function mtimeOf(path: string): Promise<number | null> {

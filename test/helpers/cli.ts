@@ -4,7 +4,10 @@ import { join } from 'node:path';
 import { repoRoot } from '../../services/lib/config.ts';
 
 export const sealkitBin = join(repoRoot, 'bin', 'sealkit');
-const built = join(repoRoot, 'dist', 'services', 'cli', 'main.js');
+// written by every compile (iso/build.ts compiledStamp): an output whose
+// content did not change keeps its old time, so no output says when dist/
+// was last made
+const built = join(repoRoot, 'dist', '.compiled');
 
 // bin/sealkit runs the compiled CLI: a test of it is a test of dist/, which
 // must then be at least as new as the sources (make test builds first).

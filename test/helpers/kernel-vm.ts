@@ -81,7 +81,11 @@ export function ownerCert(dir: string, name: string): { cert: string; key: strin
 }
 // a copy of OVMF's variable store with cert in db, and the QEMU arguments to boot with it
 export function ovmfWithOwner(dir: string, cert: string): string[] {
+  return ['-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${ownerVars(dir, cert)}`];
+}
+// the variable store alone (dir/vars.fd), as the README's virt-fw-vars line makes it
+export function ownerVars(dir: string, cert: string): string {
   const vars = join(dir, 'vars.fd');
   execFileSync('virt-fw-vars', ['--input', OVMF_VARS, '--output', vars, '--add-db', OWNER_GUID, cert], { stdio: 'ignore' });
-  return ['-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${vars}`];
+  return vars;
 }

@@ -7,7 +7,7 @@ import { asSealkitError, SealkitError } from '../../lib/errors.ts';
 import { labelTree } from '../labeltree.ts';
 import { deployIpePolicy, parseIpePolicy, readIpeState } from '../ipe.ts';
 import { enableVerity, measureVerity } from '../fsverity.ts';
-import { checkRunc } from '../runtime.ts';
+import { checkRuntime } from '../runtime.ts';
 import { securityfsOf, type BootContext, type BootStep, type Enforcement, type Finding } from './enforcement.ts';
 import { appraise as appraiseUserspace } from './userspace.ts';
 
@@ -91,12 +91,9 @@ async function prepareBoot(ctx: BootContext): Promise<BootStep> {
 // The kernel checks the signature and that the version is higher.
 export async function applyIpePolicy(securityfs: string, store: string, p7b: Uint8Array): Promise<{ updated: boolean; version: string | null; enforce: boolean | null }> {
   // a policy that would stop every container start is not activated
-  const rt = await checkRunc();
+  const rt = await checkRuntime();
   if (rt.selfClones) {
-    const what = rt.version === null
-      ? `"${rt.runc} --version" gave no runc version here, so whether the runtime re-executes itself from a memfd (runc before 1.2 does, and IPE refuses that) cannot be told`
-      : `${rt.runc} ${rt.version} re-executes itself from a memfd before each container start, which IPE refuses: no container could start`;
-    throw new SealkitError('SEALKIT_IPE_RUNTIME', `${what}; the IPE policy was not activated. Use runc 1.2 or later, and set SEALKIT_RUNC to the runc containerd uses`, { runc: rt.runc, version: rt.version });
+    throw new SealkitError('SEALKIT_IPE_RUNTIME', `${rt.why}; the IPE policy was not activated. Use runc 1.2 or later (SEALKIT_RUNC names the runc containerd uses), or crun on a read-only mount with _LIBCONTAINER_CLONED_BINARY=1, as the ISO's init sets it up`, { runtime: rt.runtime, version: rt.version });
   }
   await verityCapable(store);
   const { updated } = await deployIpePolicy(securityfs, p7b);
