@@ -87,11 +87,11 @@ test('an unknown test case is refused, naming the ones there are', async (t) => 
 test('a kernel command line GRUB and isolinux would not pass alike is refused before anything is built', async (t) => {
   const repo = await scratchRepo(t);
   const yml = await readFile(join(repo, 'linuxkit.yml'), 'utf8');
-  t.regex(yml, /cmdline: "console=ttyS0 ima_appraise=enforce"/);
-  await writeFile(join(repo, 'linuxkit.yml'), yml.replace('ima_appraise=enforce"', 'ima_appraise=enforce sealkit.note=\\"a b\\""'));
+  t.regex(yml, /cmdline: "console=ttyS0 ima_appraise=enforce rootfstype=ramfs"/);
+  await writeFile(join(repo, 'linuxkit.yml'), yml.replace('rootfstype=ramfs"', 'rootfstype=ramfs sealkit.note=\\"a b\\""'));
   const out = join(repo, 'out');
   const err = await t.throwsAsync<SealkitError>(build({ repo, out, state: join(repo, 'state'), compile: false, log: () => {} }));
   t.is(err!.code, 'SEALKIT_CONFIG');
-  t.regex(err!.message, /^linuxkit\.yml kernel\.cmdline "console=ttyS0 ima_appraise=enforce sealkit\.note=\\"a b\\"": "\\"" cannot be passed the same way by isolinux and GRUB/);
+  t.regex(err!.message, /^linuxkit\.yml kernel\.cmdline "console=ttyS0 ima_appraise=enforce rootfstype=ramfs sealkit\.note=\\"a b\\"": "\\"" cannot be passed the same way by isolinux and GRUB/);
   t.false(existsSync(out), 'nothing was written');
 });
