@@ -174,6 +174,9 @@ const e2e = test.macro(async (t, kernel?: string) => {
       t.is(d.data.policySerial, 1);
     }
     t.is(forged.data.expectedSha256, sha256(image.files['bin/app']), 'the denial says what the file should hash to');
+    // the denial can reach the host before the step's own line about it has
+    // come through the serial port: its last line says all are there
+    await vm.waitFor(/E2E-DENIALS done/, minutes(1));
     const said = vm.console().split(/\r?\n/).filter((l) => l.includes('E2E-DENIALS')).map((l) => l.slice(l.indexOf('E2E-DENIALS') + 12));
     t.log(said.join('\n'));
     t.true(said.includes('read untouched allowed'), 'an untouched file of the labelled rootfs opens');
@@ -216,6 +219,7 @@ const e2e = test.macro(async (t, kernel?: string) => {
     t.like(ps.containers.find((c) => c.name === 'ticker'), { state: 'refused', restarts: 1 }, 'runner.ps: refused, not running');
     const tamper = events.of('audit.tamper').find((e) => e.data.container === tickerLabeled.data.container && String(e.data.file).endsWith('bin/tick'));
     t.truthy(tamper, `audit.tamper for bin/tick; saw: ${JSON.stringify(events.of('audit.tamper').map((e) => e.data))}`);
+    await vm.waitFor(/E2E-WORKLOAD (done|error|skip)/, minutes(1));
     const worked = vm.console().split(/\r?\n/).filter((l) => l.includes('E2E-WORKLOAD')).map((l) => l.slice(l.indexOf('E2E-WORKLOAD') + 13));
     t.log(worked.join('\n'));
     const rewrote = worked.map((l) => /^rewrote bin\/tick offline at ([\d.]+) s/.exec(l)).find(Boolean);
