@@ -9,7 +9,7 @@ SHELL := /bin/bash
 APT_PACKAGES := nats-server containerd runc crun docker.io docker-registry skopeo \
   qemu-system-x86 linux-image-amd64 busybox-static xorriso isolinux syslinux-common \
   grub-efi-amd64-bin mtools dosfstools ovmf fsverity \
-  ima-evm-utils attr keyutils gcc libc6-dev cpio zstd lz4 xz-utils curl openssl ca-certificates e2fsprogs
+  ima-evm-utils attr keyutils gcc binutils libc6-dev cpio zstd lz4 xz-utils curl openssl ca-certificates e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # not NODE: that is the fleet node's name (make iso NODE=…)
 TSX := node --import tsx

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { repoRoot } from '../iso/build.ts';
 import { ensureIso, ensureTestCaseIso } from './helpers/qemu.ts';
@@ -20,6 +20,7 @@ interface Entry {
 interface Initrd {
   entries: Entry[];
   text(path: string): string;
+  data(path: string): Buffer;
 }
 
 // The initrd as iso/archive.ts writes it: an lz4-compressed (legacy frame) newc cpio. In
@@ -51,10 +52,13 @@ function readInitrd(initrd: string): Initrd {
   const empty = createHash('sha256').digest('hex');
   return {
     entries: entries.map(({ ino, ...e }) => (e.sha256 === undefined ? e : { ...e, sha256: byIno.get(ino) ?? empty })),
-    text: (path) => {
+    data: (path) => {
       const e = entries.find((x) => x.path === path);
       if (!e) throw new Error(`${initrd} has no ${path}`);
-      return (dataOf.get(e.ino) ?? Buffer.alloc(0)).toString('utf8');
+      return dataOf.get(e.ino) ?? Buffer.alloc(0);
+    },
+    text(path) {
+      return this.data(path).toString('utf8');
     },
   };
 }
@@ -113,6 +117,35 @@ test('the production initrd carries no test-case file, no selftest and no selfte
   const manifest = JSON.parse(initrd.text('/etc/sealkit/build-manifest.json')) as { testCase?: string; inputs: Array<{ path: string }> };
   t.is(manifest.testCase, undefined);
   t.deepEqual(manifest.inputs.filter((i) => i.path.startsWith('test/')), [], 'no input of the node image comes from test/');
+});
+
+// What the node holds in RAM and reads from the ISO at each boot: Node.js
+// without its symbol tables, and of the production packages only what
+// Node.js loads (iso/build.ts runtimeFile), every package still there.
+test('the initrd carries a stripped Node.js and the production packages without types, maps, docs, tests or foreign prebuilds', async (t) => {
+  t.timeout(20 * 60_000);
+  const iso = await ensureIso((l) => t.log(l));
+  const initrd = readInitrd(iso.initrd);
+  const nodes = initrd.entries.filter((e) => e.path.endsWith('/usr/local/bin/node'));
+  t.true(nodes.length > 0, 'the node base is in the image');
+  t.is(new Set(nodes.map((e) => e.sha256)).size, 1, 'one Node.js, hard-linked into each rootfs');
+  const elf = initrd.data(nodes[0].path);
+  t.is(elf.subarray(0, 4).toString('latin1'), '\x7fELF');
+  t.false(elf.includes('.symtab\0'), 'no symbol table');
+  t.false(elf.includes('.debug_info\0'), 'no debug sections');
+  const host = readFileSync(execFileSync('sh', ['-c', 'readlink -f "$(command -v node)"'], { encoding: 'utf8' }).trim());
+  t.log(`node: ${(elf.length / 1e6).toFixed(1)} MB in the image, ${(host.length / 1e6).toFixed(1)} MB on the build host`);
+
+  const app = '/containers/services/policy/rootfs/opt/sealkit/node_modules/';
+  const files = initrd.entries.filter((e) => e.path.startsWith(app) && e.sha256 !== undefined).map((e) => e.path.slice(app.length));
+  const notRuntime = files.filter((f) => /\.([cm]?ts|map|md|c|cc|h|bare)$|(^|\/)(test|tests|docs|examples?|\.github)\/|(^|\/)prebuilds\/(?!linux-x64\/)|\/obj\.target\//.test(f));
+  t.deepEqual(notRuntime, [], 'nothing Node.js does not load');
+  const lock = JSON.parse(readFileSync(join(repoRoot, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean; optional?: boolean }> };
+  const production = Object.entries(lock.packages).filter(([p, v]) => p.startsWith('node_modules/') && !v.dev && existsSync(join(repoRoot, p, 'package.json'))).map(([p]) => p.slice('node_modules/'.length));
+  const missing = production.filter((p) => !files.includes(`${p}/package.json`));
+  t.deepEqual(missing, [], 'every production package is there');
+  t.true(files.includes('fs-xattr/build/Release/xattr.node'), 'a native addon keeps its .node');
+  t.log(`${files.length} files of ${production.length} production packages`);
 });
 
 test('the same listing finds the test case in the test case image', async (t) => {

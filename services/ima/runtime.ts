@@ -34,8 +34,9 @@ export async function checkRuntime(envFile = process.env.SEALKIT_RUNTIME_ENV): P
   const env = parseEnvFile(text);
   const runtime = env.SEALKIT_RUNTIME ?? envFile;
   const version = env.SEALKIT_RUNTIME_VERSION || null;
-  if (env.SEALKIT_RUNTIME_CLONE === 'none') return { runtime, version, selfClones: false, why: `${runtime} ${version ?? ''} runs from a read-only mount and does not copy itself before a container start (${envFile})`.replace('  ', ' ') };
-  return { runtime, version, selfClones: true, why: `${runtime} ${version ?? ''} copies itself into a memfd before each container start (${envFile}: SEALKIT_RUNTIME_CLONE=${env.SEALKIT_RUNTIME_CLONE ?? 'unset'}), which IPE refuses: no container could start`.replace('  ', ' ') };
+  const named = version ? `${runtime} ${version}` : runtime;
+  if (env.SEALKIT_RUNTIME_CLONE === 'none') return { runtime, version, selfClones: false, why: `${named} runs from a read-only mount and does not copy itself before a container start (${envFile})` };
+  return { runtime, version, selfClones: true, why: `${named} copies itself into a memfd before each container start (${envFile}: SEALKIT_RUNTIME_CLONE=${env.SEALKIT_RUNTIME_CLONE ?? 'unset'}), which IPE refuses: no container could start` };
 }
 
 export async function checkRunc(runc = process.env.SEALKIT_RUNC ?? 'runc'): Promise<RuntimeCheck> {
