@@ -26,6 +26,7 @@ export SEALKIT_STATE ?= $(CURDIR)/state
 help:
 	@echo "make run        build the ISO and boot it in QEMU (bus on 127.0.0.1:4222)"
 	@echo "                FIRMWARE=uefi: under OVMF instead of SeaBIOS (the ISO boots on both)"
+	@echo "                MEDIA=cdrom: the ISO as a CD-ROM instead of a disk (a USB stick)"
 	@echo "make test       run every test (real nats-server, containerd, dockerd, registry, QEMU)"
 	@echo "make dev        run nats-server and every service on this machine (state in ./state)"
 	@echo "make hub        run a fleet hub on this machine for nodes to join (state in ./state/hub)"
@@ -112,7 +113,7 @@ iso: deps keys
 	flock build/iso-build.lock $(TSX) iso/build.ts $(if $(KERNEL),--kernel $(KERNEL)) $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
 
 run: deps
-	$(TSX) iso/run.ts $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(KERNEL),--kernel $(KERNEL)) $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
+	$(TSX) iso/run.ts $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(MEDIA),--media $(MEDIA)) $(if $(KERNEL),--kernel $(KERNEL)) $(if $(NODE),--node $(NODE)) $(if $(HUB),--hub $(HUB)) $(if $(BUNDLE),--bundle $(BUNDLE))
 
 dev: deps keys build
 	$(TSX) services/cli/dev.ts

@@ -37,18 +37,31 @@ export async function iso(ctx: BenchContext): Promise<Row[]> {
   ctx.defer(() => clearInterval(keep));
   const http = await startHttp({ headersTimeoutMs: 5000 });
   ctx.defer(() => http.close());
-  const vm = await bootVm({ iso: built.iso, httpPort: Number(new URL(http.origin).port) });
+  // first as a CD-ROM, for the record: the firmware's reads through the
+  // emulated ATAPI drive are most of the difference
+  const cd = await bootVm({ iso: built.iso, media: 'cdrom' });
+  const cdMs = await cd.waitForBus(8 * 60_000).finally(() => cd.powerOff());
+  // then as make run boots it: a disk, as a USB stick would be
+  const vm = await bootVm({ iso: built.iso, media: 'disk', httpPort: Number(new URL(http.origin).port) });
   ctx.defer(async () => void (await vm.powerOff()));
   const busMs = await vm.waitForBus(8 * 60_000);
   const guest = await vm.busReady(60_000).catch(() => undefined);
   rows.push(row(G, {
-    row: 'boot → bus answering on the host (QEMU TCG, -cpu max, 1 GiB, SeaBIOS): QEMU start → nats INFO on the forwarded port',
+    row: 'boot → bus answering on the host (QEMU TCG, -cpu max, 1 GiB, SeaBIOS, the ISO as a disk as make run attaches it): QEMU start → nats INFO on the forwarded port',
     sealkit: fmt.ms(busMs),
     peer: '—',
     ratio: '—',
     target: '≤ 20 s',
     status: verdict(busMs <= 20_000),
     note: guest ? `the guest logged "bus ready" ${guest.atSec} s after its kernel started` : undefined,
+  }));
+  rows.push(row(G, {
+    row: '  same, the ISO as a CD-ROM (make run MEDIA=cdrom; a boot before the one above)',
+    sealkit: fmt.ms(cdMs),
+    peer: '—',
+    ratio: '—',
+    target: '—',
+    status: 'info',
   }));
   // MemTotal − MemAvailable in the guest when the bus first answers inside it
   // (iso/parts/init/report): the services, nats-server, containerd, and the

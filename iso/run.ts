@@ -7,6 +7,8 @@
 //                                       SEALKIT_STATE=DIR the state
 //   ... iso/run.ts --firmware uefi      (make run FIRMWARE=uefi): boot the same
 //                                       ISO under OVMF instead of SeaBIOS
+//   ... iso/run.ts --media cdrom        (make run MEDIA=cdrom): the ISO attached
+//                                       as a CD-ROM, not as a disk (a USB stick)
 //   ... iso/run.ts --kernel 6.1         (make run KERNEL=6.1): built with that
 //                                       kernel (default: the newest installed)
 //   ... iso/run.ts --node n1 [--hub 127.0.0.1:7422] [--bundle DIR]
@@ -31,7 +33,7 @@ import { isHeld, lockFile, lockState, type HeldLock } from '../services/cli/lock
 import { build, fleetIsoDir, fleetOptions, isStale, kernelVersion, repoRoot, type FleetOptions } from './build.ts';
 import { fleetInputs, guestHub, readBundle, withHub } from './fleet.ts';
 import { ensureNodeKeys } from './keys.ts';
-import { bootVm, parseFirmware } from './vm.ts';
+import { bootVm, parseFirmware, parseMedia } from './vm.ts';
 
 // Files under `root`, read-only: GET and HEAD, no listings, nothing outside.
 export function fileServer(root: string, log: (line: string) => void): Server {
@@ -121,6 +123,7 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const opt = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
   const firmware = parseFirmware(opt('--firmware'));
+  const media = parseMedia(opt('--media'));
   const kernel = kernelVersion(opt('--kernel'));
   const asked = fleetOptions(opt('--node'), opt('--hub'), opt('--bundle'), state);
   const fleet = asked ? await hubForRun(asked) : undefined;
@@ -146,10 +149,10 @@ async function main(): Promise<void> {
 
   const dir = join(state, 'run');
   await mkdir(dir, { recursive: true });
-  const vm = await bootVm({ iso: join(out, 'sealkit.iso'), firmware, busPort, httpPort, hub: fleet?.host, dir, stdio: true });
+  const vm = await bootVm({ iso: join(out, 'sealkit.iso'), firmware, media, busPort, httpPort, hub: fleet?.host, dir, stdio: true });
   const url = `nats://127.0.0.1:${busPort}`;
   console.log(`
-run: the node is booting in QEMU (pid ${vm.pid}) under ${firmware === 'uefi' ? 'UEFI (OVMF)' : 'BIOS (SeaBIOS)'}; console below, Ctrl-C powers it off
+run: the node is booting in QEMU (pid ${vm.pid}) under ${firmware === 'uefi' ? 'UEFI (OVMF)' : 'BIOS (SeaBIOS)'} from the ISO as a ${media === 'disk' ? 'disk' : 'CD-ROM'}; console below, Ctrl-C powers it off
   bus      ${url}   (anonymous clients get the read-only monitor user)
   images   ${images}/NAME  ->  http://10.0.2.100/NAME inside the node${fleet ? `
   hub      ${fleet.host.host}:${fleet.host.port}  ->  nats-leaf://${guestHub.host}:${guestHub.port} inside node ${fleet.options.node}` : ''}

@@ -23,6 +23,7 @@ export interface BootOptions {
   busPort?: number; // host port for the guest's 4222; default: a free one
   httpPort?: number; // host port the guest reaches as 10.0.2.100:80
   hub?: { host: string; port: number }; // a fleet hub's leaf listener, reached from the guest as 10.0.2.100:7422
+  media?: Media; // how the ISO is attached: a CD-ROM (the default here) or a disk
   dir?: string; // where the console log and monitor socket go; default: a temp dir
   stdio?: boolean; // also copy the console to this process's stdout
 }
@@ -57,6 +58,27 @@ export function parseFirmware(value: string | undefined): Firmware {
   if (value === undefined || value === '') return 'bios';
   if ((firmwares as readonly string[]).includes(value)) return value as Firmware;
   throw new Error(`FIRMWARE="${value}" is not a firmware this can boot: use bios (SeaBIOS, the default) or uefi (OVMF)`);
+}
+
+// How the ISO is attached (make run MEDIA=): as a disk, the way a USB stick
+// it was written to boots a machine, or as a CD-ROM. The ISO is hybrid
+// (isolinux's MBR and a GPT with the EFI partition), so either firmware
+// boots it either way. The firmware reads the kernel and initrd far faster
+// from a virtio disk than through the emulated ATAPI drive under TCG:
+// 2.2 s against 9.0 s to the kernel under SeaBIOS, 10.5 s against 17.5 s
+// under OVMF (2026-12-07, this ISO of 102 MB).
+export type Media = 'disk' | 'cdrom';
+const medias = ['disk', 'cdrom'] as const;
+
+// MEDIA= of make run (iso/run.ts --media); make run's default is disk
+export function parseMedia(value: string | undefined, otherwise: Media = 'disk'): Media {
+  if (value === undefined || value === '') return otherwise;
+  if ((medias as readonly string[]).includes(value)) return value as Media;
+  throw new Error(`MEDIA="${value}" is not a way to attach the ISO: use disk (as a USB stick, the default) or cdrom`);
+}
+
+function mediaArgs(iso: string, media: Media): string[] {
+  return media === 'disk' ? ['-drive', `file=${iso},format=raw,if=virtio,readonly=on`, '-boot', 'c'] : ['-cdrom', iso, '-boot', 'd'];
 }
 
 async function uefiArgs(dir: string, from = ovmfVars): Promise<string[]> {
@@ -125,7 +147,7 @@ export async function bootVm(o: BootOptions): Promise<Vm> {
     '-serial', `file:${consoleLog}`,
     '-monitor', `unix:${monitor},server,nowait`,
   ];
-  if (o.iso) args.push(...(o.firmware === 'uefi' ? await uefiArgs(dir, o.ovmfVars) : []), '-cdrom', o.iso, '-boot', 'd');
+  if (o.iso) args.push(...(o.firmware === 'uefi' ? await uefiArgs(dir, o.ovmfVars) : []), ...mediaArgs(o.iso, o.media ?? 'cdrom'));
   else if (o.firmware === 'uefi') throw new Error('bootVm: firmware uefi boots the ISO (iso), not a kernel and initrd');
   else if (o.kernel && o.initrd) args.push('-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append ?? 'console=ttyS0');
   else throw new Error('bootVm needs iso, or kernel and initrd');

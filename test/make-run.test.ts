@@ -68,6 +68,8 @@ test('make run boots the node, serves <state>/images to it, takes a policy pushe
   t.regex(qemu, /^qemu-system-x86_64 /);
   t.true(qemu.includes(`hostfwd=tcp:127.0.0.1:${port}-:4222`), 'SEALKIT_BUS_PORT moves the bus');
   t.true(qemu.includes(join(state, 'build', 'sealkit.iso')), 'the ISO built for this state is booted');
+  t.true(qemu.includes(`-drive file=${join(state, 'build', 'sealkit.iso')},format=raw,if=virtio,readonly=on`), 'attached as a disk, as a USB stick would be');
+  t.regex(run.output(), /under BIOS \(SeaBIOS\) from the ISO as a disk/);
 
   // the node's bus, as generated: anonymous clients may read, not publish events
   const probe = await connect({ servers: `127.0.0.1:${port}`, name: 'make-run-probe', reconnect: false });
