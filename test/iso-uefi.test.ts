@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { repoRoot } from '../services/lib/config.ts';
 import { kernelCmdline } from '../iso/archive.ts';
 import { ovmfCode } from '../iso/vm.ts';
-import { busAnswers, ensureIso, freePort, takeTestStateTurn, testIsoDir, testStateDir } from './helpers/qemu.ts';
+import { busAnswers, ensureIso, freePort, takeTestStateTurn, testIsoDir, testStateDir, type TestIso } from './helpers/qemu.ts';
 import { spawnReadme } from './helpers/readme.ts';
 import { cmdline, killAll, running, type Shell } from './helpers/make.ts';
 
@@ -24,8 +24,11 @@ import { cmdline, killAll, running, type Shell } from './helpers/make.ts';
 
 const minutes = (n: number) => n * 60_000;
 
-test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line, and the bus answers on the forwarded port', async (t) => {
-  t.timeout(minutes(25));
+// The README's `command` (a make run) on the tests' ISO and state, in the
+// state's turn, with its bus on a free port; QEMU and make run are killed in
+// teardown if the test has not ended them. Resolves once make run says
+// which QEMU it started and how (`booted` matches that banner).
+async function makeRun(t: ExecutionContext, command: string, booted: RegExp): Promise<{ run: Shell; qemuPid: number; port: number; iso: TestIso }> {
   const iso = await ensureIso((l) => t.log(l));
   const port = await freePort();
   let run: Shell | undefined;
@@ -36,13 +39,18 @@ test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line
     if (qemuPid) killAll([qemuPid]);
     await endTurn();
   });
-
-  // the tests' ISO and state: make run finds the ISO up to date and boots it
-  run = spawnReadme('make run FIRMWARE=uefi', {
+  // make run finds the tests' ISO up to date and boots it
+  run = spawnReadme(command, {
     cwd: repoRoot,
     env: { SEALKIT_STATE: testStateDir, SEALKIT_ISO_OUT: testIsoDir, SEALKIT_BUS_PORT: String(port) },
   });
-  qemuPid = Number((await run.waitFor(/booting in QEMU \(pid (\d+)\) under UEFI \(OVMF\)/, minutes(15)))[1]);
+  qemuPid = Number((await run.waitFor(new RegExp(`booting in QEMU \\(pid (\\d+)\\) ${booted.source}`), minutes(15)))[1]);
+  return { run, qemuPid, port, iso };
+}
+
+test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line, and the bus answers on the forwarded port', async (t) => {
+  t.timeout(minutes(25));
+  const { run, qemuPid, port, iso } = await makeRun(t, 'make run FIRMWARE=uefi', /under UEFI \(OVMF\) from the ISO as a disk/);
   t.regex(run.output(), /run: \S+\/sealkit\.iso is up to date/, 'the tests\' ISO is booted, not another build');
 
   // the console is echoed by make run: the kernel was started by UEFI firmware
@@ -80,21 +88,7 @@ test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line
 
 test('make run MEDIA=cdrom boots the same ISO as a CD-ROM under SeaBIOS, and the bus answers on the forwarded port', async (t) => {
   t.timeout(minutes(25));
-  const iso = await ensureIso((l) => t.log(l));
-  const port = await freePort();
-  let run: Shell | undefined;
-  let qemuPid: number | undefined;
-  const endTurn = await takeTestStateTurn();
-  t.teardown(async () => {
-    if (run && !run.done()) run.signal('SIGKILL');
-    if (qemuPid) killAll([qemuPid]);
-    await endTurn();
-  });
-  run = spawnReadme('make run MEDIA=cdrom', {
-    cwd: repoRoot,
-    env: { SEALKIT_STATE: testStateDir, SEALKIT_ISO_OUT: testIsoDir, SEALKIT_BUS_PORT: String(port) },
-  });
-  qemuPid = Number((await run.waitFor(/booting in QEMU \(pid (\d+)\) under BIOS \(SeaBIOS\) from the ISO as a CD-ROM/, minutes(15)))[1]);
+  const { run, qemuPid, port, iso } = await makeRun(t, 'make run MEDIA=cdrom', /under BIOS \(SeaBIOS\) from the ISO as a CD-ROM/);
   const bus = await run.waitFor(new RegExp(`run: bus answering on 127\\.0\\.0\\.1:${port} ([\\d.]+) s after QEMU started`), minutes(15));
   t.true(await busAnswers(port), `the bus answers on 127.0.0.1:${port}`);
   t.log(`from the CD-ROM the bus answered ${bus[1]} s after QEMU started`);
