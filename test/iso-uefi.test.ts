@@ -24,11 +24,12 @@ import { cmdline, killAll, running, type Shell } from './helpers/make.ts';
 
 const minutes = (n: number) => n * 60_000;
 
-// The README's `command` (a make run) on the tests' ISO and state, in the
+// The README's `command` (a make run; readme-commands finds it as the first
+// argument of a function named …Readme) on the tests' ISO and state, in the
 // state's turn, with its bus on a free port; QEMU and make run are killed in
 // teardown if the test has not ended them. Resolves once make run says
 // which QEMU it started and how (`booted` matches that banner).
-async function makeRun(t: ExecutionContext, command: string, booted: RegExp): Promise<{ run: Shell; qemuPid: number; port: number; iso: TestIso }> {
+async function makeRunReadme(command: string, t: ExecutionContext, booted: RegExp): Promise<{ run: Shell; qemuPid: number; port: number; iso: TestIso }> {
   const iso = await ensureIso((l) => t.log(l));
   const port = await freePort();
   let run: Shell | undefined;
@@ -50,7 +51,7 @@ async function makeRun(t: ExecutionContext, command: string, booted: RegExp): Pr
 
 test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line, and the bus answers on the forwarded port', async (t) => {
   t.timeout(minutes(25));
-  const { run, qemuPid, port, iso } = await makeRun(t, 'make run FIRMWARE=uefi', /under UEFI \(OVMF\) from the ISO as a disk/);
+  const { run, qemuPid, port, iso } = await makeRunReadme('make run FIRMWARE=uefi', t, /under UEFI \(OVMF\) from the ISO as a disk/);
   t.regex(run.output(), /run: \S+\/sealkit\.iso is up to date/, 'the tests\' ISO is booted, not another build');
 
   // the console is echoed by make run: the kernel was started by UEFI firmware
@@ -88,7 +89,7 @@ test('make run FIRMWARE=uefi boots the ISO under OVMF with the same command line
 
 test('make run MEDIA=cdrom boots the same ISO as a CD-ROM under SeaBIOS, and the bus answers on the forwarded port', async (t) => {
   t.timeout(minutes(25));
-  const { run, qemuPid, port, iso } = await makeRun(t, 'make run MEDIA=cdrom', /under BIOS \(SeaBIOS\) from the ISO as a CD-ROM/);
+  const { run, qemuPid, port, iso } = await makeRunReadme('make run MEDIA=cdrom', t, /under BIOS \(SeaBIOS\) from the ISO as a CD-ROM/);
   const bus = await run.waitFor(new RegExp(`run: bus answering on 127\\.0\\.0\\.1:${port} ([\\d.]+) s after QEMU started`), minutes(15));
   t.true(await busAnswers(port), `the bus answers on 127.0.0.1:${port}`);
   t.log(`from the CD-ROM the bus answered ${bus[1]} s after QEMU started`);
