@@ -71,8 +71,8 @@ export type Media = 'disk' | 'cdrom';
 const medias = ['disk', 'cdrom'] as const;
 
 // MEDIA= of make run (iso/run.ts --media); make run's default is disk
-export function parseMedia(value: string | undefined, otherwise: Media = 'disk'): Media {
-  if (value === undefined || value === '') return otherwise;
+export function parseMedia(value: string | undefined): Media {
+  if (value === undefined || value === '') return 'disk';
   if ((medias as readonly string[]).includes(value)) return value as Media;
   throw new Error(`MEDIA="${value}" is not a way to attach the ISO: use disk (as a USB stick, the default) or cdrom`);
 }

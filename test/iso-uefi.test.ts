@@ -102,24 +102,18 @@ test('make run MEDIA=cdrom boots the same ISO as a CD-ROM under SeaBIOS, and the
   t.false(running(qemuPid), `QEMU (pid ${qemuPid}) is gone`);
 });
 
-test('make run with a MEDIA it cannot attach is refused before anything is built or booted, naming the ones it can', async (t) => {
+// make run with a value it cannot use: refused before keys are made or
+// anything is built or booted, naming the values it can use
+const refusedBeforeAnything = test.macro(async (t, setting: string, said: RegExp) => {
   t.timeout(minutes(5));
-  const state = await mkdtemp(join(tmpdir(), 'sealkit-media-'));
+  const state = await mkdtemp(join(tmpdir(), 'sealkit-refused-'));
   t.teardown(() => rm(state, { recursive: true, force: true }));
-  const r = spawnSync('make', ['run', 'MEDIA=usb'], { cwd: repoRoot, env: { ...process.env, SEALKIT_STATE: state }, encoding: 'utf8', timeout: minutes(4) });
+  const r = spawnSync('make', ['run', setting], { cwd: repoRoot, env: { ...process.env, SEALKIT_STATE: state }, encoding: 'utf8', timeout: minutes(4) });
   t.not(r.status, 0, r.stdout);
-  t.regex(r.stderr, /run: MEDIA="usb" is not a way to attach the ISO: use disk \(as a USB stick, the default\) or cdrom/);
+  t.regex(r.stderr, said);
   t.false(existsSync(join(state, 'keys')), 'no keys were made');
   t.false(existsSync(join(state, 'run')), 'nothing was booted');
 });
 
-test('make run with a FIRMWARE it cannot boot is refused before anything is built or booted, naming the ones it can', async (t) => {
-  t.timeout(minutes(5));
-  const state = await mkdtemp(join(tmpdir(), 'sealkit-firmware-'));
-  t.teardown(() => rm(state, { recursive: true, force: true }));
-  const r = spawnSync('make', ['run', 'FIRMWARE=efi'], { cwd: repoRoot, env: { ...process.env, SEALKIT_STATE: state }, encoding: 'utf8', timeout: minutes(4) });
-  t.not(r.status, 0, r.stdout);
-  t.regex(r.stderr, /run: FIRMWARE="efi" is not a firmware this can boot: use bios \(SeaBIOS, the default\) or uefi \(OVMF\)/);
-  t.false(existsSync(join(state, 'keys')), 'no keys were made');
-  t.false(existsSync(join(state, 'run')), 'nothing was booted');
-});
+test('make run with a MEDIA it cannot attach is refused before anything is built or booted, naming the ones it can', refusedBeforeAnything, 'MEDIA=usb', /run: MEDIA="usb" is not a way to attach the ISO: use disk \(as a USB stick, the default\) or cdrom/);
+test('make run with a FIRMWARE it cannot boot is refused before anything is built or booted, naming the ones it can', refusedBeforeAnything, 'FIRMWARE=efi', /run: FIRMWARE="efi" is not a firmware this can boot: use bios \(SeaBIOS, the default\) or uefi \(OVMF\)/);
