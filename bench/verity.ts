@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { repoRoot } from '../services/lib/config.ts';
 import { composeIpePolicy, signIpePolicy } from '../services/ima/ipe.ts';
 import { verityDigestOfFile } from '../services/ima/verity.ts';
-import { bootKernel, buildInitrd, debianKernel, EXT4_VIRTIO_MODULES, NODE_LIBS, nodeInGuest, OVMF_CODE, OVMF_VARS, ovmfWithOwner, ownerCert, results } from '../test/helpers/kernel-vm.ts';
+import { bootKernel, buildInitrd, debianKernel, EXT4_VIRTIO_MODULES, guestInit, NODE_LIBS, nodeInGuest, OVMF_CODE, OVMF_VARS, ovmfWithOwner, ownerCert, results } from '../test/helpers/kernel-vm.ts';
 import { fmt, median, MiB, row, sh, type BenchContext, type Row } from './measure.ts';
 
 // The IPE + fs-verity tier's costs, measured where they can be: this host's
@@ -28,12 +28,7 @@ const ROUNDS = 5;
 const LIBS = ['/lib/x86_64-linux-gnu/libfsverity.so.0', '/lib/x86_64-linux-gnu/libcrypto.so.3', ...NODE_LIBS];
 
 // centiseconds since boot (busybox date has no %N; each timed span is seconds)
-const INIT = `#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin:/usr/bin
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t securityfs securityfs /sys/kernel/security
-for m in virtio_blk crc16 mbcache jbd2 crc32c_generic ext4; do insmod /lib/modules/$m.ko; done
-for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.3; done
+const INIT = `${guestInit({ mounts: 'mount -t securityfs securityfs /sys/kernel/security', modules: EXT4_VIRTIO_MODULES, disk: '/dev/vda' })}
 mkdir -p /s; mount -t ext4 /dev/vda /s || { echo "RESULT error cannot mount the store"; poweroff -f; }
 cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
 sync; echo 3 > /proc/sys/vm/drop_caches

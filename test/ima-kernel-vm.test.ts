@@ -9,7 +9,7 @@ import { hashAndLabelTree } from '../services/ima/labeltree.ts';
 import { digestLabel, writeLabel } from '../services/ima/label.ts';
 import { loadOrCreateSigningKey, signatureLabel } from '../services/ima/digsig.ts';
 import { composeHostPolicy } from '../services/ima/hostpolicy.ts';
-import { bootKernel, buildInitrd, debianKernel, results as resultsOf } from './helpers/kernel-vm.ts';
+import { bootKernel, buildInitrd, debianKernel, guestInit, results as resultsOf } from './helpers/kernel-vm.ts';
 
 // The real kernel (Debian 6.1, ima_appraise=enforce) in QEMU/TCG appraises
 // what we label, under the host policy we compose: two ext4 stores, one
@@ -26,17 +26,10 @@ const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 const UUID_DIGEST = '5ea1c0de-0000-4000-8000-00000000000d';
 const UUID_SIG = '5ea1c0de-0000-4000-8000-00000000000e';
 
-const INIT = `#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin:/usr/bin
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t securityfs securityfs /sys/kernel/security
-# without auditd the kernel prints audit records through printk_ratelimit()
-# (10 in 5 s): the boot's own records and a few denials can use that up and
-# a denial record is dropped for good (seen: the third of ima-kernel-vm's
-# never came). Interval 0 turns the limit off.
-echo 0 > /proc/sys/kernel/printk_ratelimit
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4; do insmod /lib/modules/$m.ko; done
-for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vdb ] && break; sleep 0.3; done
+// in the order insmod needs them (virtio needs virtio_ring)
+const IMA_MODULES = ['drivers/virtio/virtio_ring.ko', 'drivers/virtio/virtio.ko', 'drivers/virtio/virtio_pci_legacy_dev.ko', 'drivers/virtio/virtio_pci_modern_dev.ko', 'drivers/virtio/virtio_pci.ko', 'drivers/block/virtio_blk.ko', 'lib/crc16.ko', 'fs/mbcache.ko', 'fs/jbd2/jbd2.ko', 'crypto/crc32c_generic.ko', 'fs/ext4/ext4.ko'];
+
+const INIT = `${guestInit({ mounts: 'mount -t securityfs securityfs /sys/kernel/security', modules: IMA_MODULES, disk: '/dev/vdb', audit: true })}
 mkdir -p /d /s; mount -t ext4 /dev/vda /d; mount -t ext4 /dev/vdb /s
 keyctl newring _ima @u >/dev/null; keyctl padd asymmetric '' %keyring:_ima < /cert.der >/dev/null
 cat /policy > /sys/kernel/security/ima/policy; echo "RESULT policy $?"
@@ -85,7 +78,7 @@ test('the kernel accepts our labels and signatures and denies forged and missing
   const initrd = buildInitrd(dir, {
     init: INIT,
     modulesDir: MODULES,
-    modules: ['drivers/virtio/virtio.ko', 'drivers/virtio/virtio_ring.ko', 'drivers/virtio/virtio_pci_legacy_dev.ko', 'drivers/virtio/virtio_pci_modern_dev.ko', 'drivers/virtio/virtio_pci.ko', 'drivers/block/virtio_blk.ko', 'lib/crc16.ko', 'fs/mbcache.ko', 'fs/jbd2/jbd2.ko', 'crypto/crc32c_generic.ko', 'fs/ext4/ext4.ko'],
+    modules: IMA_MODULES,
     files: initrdFiles,
   });
   for (const [img, src, uuid] of [['d.img', d, UUID_DIGEST], ['s.img', s, UUID_SIG]]) {

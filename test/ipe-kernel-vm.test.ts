@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { verityDigestOfFile } from '../services/ima/verity.ts';
 import { composeIpePolicy, signIpePolicy } from '../services/ima/ipe.ts';
-import { bootKernel, buildInitrd, debianKernel, EXT4_VIRTIO_MODULES, OVMF_CODE, OVMF_VARS, ovmfWithOwner, ownerCert, results } from './helpers/kernel-vm.ts';
+import { bootKernel, buildInitrd, debianKernel, EXT4_VIRTIO_MODULES, guestInit, OVMF_CODE, OVMF_VARS, ovmfWithOwner, ownerCert, results } from './helpers/kernel-vm.ts';
 
 // Debian's 6.12 kernel (IPE built in) under OVMF with a throwaway owner
 // certificate enrolled in db, so the kernel loads it into .platform: the IPE
@@ -18,17 +18,9 @@ const SECURITYFS = '/sys/kernel/security/ipe';
 const dir = mkdtempSync(join(tmpdir(), 'sealkit-ipe-vm-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
-const INIT = `#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin:/usr/bin
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t securityfs securityfs /sys/kernel/security
-# without auditd the kernel prints audit records through printk_ratelimit()
-# (10 in 5 s): the boot's own records and a few denials can use that up and
-# a denial record is dropped for good (seen: the third of ima-kernel-vm's
-# never came). Interval 0 turns the limit off.
-echo 0 > /proc/sys/kernel/printk_ratelimit
-for m in virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 efivarfs; do insmod /lib/modules/$m.ko; done
-for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.3; done
+const IPE_MODULES = [...EXT4_VIRTIO_MODULES, 'fs/efivarfs/efivarfs.ko'];
+
+const INIT = `${guestInit({ mounts: 'mount -t securityfs securityfs /sys/kernel/security', modules: IPE_MODULES, disk: '/dev/vda', audit: true })}
 mkdir -p /s /t; mount -t ext4 /dev/vda /s; mount -t tmpfs tmpfs /t
 mount -t efivarfs efivarfs /sys/firmware/efi/efivars && echo "RESULT setupmode $(od -An -tx1 /sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c | tr -d ' ')"
 dmesg | grep -q 'UEFI:db' && echo "RESULT platform-key loaded"
@@ -115,7 +107,7 @@ test('the 6.12 kernel enforces the owner-signed IPE policy sealkit composes, and
   const initrd = buildInitrd(dir, {
     init: INIT,
     modulesDir: K612.modules,
-    modules: [...EXT4_VIRTIO_MODULES, 'fs/efivarfs/efivarfs.ko'],
+    modules: IPE_MODULES,
     files,
   });
 

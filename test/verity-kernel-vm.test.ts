@@ -4,7 +4,7 @@ import { existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../services/lib/config.ts';
-import { bootKernel, buildInitrd, debianKernel, EXT4_VIRTIO_MODULES, NODE_LIBS, nodeInGuest, results } from './helpers/kernel-vm.ts';
+import { bootKernel, buildInitrd, debianKernel, EXT4_VIRTIO_MODULES, guestInit, NODE_LIBS, nodeInGuest, results } from './helpers/kernel-vm.ts';
 
 // The ima service's enableVerity (services/ima/fsverity.ts) against a kernel
 // that has fs-verity, which this host's does not: Debian's 6.12 in QEMU, a
@@ -19,12 +19,7 @@ const K612 = debianKernel(/^6\.12\.\S+-amd64$/);
 const dir = mkdtempSync(join(tmpdir(), 'sealkit-verity-vm-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
-const INIT = `#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin:/usr/bin
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmpfs /tmp
-for m in virtio_blk crc16 mbcache jbd2 crc32c_generic ext4; do insmod /lib/modules/$m.ko; done
-for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.3; done
+const INIT = `${guestInit({ mounts: 'mount -t tmpfs tmpfs /tmp', modules: EXT4_VIRTIO_MODULES, disk: '/dev/vda' })}
 mkdir -p /s; mount -t ext4 /dev/vda /s
 fsverity enable /s/t/a/already && fsverity enable /s/t/b/already && echo "RESULT already enabled"
 /s/app/node /s/app/dist/test/helpers/verity-guest.js /s/t 2>&1
