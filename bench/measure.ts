@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 // What every row group needs to measure fairly: time a run, interleave the
@@ -35,17 +37,38 @@ export async function timed(fn: () => Promise<unknown>): Promise<number> {
   return performance.now() - t;
 }
 
-/** Runs each contender `reps` times, interleaved, and returns each one's times in ms. */
-export async function interleave<K extends string>(reps: number, contenders: Record<K, () => Promise<unknown>>, after?: (k: K) => Promise<void>): Promise<Record<K, number[]>> {
+/**
+ * Runs each contender `reps` times, interleaved, and returns each one's times
+ * in ms. `warm`: before each timed run, that many bytes of page cache are
+ * written and freed in that directory (warmPageCache).
+ */
+export async function interleave<K extends string>(reps: number, contenders: Record<K, () => Promise<unknown>>, after?: (k: K) => Promise<void>, o: { warm?: { dir: string; bytes: number } } = {}): Promise<Record<K, number[]>> {
   const keys = Object.keys(contenders) as K[];
   const out = Object.fromEntries(keys.map((k) => [k, [] as number[]])) as Record<K, number[]>;
   for (let i = 0; i < reps; i++) {
     for (const k of keys) {
+      if (o.warm) await warmPageCache(o.warm.dir, o.warm.bytes);
       out[k].push(await timed(contenders[k]));
       await after?.(k);
     }
   }
   return out;
+}
+
+// This machine is a Firecracker VM (free page reporting on): page cache the
+// guest has not used lately is slow to take. Measured 2026-12-07, `dd` of
+// 1 GiB, no fsync, nothing dirty being throttled: into new page cache
+// 6.1-11.5 s (93-170 MB/s), right after 1 GiB of page cache was freed
+// 0.20-0.33 s; touching and freeing anonymous memory first did not help
+// (6.8-10.8 s). A run that writes a big file (a fetch's 1 GiB, a pull's
+// layout, dd) then pays for the machine, more or less by the chance of what
+// ran before it, and a real machine does not. Writing `bytes` to a file and
+// deleting it before the run (its dirty pages are dropped, not written)
+// leaves that much page cache freed, which the run takes first.
+export async function warmPageCache(dir: string, bytes: number): Promise<void> {
+  const file = join(dir, '.warm');
+  await sh('dd', ['if=/dev/zero', `of=${file}`, 'bs=1M', `count=${Math.ceil(bytes / MiB)}`, 'status=none']);
+  await rm(file, { force: true });
 }
 
 export function median(xs: number[]): number {

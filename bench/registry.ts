@@ -63,7 +63,9 @@ async function pull(ctx: BenchContext, reg: Awaited<ReturnType<typeof startRegis
     cpu.skopeo.push((u + s) * 1000);
   };
   ctx.log(`registry: ${reps} interleaved rounds of Fetcher.fetch(oci://…) and skopeo copy`);
-  const t = await interleave(reps, { sealkit, skopeo }, async () => rm(dir, { recursive: true, force: true }));
+  // each run takes page cache freed just before it (warmPageCache): as much
+  // as the layers, with room for the rest
+  const t = await interleave(reps, { sealkit, skopeo }, async () => rm(dir, { recursive: true, force: true }), { warm: { dir: ctx.tmp, bytes: layers * layerBytes * 1.25 } });
   const a = median(t.sealkit);
   const b = median(t.skopeo);
   const ca = median(cpu.sealkit);

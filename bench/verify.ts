@@ -79,11 +79,13 @@ export async function verify(ctx: BenchContext): Promise<Row[]> {
   };
 
   ctx.log(`verify: ${reps} interleaved rounds of core, Fetcher.fetch, download-only, parse, curl|sha256sum, openssl speed, dd conv=fsync`);
+  // each run takes page cache freed just before it (warmPageCache): as much
+  // as the fetch writes, with room for the rest
   const t = await interleave(reps, { core, fetcher, hashOnly, parse, curl, openssl, dd }, async (k) => {
     if (k === 'core') await cache.remove(hex);
     if (k === 'fetcher') await rig.fetcher.cache.remove(hex);
     if (k === 'dd') await rm(join(ctx.tmp, 'dd.bin'), { force: true });
-  });
+  }, { warm: { dir: ctx.tmp, bytes: size * 1.25 } });
 
   ctx.log(`verify: ms per round: ${Object.entries(t).map(([k, v]) => `${k} ${(v as number[]).map((x) => x.toFixed(0)).join(' ')}`).join(', ')}`);
   const bps = (ms: number) => size / (ms / 1000);
