@@ -90,7 +90,7 @@ export async function verity(ctx: BenchContext): Promise<Row[]> {
   for (const l of LIBS) files[l] = l;
   const initrd = buildInitrd(ctx.tmp, { init: INIT, modulesDir: k.modules, modules: EXT4_VIRTIO_MODULES, files });
 
-  ctx.log(`verity: booting ${k.version} under OVMF (TCG, 2 vCPUs) on a ${(du / MiB).toFixed(0)} MiB store`);
+  ctx.log(`verity: booting ${k.version} under OVMF (TCG in one host thread, 2 vCPUs) on a ${(du / MiB).toFixed(0)} MiB store`);
   const load = loadavg()[0];
   const out = await bootKernel(['-m', '2048', '-smp', '2', ...ovmf,
     '-kernel', k.kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1 loglevel=1',
