@@ -66,7 +66,7 @@ export async function imports(ctx: BenchContext): Promise<Row[]> {
   // each run takes page cache freed just before it (warmPageCache): the
   // archive is written twice over (containerd's content and its staging;
   // Docker's upload and its vfs layers)
-  const warm = { warm: { dir: ctx.tmp, bytes: 2.5 * layers * layerBytes } };
+  const warmed = { warm: { dir: ctx.tmp, bytes: 2.5 * layers * layerBytes } };
   // containerd: a fresh namespace per round, emptied (with a synchronous GC) after
   let round = 0;
   const ns = () => `bench-${round}`;
@@ -83,7 +83,7 @@ export async function imports(ctx: BenchContext): Promise<Row[]> {
       ctr: () => containerd.ctr(['images', 'import', '--no-unpack', archive], ns()),
     },
     ctrEmpty,
-    warm,
+    warmed,
   );
 
   const dockerCli = (args: string[]) => sh('docker', ['-H', `unix://${docker.sock}`, ...args]);
@@ -99,7 +99,7 @@ export async function imports(ctx: BenchContext): Promise<Row[]> {
       docker: () => dockerCli(['load', '-q', '-i', archive]),
     },
     dockerEmpty,
-    warm,
+    warmed,
   );
 
   const what = `${layers}×${(layerBytes / MiB).toFixed(0)} MiB`;

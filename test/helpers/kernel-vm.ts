@@ -11,6 +11,9 @@ export function debianKernel(line: RegExp): { version: string; kernel: string; m
   return v ? { version: v, kernel: `/boot/vmlinuz-${v}`, modules: `/usr/lib/modules/${v}/kernel` } : null;
 }
 
+// a module's file in the initrd: its name under /lib/modules, unpacked
+const moduleFile = (m: string): string => m.split('/').at(-1)!.replace(/\.xz$/, '');
+
 // Modules are copied by path under the kernel's module tree (.ko or .ko.xz,
 // unpacked: busybox insmod reads plain ELF) to /lib/modules/<name>.ko; files
 // (host path → initrd path) keep their mode.
@@ -19,7 +22,7 @@ export function buildInitrd(dir: string, o: { init: string; modulesDir: string; 
   for (const d of ['bin', 'dev', 'proc', 'sys', 'tmp', 'lib/modules', 'usr/bin']) mkdirSync(join(root, d), { recursive: true });
   copyFileSync('/usr/bin/busybox', join(root, 'bin/busybox'));
   for (const m of o.modules) {
-    const name = m.split('/').at(-1)!.replace(/\.xz$/, '');
+    const name = moduleFile(m);
     const src = join(o.modulesDir, m);
     if (existsSync(src)) copyFileSync(src, join(root, 'lib/modules', name));
     else execFileSync('sh', ['-c', `xz -dc '${src}.xz' > '${join(root, 'lib/modules', name)}'`]);
@@ -37,7 +40,7 @@ export function buildInitrd(dir: string, o: { init: string; modulesDir: string; 
 
 // The first lines of every kernel test's /init: busybox's applets, the
 // kernel's file systems (and \`mounts\`, more of them), the modules in
-// order (by their file names, as buildInitrd puts them), and a wait for
+// order (their files as buildInitrd puts them), and a wait for
 // the disk the test mounts. \`audit\`: the guest reads the kernel's audit
 // records from its log, so printk's rate limit goes off.
 export function guestInit(o: { mounts?: string; modules: string[]; disk: string; audit?: boolean }): string {
@@ -55,7 +58,7 @@ export function guestInit(o: { mounts?: string; modules: string[]; disk: string;
           'echo 0 > /proc/sys/kernel/printk_ratelimit',
         ]
       : []),
-    `for m in ${o.modules.map((m) => m.split('/').at(-1)!.replace(/\.ko(\.xz)?$/, '')).join(' ')}; do insmod /lib/modules/$m.ko; done`,
+    `for m in ${o.modules.map(moduleFile).join(' ')}; do insmod /lib/modules/$m; done`,
     `for i in 1 2 3 4 5 6 7 8 9 10; do [ -b ${o.disk} ] && break; sleep 0.3; done`,
     '',
   ].join('\n');
